@@ -1,0 +1,451 @@
+"""One case, end to end: DICOM series -> Volume -> Segmentation -> meshes -> files.
+
+:func:`run` is plain composition of the stage functions (no stage classes, no registry). Every output
+is first written into a private staging folder inside ``outdir`` and only renamed into place once the
+whole case has succeeded, ``manifest.json`` last; a failure removes the staging folder, so a failed
+case never leaves half-written or stale-looking output behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from printpipe._atomic import atomic_write_text, sha256_file
+from printpipe._version import __version__
+from printpipe.dicom import DicomConfig, read_series
+from printpipe.errors import InputError, PrintpipeError, SegmentationError
+from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
+from printpipe.repair import RepairConfig, decimate, fidelity, repair
+from printpipe.segment import SegmentConfig, mirror_mesh, segment, surface_deviation
+from printpipe.surface import SurfaceConfig, mask_to_mesh
+from printpipe.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PipelineConfig", "CaseResult", "run"]
+
+Progress = Callable[[str, float], None]
+
+# Keys of Volume.meta that may go into the manifest's input summary (never identifiers).
+_INPUT_KEYS = (
+    "series_uid_hash", "study_uid_hash", "modality", "manufacturer", "model", "kernel",
+    "transfer_syntax", "compressed", "slice_count", "source_shape", "tilt_deg", "corrections",
+    "skipped", "choice_reason", "patient_position",
+)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """Every setting of one case. Stage configs are owned by their modules.
+
+    Attributes
+    ----------
+    dicom, segment, surface, repair, export
+        Stage configurations (see each module).
+    printer : str or None
+        Printer profile id or TOML path; ``None`` writes no G-code.
+    material : str
+        Material preset for G-code (``"PLA"``).
+    slicing : SliceConfig or None
+        Slicer settings; defaults are used when ``printer`` is set and this is ``None``.
+    report : bool
+        Write ``report.html`` and its pictures.
+    """
+
+    dicom: DicomConfig = field(default_factory=DicomConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+    surface: SurfaceConfig = field(default_factory=SurfaceConfig)
+    repair: RepairConfig = field(default_factory=RepairConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    printer: str | None = None
+    material: str = "PLA"
+    slicing: Any = None
+    report: bool = True
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters (recorded in the manifest and hashed for ``--resume``)."""
+        return _jsonable(dataclasses.asdict(self))
+
+    def params_hash(self) -> str:
+        """Hash of the parameters that change the outputs."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of one case; ``manifest`` is what was written to ``outdir/manifest.json``."""
+
+    status: str
+    outdir: Path
+    manifest: Mapping[str, Any]
+    seconds: float
+    parts: int = 0
+    triangles: int = 0
+    volume_mm3: float = 0.0
+    warnings: tuple[str, ...] = ()
+    error: str | None = None
+
+
+def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineConfig | None = None,
+        progress: Progress | None = None) -> CaseResult:
+    """Run one case from a DICOM folder or zip to a watertight model in ``outdir``.
+
+    Parameters
+    ----------
+    source : path
+        DICOM folder (searched recursively) or ``.zip``.
+    outdir : path
+        Output folder; created if missing. Existing files of the same name are replaced only when
+        the whole case succeeds.
+    config : PipelineConfig, optional
+    progress : callable(stage: str, fraction: float), optional
+
+    Returns
+    -------
+    CaseResult
+
+    Raises
+    ------
+    PrintpipeError
+        Any user-facing failure (bad input, no bone, unprintable mesh, model does not fit ...).
+
+    Examples
+    --------
+    >>> from printpipe import run                                    # doctest: +SKIP
+    >>> result = run("sample_dicom", "out/demo")                     # doctest: +SKIP
+    >>> [p["name"] for p in result.manifest["parts"]]                # doctest: +SKIP
+    ['hip_left', 'hip_right', 'sacrum', 'femur_left', 'femur_right']
+    """
+    config = config or PipelineConfig()
+    source = Path(source)
+    outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"output path {outdir} exists and is not a folder; choose another -o")
+    outdir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    report_progress = progress or (lambda stage, fraction: None)
+
+    @contextlib.contextmanager
+    def stage(name: str):
+        report_progress(name, 0.0)
+        t0 = time.perf_counter()
+        yield
+        timings[name] = round(time.perf_counter() - t0, 3)
+        report_progress(name, 1.0)
+
+    staging = Path(tempfile.mkdtemp(prefix=".printpipe-staging-", dir=outdir))
+    try:
+        printer = material = None
+        seg_cfg = config.segment
+        if config.printer:
+            from printpipe.slicing.printers import load_material, load_printer
+
+            printer = load_printer(config.printer)
+            material = load_material(config.material, printer)
+            # a hollow wall must hold at least two extrusion widths of this printer's nozzle
+            seg_cfg = dataclasses.replace(seg_cfg, min_wall_mm=round(2 * 1.125 * printer.nozzle_mm, 3))
+
+        with stage("read"):
+            volume = read_series(source, config.dicom, progress=progress)
+        warnings += list(volume.meta.get("warnings", []))
+
+        with stage("segment"):
+            seg = segment(volume, seg_cfg, progress=progress)
+        warnings += list(seg.warnings)
+
+        parts, raws, reports, extras = _meshes(seg, config, stage, report_progress)
+        seg_info = dict(seg.info)
+
+        mirrored: dict[str, Any] = {}
+        if seg_cfg.mirror:
+            with stage("mirror"):
+                mirrored, mirror_info = _mirror(parts, seg, seg_cfg.mirror)
+            seg_info["mirror"] = mirror_info
+            warnings += mirror_info.get("warnings", [])
+
+        with stage("export"):
+            export_parts = dict(parts)
+            frame_transform = None
+            if config.export.frame == "plate":
+                export_parts, frame_transform = to_plate_frame(export_parts)
+                if mirrored:
+                    mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
+            _write_models(staging, export_parts, mirrored, config, volume)
+
+        print_info = None
+        extra_images: dict[str, Path] = {}
+        if printer is not None:
+            with stage("slice"):
+                print_info, gcode_pictures = _slice(staging, parts, printer, material, config)
+            extra_images.update(gcode_pictures)
+            warnings += print_info.pop("warnings", [])
+
+        manifest = {
+            "printpipe_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+            "status": "ok",
+            "parameters": config.to_dict(),
+            "params_hash": config.params_hash(),
+            "input_hash": _input_hash(volume),
+            "input": _input_summary(volume),
+            "segmentation": _jsonable(seg_info),
+            "parts": [
+                _part_entry(name, mesh, reports[name], extras[name], raws.get(name))
+                for name, mesh in {**parts, **mirrored}.items()
+            ],
+            "outputs": [],
+            "print": print_info,
+            "frame": {"name": config.export.frame,
+                      "transform": None if frame_transform is None else np.round(frame_transform, 6).tolist()},
+            "warnings": list(dict.fromkeys(warnings)),
+            "timings_s": timings,
+        }
+
+        if config.report:
+            with stage("report"):
+                from printpipe.report import write_report
+
+                write_report(staging, manifest=manifest, volume=seg.volume, labels=seg.labels,
+                             names=seg.names, parts=parts, extra_images=extra_images or None)
+        timings["total"] = round(time.perf_counter() - t_start, 3)
+        manifest["outputs"] = _outputs(staging)
+        _validate_manifest(manifest)
+        atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        _publish(staging, outdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+    seconds = time.perf_counter() - t_start
+    all_parts = manifest["parts"]
+    return CaseResult(
+        status="ok",
+        outdir=outdir,
+        manifest=manifest,
+        seconds=seconds,
+        parts=len(parts),
+        triangles=int(sum(p["triangles"] for p in all_parts if p["name"] in parts)),
+        volume_mm3=float(sum(p["volume_mm3"] for p in all_parts if p["name"] in parts)),
+        warnings=tuple(manifest["warnings"]),
+    )
+
+
+# -- stages -------------------------------------------------------------------------------------
+
+def _meshes(seg, config: PipelineConfig, stage, report_progress):
+    """Surface, repair and (optionally) decimate every selected part."""
+    parts, raws, reports, extras = {}, {}, {}, {}
+    names = [(label, name) for label, name in sorted(seg.names.items())]
+    if not names:
+        raise SegmentationError("segmentation produced no parts to export; check --parts and --hu")
+    with stage("surface"):
+        for i, (label, name) in enumerate(names):
+            sub, mask = _crop_to_label(seg.volume, seg.labels, label)
+            result = mask_to_mesh(sub, mask, config.surface)
+            parts[name], raws[name] = result.mesh, result.raw
+            report_progress("surface", (i + 1) / len(names))
+    with stage("repair"):
+        for i, name in enumerate(list(parts)):
+            mesh, rep = repair(parts[name], config.repair, name=name)
+            extra: dict[str, Any] = {"decimation": None}
+            if config.repair.target_faces or config.repair.max_error_mm:
+                mesh, extra["decimation"] = decimate(mesh, target_faces=config.repair.target_faces,
+                                                     max_error_mm=config.repair.max_error_mm)
+                mesh, rep = repair(mesh, config.repair, name=name)
+            extra["fidelity"] = fidelity(mesh, raws[name])
+            parts[name], reports[name], extras[name] = mesh, rep, extra
+            report_progress("repair", (i + 1) / len(parts))
+    return parts, raws, reports, extras
+
+
+def _crop_to_label(volume: Volume, labels: np.ndarray, label: int) -> tuple[Volume, np.ndarray]:
+    """The part's bounding box (plus one voxel) as a sub-volume, so meshing touches only that box."""
+    mask = labels == label
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(len(i) == 0 for i in idx):
+        raise SegmentationError(f"part label {label} is empty")
+    lo = tuple(max(int(i[0]) - 1, 0) for i in idx)
+    hi = tuple(min(int(i[-1]) + 2, n) for i, n in zip(idx, labels.shape))
+    sub = volume.crop(lo, hi)
+    return sub, np.ascontiguousarray(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+
+
+def _mirror(parts: dict, seg, side: str):
+    """Mirror hemipelvis ``side`` across the fitted mid-sagittal plane into a template of the other."""
+    other = "right" if side == "left" else "left"
+    src, dst = f"hip_{side}", f"hip_{other}"
+    plane = seg.info.get("midsagittal_plane")
+    if src not in parts or plane is None:
+        raise SegmentationError(
+            f"--mirror {side} needs the {src} part and a fitted mid-sagittal plane; "
+            f"add --split-hemipelvis (parts found: {', '.join(parts) or 'none'})")
+    template = mirror_mesh(parts[src], plane)
+    name = f"{dst}_mirrored"
+    info: dict[str, Any] = {"side": side, "source": src, "template": name, "compared_with": None,
+                            "deviation": None, "warnings": []}
+    if dst in parts:
+        info["compared_with"] = dst
+        info["deviation"] = surface_deviation(template, parts[dst])
+    else:
+        info["warnings"].append(f"no {dst} part to compare the mirrored template with")
+    return {name: template}, info
+
+
+def _write_models(staging: Path, parts: dict, mirrored: dict, config: PipelineConfig, volume: Volume):
+    frame_note = "LPS patient frame, mm" if config.export.frame == "patient" else "build plate frame, mm"
+    formats = set(config.export.formats)
+    for name, mesh in {**parts, **mirrored}.items():
+        write_stl(staging / "parts" / f"{name}.stl", {name: mesh}, frame_note=frame_note)
+    write_stl(staging / "model.stl", parts, frame_note=frame_note)
+    meta = {
+        "units": "millimeter",
+        "frame": frame_note,
+        "software": f"printpipe {__version__}",
+        "parameters": json.dumps(config.to_dict(), sort_keys=True),
+        "series_uid_hash": str(volume.meta.get("series_uid_hash", "")),
+    }
+    if "3mf" in formats:
+        write_3mf(staging / "model.3mf", {**parts, **mirrored}, meta)
+    if "obj" in formats:
+        write_obj(staging / "model.obj", parts)
+    if "ply" in formats:
+        write_ply(staging / "model.ply", parts)
+
+
+def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig):
+    from printpipe.slicing import slice_parts
+    from printpipe.slicing.config import SliceConfig
+
+    slice_cfg = config.slicing or SliceConfig()
+    result = slice_parts(parts, printer, material, slice_cfg, staging, stem="model")
+    pictures: dict[str, Path] = {}
+    try:
+        from printpipe.slicing import render_toolpaths
+
+        png = staging / "pictures" / "toolpaths.png"
+        png.parent.mkdir(parents=True, exist_ok=True)
+        render_toolpaths(result.files[0], png)
+        pictures["G-code toolpaths"] = png
+    except Exception as exc:  # a picture must never fail the case
+        log.warning("toolpath picture skipped: %s", exc)
+    info = {
+        "printer": printer.name,
+        "material": material.name,
+        "time_s": float(result.time_s),
+        "filament_mm": float(result.filament_mm),
+        "filament_g": float(result.filament_g),
+        "layer_count": int(result.layer_count),
+        "plates": int(result.plates),
+        "files": [Path(f).name for f in result.files],
+        "warnings": list(getattr(result, "warnings", [])),
+    }
+    return info, pictures
+
+
+# -- manifest helpers ----------------------------------------------------------------------------
+
+def _part_entry(name, mesh, report, extra, raw) -> dict:
+    bounds = np.asarray(mesh.bounds, dtype=float)
+    rep = report.to_dict() if hasattr(report, "to_dict") else dict(report or {})
+    try:
+        from printpipe.export import PART_COLORS
+
+        color = PART_COLORS.get(name.replace("_mirrored", ""), None)
+    except ImportError:  # pragma: no cover
+        color = None
+    return _jsonable({
+        "name": name,
+        "triangles": int(len(mesh.faces)),
+        "vertices": int(len(mesh.vertices)),
+        "watertight": bool(mesh.is_watertight),
+        "volume_mm3": float(mesh.volume),
+        "area_mm2": float(mesh.area),
+        "bbox_mm": {"min": bounds[0].tolist(), "max": bounds[1].tolist(),
+                    "size": (bounds[1] - bounds[0]).tolist()},
+        "color": color,
+        "report": rep,
+        "fidelity": (extra or {}).get("fidelity"),
+        "decimation": (extra or {}).get("decimation"),
+    })
+
+
+def _input_summary(volume: Volume) -> dict:
+    meta = volume.meta
+    out = {k: meta[k] for k in _INPUT_KEYS if k in meta}
+    out["shape"] = list(volume.shape)
+    out["spacing_mm"] = [round(s, 5) for s in volume.spacing]
+    out["warnings"] = list(meta.get("warnings", []))
+    out.setdefault("slice_count", volume.shape[0])
+    return _jsonable(out)
+
+
+def _input_hash(volume: Volume) -> str:
+    """Content hash of the HU grid and its geometry: a resumed batch redoes a case whose data changed."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(np.ascontiguousarray(volume.hu).view(np.uint8))
+    h.update(np.asarray(volume.spacing + volume.origin, dtype=float).tobytes())
+    h.update(np.asarray(volume.direction, dtype=float).tobytes())
+    return h.hexdigest()
+
+
+def _outputs(staging: Path) -> list[dict]:
+    kinds = {".stl": "stl", ".3mf": "3mf", ".obj": "obj", ".ply": "ply", ".gcode": "gcode",
+             ".html": "report", ".png": "png", ".json": "json"}
+    out = []
+    for path in sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        out.append({"path": path.relative_to(staging).as_posix(),
+                    "kind": kinds.get(path.suffix.lower(), "file"),
+                    "sha256": sha256_file(path), "bytes": path.stat().st_size})
+    return out
+
+
+def _validate_manifest(manifest: dict) -> None:
+    try:
+        from printpipe.report import validate_manifest
+    except ImportError:  # pragma: no cover
+        return
+    validate_manifest(manifest)
+
+
+def _publish(staging: Path, outdir: Path) -> None:
+    """Move every staged file into ``outdir`` (each an atomic rename), the manifest last."""
+    files = sorted((p for p in staging.rglob("*") if p.is_file()), key=lambda p: p.name == "manifest.json")
+    for path in files:
+        target = outdir / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+
+
+def _jsonable(obj):
+    """Convert numpy scalars/arrays, tuples and Paths so ``json.dumps`` accepts the object."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj))
+    return obj
