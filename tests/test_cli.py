@@ -1,0 +1,47 @@
+"""The command line: exit codes, one-line errors without traceback, results on stdout."""
+
+from __future__ import annotations
+
+import pytest
+
+from printpipe.cli.main import main
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert "printpipe" in capsys.readouterr().out
+
+
+def test_usage_error_exits_2(capsys):
+    assert main(["run"]) == 2  # missing INPUT and -o
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_unknown_command_exits_2(capsys):
+    assert main(["frobnicate"]) == 2
+
+
+def test_missing_input_is_one_line_error(tmp_path, capsys):
+    rc = main(["run", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.startswith("printpipe:")]
+    assert len(lines) == 1 and "InputError" in lines[0] and "nope" in lines[0]
+    # nothing half-written: the output folder holds no model or manifest
+    out = tmp_path / "out"
+    assert not (out / "model.stl").exists() and not (out / "manifest.json").exists()
+    assert not any(p.name.startswith(".printpipe-staging") for p in out.iterdir()) if out.exists() else True
+
+
+def test_empty_folder_is_one_line_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    rc = main(["run", str(tmp_path / "empty"), "-o", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err and "InputError" in err
+
+
+def test_debug_shows_traceback(tmp_path, capsys):
+    rc = main(["run", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--quiet", "--debug"])
+    assert rc == 1
+    assert "Traceback" in capsys.readouterr().err
