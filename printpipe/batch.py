@@ -372,18 +372,6 @@ def _get(obj: Any, *names: str, default: Any = None) -> Any:
     return default
 
 
-def _series_shape(info: Any) -> tuple[int, int, int] | None:
-    shape = _get(info, "shape")
-    if shape is not None and len(tuple(shape)) == 3:
-        return tuple(int(v) for v in shape)  # type: ignore[return-value]
-    n = _get(info, "slice_count", "n_slices", "slices", "count")
-    rows, cols = _get(info, "rows"), _get(info, "columns", "cols")
-    if n is not None and rows and cols:
-        n = len(n) if isinstance(n, (list, tuple)) else int(n)
-        return (n, int(rows), int(cols))
-    return None
-
-
 def _common_folder(files: Sequence[str], root: Path) -> Path:
     if not files:
         return root
@@ -401,12 +389,12 @@ def find_cases(root: str | os.PathLike, all_series: bool = False, id_map: Mappin
         Folder searched recursively for DICOM files (any layout: one folder per study, per series,
         or everything mixed).
     all_series : bool
-        One case per eligible series (those :func:`printpipe.dicom.choose` would accept) instead of
-        one per study.
+        One case per eligible series (a CT stack that is not a localizer and has enough slices)
+        instead of one per study.
     id_map : dict, optional
         From :func:`load_case_ids`; unmapped cases keep their hash ID (a warning is logged).
     series : str, optional
-        Series selector passed to :func:`printpipe.dicom.choose` for every study.
+        Series selector (``--series``) used to choose the series of every study.
 
     Returns
     -------
@@ -416,51 +404,68 @@ def find_cases(root: str | os.PathLike, all_series: bool = False, id_map: Mappin
     Raises
     ------
     InputError
-        ``root`` is not a folder, holds no DICOM series, or two cases map to the same case ID.
+        ``root`` is not a folder, holds no DICOM file at all, or two cases map to the same case ID.
 
     Notes
     -----
-    The default case ID is :func:`case_id_for` of the hashed study and series UIDs, so it carries
-    no patient data and does not depend on folder names or on the order files are found in.
-    A study whose series cannot be used (no CT, a scout only, unreadable files) still gives a case:
-    it fails when run, with the reason, so the batch summary lists it.
+    The default case ID is :func:`case_id_for` of the hashed study UID and the stack id (hashed
+    series UID), so it carries no patient data and does not depend on folder names or on the
+    order in which files are found. Studies are grouped by the hashed StudyInstanceUID, whatever
+    the folder layout.
+
+    Nothing found is dropped silently: a study without a usable series (no CT, a scout only)
+    still gives a case, and so does a folder of DICOM-looking files that discovery could not read
+    (truncated, corrupt). Such a case fails when run, with the reader's message, so the batch
+    summary lists it.
     """
     from printpipe import dicom
 
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"batch input {root} is not a folder; pass the folder that holds the studies")
+    root_abs = root.resolve()
     discovery = dicom.discover(root)
-    all_infos = list(_get(discovery, "series", default=discovery) or [])
-    if not all_infos:
-        raise InputError(f"no DICOM series found under {root}; check the path (files are searched "
-                         "recursively, any extension)")
+    base = Path(getattr(discovery, "source", root)).resolve()
+    infos_all = list(getattr(discovery, "series", []) or [])
     studies: dict[str, list] = collections.defaultdict(list)
-    for info in all_infos:
-        studies[str(_get(info, "study_uid_hash", "study_hash", "study", default=""))].append(info)
+    for info in infos_all:
+        studies[str(_get(info, "study_uid_hash", default=""))].append(info)
 
     cases: list[Case] = []
+    covered: set[Path] = set()
     for study_hash, infos in sorted(studies.items()):
+        for info in infos:
+            covered.update((base / f).parent for f in (info.files or ()))
         sub = _sub_discovery(discovery, infos)
         chosen: list[tuple[Any, str]] = []
         if all_series:
             for info in infos:
-                ok, why = _eligible(dicom, sub, info)
+                ok, why = _eligible(info)
                 if ok:
                     chosen.append((info, why))
                 else:
-                    log.info("study %s: series %s not eligible: %s", study_hash,
-                             _get(info, "uid_hash", default="?"), why)
+                    log.info("study %s: stack %s not eligible: %s", study_hash, _key(info), why)
         if not chosen:
             try:
                 info, why = dicom.choose(sub, series)
                 chosen.append((info, why))
             except PrintpipeError as exc:
-                # keep the study as a case that will fail with this message when run
-                info = max(infos, key=lambda i: len(_get(i, "files", default=()) or ()))
+                # keep the study as a case that fails with this message when run
+                info = max(infos, key=lambda i: int(_get(i, "slices", default=0)))
                 chosen.append((info, f"no usable series: {exc}"))
         for info, why in chosen:
-            cases.append(_make_case(root, study_hash, info, why, id_map))
+            cases.append(_make_case(root_abs, base, study_hash, info, why, id_map))
+
+    for folder in _unreadable_folders(root_abs, covered):
+        rel = folder.relative_to(root_abs).as_posix() if folder != root_abs else "."
+        cid = _mapped_id(id_map, "", "", rel) or hashlib.sha256(f"folder:{rel}".encode()).hexdigest()[:12]
+        cases.append(Case(case_id=cid, source=str(folder), reason="no readable DICOM series found in "
+                          "this folder by discovery", folder=rel))
+        log.warning("folder %s holds DICOM-looking files but no readable series; it is a case that "
+                    "will fail with the reader's message", cid)
+    if not cases:
+        raise InputError(f"no DICOM files found under {root}; check the path (files are searched "
+                         "recursively, any extension)")
 
     ids = collections.Counter(c.case_id for c in cases)
     dup = [cid for cid, n in ids.items() if n > 1]
@@ -470,49 +475,92 @@ def find_cases(root: str | os.PathLike, all_series: bool = False, id_map: Mappin
     return sorted(cases, key=lambda c: c.case_id)
 
 
+_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
+
+
+def _looks_dicom(path: Path) -> bool:
+    if path.name.startswith(".") or path.name.upper() == "DICOMDIR":
+        return False
+    if path.suffix.lower() in _DICOM_SUFFIXES:
+        return True
+    if path.suffix:
+        return False
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _unreadable_folders(root: Path, covered: set[Path]) -> list[Path]:
+    """Folders holding DICOM-looking files none of which belongs to a discovered series."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        if folder in covered:
+            continue
+        if any(_looks_dicom(folder / name) for name in filenames):
+            out.append(folder)
+    return out
+
+
+def _key(info: Any) -> str:
+    return str(_get(info, "key", "uid_hash", default=""))
+
+
 def _sub_discovery(discovery: Any, infos: list) -> Any:
-    """A Discovery restricted to ``infos`` (one study), whatever its concrete type."""
+    """``discovery`` restricted to ``infos`` (one study)."""
     if dataclasses.is_dataclass(discovery) and not isinstance(discovery, type):
-        names = {f.name for f in dataclasses.fields(discovery)}
-        if "series" in names:
-            kwargs = {"series": type(getattr(discovery, "series"))(infos)
-                      if isinstance(getattr(discovery, "series"), (list, tuple)) else infos}
-            with contextlib.suppress(Exception):
-                return dataclasses.replace(discovery, **kwargs)
+        with contextlib.suppress(Exception):
+            return dataclasses.replace(discovery, series=list(infos))
     return infos
 
 
-def _eligible(dicom: Any, sub: Any, info: Any) -> tuple[bool, str]:
-    """Would :func:`dicom.choose` accept ``info`` when asked for it by UID hash?"""
-    uid = _get(info, "uid_hash", "series_uid_hash", default="")
-    try:
-        picked, why = dicom.choose(sub, uid)
-    except PrintpipeError as exc:
-        return False, str(exc)
-    if _get(picked, "uid_hash", "series_uid_hash", default=None) != uid:
-        return False, f"choose() picked another series ({why})"
-    return True, why
+def _eligible(info: Any) -> tuple[bool, str]:
+    """The criteria of :func:`printpipe.dicom.choose` for one stack, with a reason."""
+    from printpipe.dicom import MIN_SLICES
+
+    modality = str(_get(info, "modality", default=""))
+    slices = int(_get(info, "slices", default=0))
+    if modality != "CT":
+        return False, f"modality {modality or '?'}, not CT"
+    if _get(info, "localizer", default=False):
+        return False, "a localizer (scout) image"
+    if slices < MIN_SLICES:
+        return False, f"{slices} slice(s), fewer than {MIN_SLICES}"
+    if _get(info, "decodable", default=True) is False:
+        return False, f"not decodable with the installed plug-ins ({_get(info, 'decoder_hint', default='')})"
+    return True, (f"eligible CT stack (--all-series): {slices} slices, "
+                  f"{_get(info, 'orientation', default='?')}")
 
 
-def _make_case(root: Path, study_hash: str, info: Any, why: str, id_map: Mapping | None) -> Case:
-    series_hash = str(_get(info, "uid_hash", "series_uid_hash", default=""))
-    files = tuple(str(f) for f in (_get(info, "files", "paths", default=()) or ()))
+def _make_case(root: Path, base: Path, study_hash: str, info: Any, why: str,
+               id_map: Mapping | None) -> Case:
+    key = _key(info)
+    files = tuple(str(base / f) for f in (info.files or ()))
     folder_path = _common_folder(files, root)
     try:
-        folder = folder_path.relative_to(root.resolve()).as_posix()
+        folder = folder_path.relative_to(root).as_posix()
     except ValueError:
         folder = folder_path.as_posix()
-    cid = _mapped_id(id_map, study_hash, series_hash, folder)
+    cid = _mapped_id(id_map, study_hash, key, folder)
+    if cid is None and id_map and "-" in key:  # a multi-stack series: map by its UID hash too
+        cid = _mapped_id(id_map, study_hash, key.split("-")[0], folder)
     if id_map and cid is None:
-        log.warning("no --case-ids entry for the series in %s; using its hash ID", folder)
+        log.warning("no --case-ids entry for stack %s; using its hash ID", key)
+    shape = None
+    with contextlib.suppress(TypeError, ValueError):
+        shape = (int(info.slices), int(info.rows), int(info.cols))
     return Case(
-        case_id=cid or case_id_for(study_hash, series_hash),
+        case_id=cid or case_id_for(study_hash, key),
         source=str(folder_path),
         study=study_hash,
-        series=series_hash,
-        series_selector=series_hash or None,
+        series=key,
+        series_selector=key or None,
         reason=str(why),
-        shape=_series_shape(info),
+        shape=shape,
         files=files,
         folder=folder or ".",
         modality=str(_get(info, "modality", default="")),
