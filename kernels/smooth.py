@@ -1,0 +1,344 @@
+"""Mesh smoothing in numba on an indexed triangle mesh with CSR vertex adjacency.
+
+Two volume-preserving low-pass filters, both built on the uniform ("umbrella") Laplacian
+``K x_i = x_i - mean(x_j for j in N(i))``:
+
+* :func:`windowed_sinc_smooth`, the method of 3D Slicer / ``vtkWindowedSincPolyDataFilter``
+  (Taubin, Zhang & Golub 1996): the transfer function is a windowed sinc low-pass filter in the
+  frequency ``k`` of ``K``, approximated by a Chebyshev polynomial of degree ``iterations`` in
+  ``1 - k/2`` and applied with the three-term recurrence, one Laplacian per degree. A Nuttall window
+  damps the Gibbs ripples (VTK's default since 9.1; the older Hamming window changed the size of
+  the object by up to about 1 %), and the cut-off is shifted by Newton iterations so that the
+  response is exactly 1 at the pass band ``k_pb``. Coordinates are centred and scaled to the unit
+  cube first (VTK's ``NormalizeCoordinatesOn``, which Slicer uses), so the small deviation of the
+  response from 1 at ``k = 0`` does not scale the mesh about a far-away origin.
+* :func:`taubin_smooth`, Taubin's lambda/mu filter (1995): alternating steps ``x += lambda K' x``
+  and ``x += mu K' x`` with ``mu < -lambda < 0``, pass band ``1/lambda + 1/mu``.
+
+Kernels are ``@njit(cache=True)`` (the per-vertex loops are ``parallel=True``) and never raise; each
+vertex's result depends only on the previous iterate, so results do not depend on the thread count.
+
+References
+----------
+Taubin (1995), A signal processing approach to fair surface design, doi:10.1145/218380.218473.
+Taubin, Zhang & Golub (1996), Optimal surface smoothing as filter design, doi:10.1007/BFb0015544.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+__all__ = [
+    "SMOOTH_METHODS",
+    "build_adjacency",
+    "sinc_coefficients",
+    "windowed_sinc_smooth",
+    "taubin_smooth",
+    "smooth_mesh",
+    "warmup",
+]
+
+SMOOTH_METHODS = ("sinc", "taubin", "none")
+
+
+@njit(cache=True)
+def _adjacency_kernel(faces, nverts):
+    """CSR ``(indptr (n+1,) int64, indices int32)`` of the unique edge neighbours of each vertex."""
+    deg = np.zeros(nverts + 1, dtype=np.int64)
+    nf = faces.shape[0]
+    for f in range(nf):
+        for c in range(3):
+            deg[faces[f, c] + 1] += 2
+    ptr = np.cumsum(deg)
+    tmp = np.empty(ptr[nverts], dtype=np.int32)
+    pos = ptr[:nverts].copy()
+    for f in range(nf):
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        tmp[pos[a]] = b
+        tmp[pos[a] + 1] = c
+        pos[a] += 2
+        tmp[pos[b]] = c
+        tmp[pos[b] + 1] = a
+        pos[b] += 2
+        tmp[pos[c]] = a
+        tmp[pos[c] + 1] = b
+        pos[c] += 2
+    count = _dedupe_rows(ptr, tmp)
+    indptr = np.zeros(nverts + 1, dtype=np.int64)
+    indptr[1:] = np.cumsum(count)
+    indices = np.empty(indptr[nverts], dtype=np.int32)
+    _compact_rows(ptr, tmp, indptr, indices)
+    return indptr, indices
+
+
+@njit(cache=True, parallel=True)
+def _dedupe_rows(ptr, tmp):
+    """Remove repeated neighbours within each CSR row in place; return the new row lengths."""
+    n = ptr.shape[0] - 1
+    count = np.empty(n, dtype=np.int64)
+    for v in prange(n):
+        s = ptr[v]
+        m = 0
+        for q in range(s, ptr[v + 1]):
+            x = tmp[q]
+            dup = False
+            for r in range(s, s + m):
+                if tmp[r] == x:
+                    dup = True
+                    break
+            if not dup:
+                tmp[s + m] = x
+                m += 1
+        count[v] = m
+    return count
+
+
+@njit(cache=True, parallel=True)
+def _compact_rows(ptr, tmp, indptr, indices):
+    n = indptr.shape[0] - 1
+    for v in prange(n):
+        s = ptr[v]
+        d = indptr[v]
+        for q in range(indptr[v + 1] - d):
+            indices[d + q] = tmp[s + q]
+
+
+@njit(cache=True, parallel=True)
+def _sinc_first(x0, indptr, indices, c0, c1, x1, x3):
+    """``x1 = (I - K/2) x0`` and ``x3 = c0 x0 + c1 x1``."""
+    n = x0.shape[0]
+    for v in prange(n):
+        s = indptr[v]
+        e = indptr[v + 1]
+        for d in range(3):
+            acc = 0.0
+            for q in range(s, e):
+                acc += x0[indices[q], d]
+            xv = x0[v, d]
+            if e > s:
+                lap = xv - acc / (e - s)
+            else:
+                lap = 0.0
+            y = xv - 0.5 * lap
+            x1[v, d] = y
+            x3[v, d] = c0 * xv + c1 * y
+
+
+@njit(cache=True, parallel=True)
+def _sinc_step(x0, x1, indptr, indices, ci, x2, x3):
+    """Chebyshev recurrence ``x2 = 2 (I - K/2) x1 - x0`` and ``x3 += ci x2``."""
+    n = x0.shape[0]
+    for v in prange(n):
+        s = indptr[v]
+        e = indptr[v + 1]
+        for d in range(3):
+            xv = x1[v, d]
+            if e > s:
+                acc = 0.0
+                for q in range(s, e):
+                    acc += x1[indices[q], d]
+                y = xv - x0[v, d] + acc / (e - s)
+            else:
+                y = xv - x0[v, d] + xv
+            x2[v, d] = y
+            x3[v, d] += ci * y
+
+
+@njit(cache=True, parallel=True)
+def _laplace_step(x, indptr, indices, factor, out):
+    """``out = x + factor * (mean(neighbours) - x)``."""
+    n = x.shape[0]
+    for v in prange(n):
+        s = indptr[v]
+        e = indptr[v + 1]
+        if e == s:
+            for d in range(3):
+                out[v, d] = x[v, d]
+            continue
+        inv = 1.0 / (e - s)
+        for d in range(3):
+            acc = 0.0
+            for q in range(s, e):
+                acc += x[indices[q], d]
+            out[v, d] = x[v, d] + factor * (acc * inv - x[v, d])
+
+
+def build_adjacency(faces: np.ndarray, nverts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Vertex adjacency of a triangle mesh in CSR form.
+
+    Parameters
+    ----------
+    faces : (m, 3) int
+        Triangles indexing ``0..nverts-1``.
+    nverts : int
+        Number of vertices (isolated vertices get empty rows).
+
+    Returns
+    -------
+    indptr : (nverts + 1,) int64
+    indices : (indptr[-1],) int32
+        Neighbours of vertex ``v`` are ``indices[indptr[v]:indptr[v + 1]]``, each once.
+    """
+    faces = np.ascontiguousarray(faces)
+    if faces.dtype not in (np.int32, np.int64):
+        faces = faces.astype(np.int64)
+    return _adjacency_kernel(faces, int(nverts))
+
+
+def sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
+    """Chebyshev coefficients ``c_0..c_N`` of the Nuttall-windowed sinc low-pass filter.
+
+    The filter is ``f(k) = sum_i c_i T_i(1 - k/2)`` for the Laplacian frequency ``k`` in ``[0, 2]``.
+    The cut-off angle ``theta_pb = arccos(1 - passband/2)`` is shifted by ``sigma`` (Newton's
+    method, as in Taubin et al. 1996) so that ``f(passband) = 1``.
+
+    Parameters
+    ----------
+    iterations : int
+        Polynomial degree ``N >= 1`` (one Laplacian per degree).
+    passband : float
+        ``k_pb`` in ``(0, 2)``; smaller smooths more. VTK's and our default is 0.1.
+
+    Returns
+    -------
+    (N + 1,) float64
+    """
+    n = int(iterations)
+    i = np.arange(n + 1, dtype=float)
+    # Nuttall window over the half-length N + 1: w(0) = 1, w(N + 1) = 0
+    a = (0.355768, 0.487396, 0.144232, 0.012604)
+    phase = i * np.pi / (n + 1)
+    w = a[0] + a[1] * np.cos(phase) + a[2] * np.cos(2 * phase) + a[3] * np.cos(3 * phase)
+    theta = math.acos(1.0 - 0.5 * passband)
+    ti = np.cos(i * theta)  # T_i(1 - k_pb / 2)
+
+    def coeffs(sig: float) -> np.ndarray:
+        c = np.empty(n + 1)
+        c[0] = w[0] * (theta + sig) / np.pi
+        c[1:] = 2.0 * w[1:] * np.sin(i[1:] * (theta + sig)) / (i[1:] * np.pi)
+        return c
+
+    sigma = 0.0
+    if n > 1:
+        for _ in range(100):
+            f = float(coeffs(sigma) @ ti)
+            if abs(f - 1.0) < 1e-9:
+                break
+            # d f / d sigma, analytically
+            dc = np.empty(n + 1)
+            dc[0] = w[0] / np.pi
+            dc[1:] = 2.0 * w[1:] * np.cos(i[1:] * (theta + sigma)) / np.pi
+            df = float(dc @ ti)
+            if df == 0.0:
+                break
+            sigma -= (f - 1.0) / df
+    return coeffs(sigma)
+
+
+def windowed_sinc_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 20,
+                         passband: float = 0.1, adjacency=None) -> np.ndarray:
+    """Windowed-sinc low-pass smoothing (3D Slicer's / VTK's method) of an indexed mesh.
+
+    Parameters
+    ----------
+    vertices : (n, 3) float
+        Vertex positions (any units; the result is in the same units).
+    faces : (m, 3) int
+        Triangles.
+    iterations : int
+        Degree of the Chebyshev approximation = number of Laplacian applications (VTK default 20).
+    passband : float
+        Pass band ``k_pb`` in ``(0, 2)`` (VTK default 0.1); lower values smooth more.
+    adjacency : tuple, optional
+        ``(indptr, indices)`` from :func:`build_adjacency`, to reuse.
+
+    Returns
+    -------
+    (n, 3) float64
+        Smoothed positions. Vertices without neighbours do not move.
+
+    Notes
+    -----
+    Coordinates are centred on the bounding-box centre and divided by its diagonal before filtering
+    and mapped back afterwards, as ``vtkWindowedSincPolyDataFilter`` does with normalisation on.
+    """
+    x = np.asarray(vertices, dtype=np.float64)
+    if iterations < 1 or len(x) == 0:
+        return x.copy()
+    indptr, indices = adjacency if adjacency is not None else build_adjacency(faces, len(x))
+    lo, hi = x.min(axis=0), x.max(axis=0)
+    centre = 0.5 * (lo + hi)
+    scale = float(np.linalg.norm(hi - lo)) or 1.0
+    c = sinc_coefficients(iterations, passband)
+    x0 = (x - centre) / scale
+    x1 = np.empty_like(x0)
+    x2 = np.empty_like(x0)
+    x3 = np.empty_like(x0)
+    _sinc_first(x0, indptr, indices, c[0], c[1], x1, x3)
+    for it in range(2, int(iterations) + 1):
+        _sinc_step(x0, x1, indptr, indices, c[it], x2, x3)
+        x0, x1, x2 = x1, x2, x0
+    x3 *= scale
+    x3 += centre
+    return x3
+
+
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 10, lamb: float = 0.5,
+                  mu: float = -0.53, adjacency=None) -> np.ndarray:
+    """Taubin lambda/mu smoothing of an indexed mesh.
+
+    Parameters
+    ----------
+    vertices : (n, 3) float
+    faces : (m, 3) int
+    iterations : int
+        Number of (lambda, mu) step *pairs*. ``trimesh.smoothing.filter_taubin(iterations=2N)``
+        does the same number of Laplacians as ``iterations=N`` here.
+    lamb : float
+        Positive step ``0 < lamb < 1``.
+    mu : float
+        Negative step with ``mu < -lamb``; pass band ``1/lamb + 1/mu`` (0.113 for the defaults).
+    adjacency : tuple, optional
+        ``(indptr, indices)`` from :func:`build_adjacency`.
+
+    Returns
+    -------
+    (n, 3) float64
+    """
+    x = np.array(vertices, dtype=np.float64)
+    if iterations < 1 or len(x) == 0:
+        return x
+    indptr, indices = adjacency if adjacency is not None else build_adjacency(faces, len(x))
+    tmp = np.empty_like(x)
+    for _ in range(int(iterations)):
+        _laplace_step(x, indptr, indices, float(lamb), tmp)
+        _laplace_step(tmp, indptr, indices, float(mu), x)
+    return x
+
+
+def smooth_mesh(vertices: np.ndarray, faces: np.ndarray, method: str = "sinc", iterations: int = 20,
+                passband: float = 0.1, lamb: float = 0.5, mu: float = -0.53) -> np.ndarray:
+    """Dispatch to :func:`windowed_sinc_smooth`, :func:`taubin_smooth` or no smoothing.
+
+    ``method`` is one of :data:`SMOOTH_METHODS`; an unknown name returns the input unchanged
+    (kernels never raise; ``printpipe.surface.SurfaceConfig`` validates the name).
+    """
+    if method == "sinc":
+        return windowed_sinc_smooth(vertices, faces, iterations, passband)
+    if method == "taubin":
+        return taubin_smooth(vertices, faces, iterations, lamb, mu)
+    return np.array(vertices, dtype=np.float64)
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) the smoothing kernels on a tiny closed mesh."""
+    verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
+    for dt in (np.int32, np.int64):
+        faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=dt)
+        windowed_sinc_smooth(verts, faces, iterations=3)
+        taubin_smooth(verts.astype(np.float32), faces, iterations=1)
