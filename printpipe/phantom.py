@@ -1,0 +1,866 @@
+"""A synthetic pelvis CT phantom with ground-truth labels, and a DICOM series writer.
+
+The phantom is defined in millimetres, so any grid samples the same body: a pelvis-like set of
+bones (two hemipelves, a sacrum, two proximal femurs) inside an elliptical body with a subcutaneous
+fat layer, lying on a curved CT couch, with realistic Hounsfield units, partial-volume edges and
+Gaussian noise. It exists so that every stage (DICOM ingest, segmentation, joint separation, naming,
+mirroring) can be tested against a known answer without patient data.
+
+Geometry (DICOM LPS, identity direction): array axes ``(z, y, x)``; +x is the patient's LEFT, +y
+posterior, +z superior; slice index increases superiorly, row index posteriorly, column index to the
+patient's left, as in a head-first-supine axial series. The mid-sagittal plane of the anatomy is
+``x = Phantom.midline_x_mm`` (0 unless ``midline_x_mm`` is given); the CT couch stays centred on the
+scanner axis ``x = 0``.
+
+Ground-truth labels (``Phantom.labels``, uint8; ``Phantom.names`` maps value to name):
+
+=====  ==============  ==========================================================================
+value  name            what
+=====  ==============  ==========================================================================
+0      (background)    air, fat, soft tissue, gas
+1      ``hip_left``    left hemipelvis: ilium, acetabulum, ischium, pubic rami (patient's left, +x)
+2      ``hip_right``   right hemipelvis; ``hip_left`` + ``hip_right`` form the ``pelvis``
+3      ``sacrum``      sacrum (midline, posterior), with a sacral canal
+4      ``femur_left``  left proximal femur: head, neck, trochanters, shaft with marrow canal
+5      ``femur_right`` right proximal femur
+6      ``table``       the CT couch (carbon-fibre-like shell that thresholds as bone, foam core)
+=====  ==============  ==========================================================================
+
+A label holds the voxels whose centre lies inside the solid (cortex, trabecular core and marrow
+canal included). The femoral heads sit in the acetabular cups with a joint space of
+``hip_joint_mm`` (soft tissue) everywhere, so femur and hip labels are never 6-adjacent when
+``hip_joint_mm`` is at least the largest voxel spacing. The sacrum is separated from each ilium by
+``si_joint_mm`` except at ``si_bridges`` small bony bridges per side (as in degenerate joints), whose
+voxels belong to the nearer bone. The two hemipelves meet at the pubic symphysis with a gap of
+``symphysis_mm``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from printpipe._atomic import atomic_path
+from printpipe.errors import InputError
+from printpipe.volume import Volume
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LABELS",
+    "SAMPLE_KWARGS",
+    "Phantom",
+    "pelvis_phantom",
+    "sample_phantom",
+    "write_dicom_series",
+]
+
+#: label value -> part name (see the module docstring).
+LABELS: dict[int, str] = {
+    1: "hip_left",
+    2: "hip_right",
+    3: "sacrum",
+    4: "femur_left",
+    5: "femur_right",
+    6: "table",
+}
+_L = {name: value for value, name in LABELS.items()}
+
+#: The parameters ``scripts/make_sample_dicom.py`` uses for ``sample_dicom/``: 2 mm pixels, 2.5 mm
+#: slices (384 mm field of view, 280 mm long), joint spaces widened to 3 mm so that they stay wider
+#: than one voxel, and the anatomy 6 mm to the patient's left of the scanner axis.
+SAMPLE_KWARGS: dict[str, Any] = dict(
+    shape=(112, 192, 192),
+    spacing=(2.5, 2.0, 2.0),
+    seed=20240601,
+    noise_hu=15.0,
+    table=True,
+    midline_x_mm=6.0,
+    hip_joint_mm=3.0,
+    si_joint_mm=3.0,
+)
+
+# -- HU of the materials -----------------------------------------------------------------------
+_AIR = -1000.0
+_FAT = -100.0
+_SOFT = 40.0
+_GAS = -950.0
+_CORTEX = 1400.0
+_MARROW = 20.0          # fatty/red marrow of the femoral canal
+_TABLE_SHELL = 650.0    # carbon-fibre shell: above a 226 HU bone threshold on purpose
+_TABLE_CORE = -880.0    # foam core
+_HU_MIN, _HU_MAX = -1024, 3071
+
+_FAR = np.float32(1e4)  # "far outside" for fields not evaluated in a region
+_PAD = 12.0             # mm: primitives are evaluated this far beyond their bounding box
+_CHUNK = 16             # slices per processing chunk (fixed: the noise stream depends on it)
+
+# Anatomy frame: X = x_lps - midline_x, Y = y_lps - _BODY_Y, Z = z_lps (mm).
+_BODY_Y = -25.0         # body centre in LPS y: leaves room for the couch below (posterior)
+_BODY_A, _BODY_B = 170.0, 115.0   # trunk half-width (x) and half-depth (y): 340 x 230 mm
+_FAT_MM = 18.0
+_TABLE_GAP = 5.0        # air between the skin and the couch at the midline, mm
+
+
+@dataclass(frozen=True, eq=False)
+class Phantom:
+    """A synthetic CT volume with ground-truth labels.
+
+    Attributes
+    ----------
+    volume : Volume
+        int16 HU, LPS geometry (identity direction).
+    labels : (nz, ny, nx) uint8 ndarray
+        Ground truth, values as in :data:`LABELS`; 0 is background.
+    names : dict[int, str]
+        Label value -> part name.
+    midline_x_mm : float
+        LPS x (mm) of the anatomy's mid-sagittal (symmetry) plane.
+    params : dict
+        The arguments the phantom was made with.
+    """
+
+    volume: Volume
+    labels: np.ndarray
+    names: dict[int, str]
+    midline_x_mm: float
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def mask(self, *names: str) -> np.ndarray:
+        """Boolean mask of the union of the named labels (``"pelvis"`` means both hemipelves)."""
+        wanted: set[int] = set()
+        for name in names:
+            if name == "pelvis":
+                wanted |= {_L["hip_left"], _L["hip_right"]}
+            elif name in _L:
+                wanted.add(_L[name])
+            else:
+                raise InputError(f"unknown phantom label {name!r}; use one of {sorted(_L)} or 'pelvis'")
+        return np.isin(self.labels, sorted(wanted))
+
+    def label_volumes_mm3(self) -> dict[str, float]:
+        """Volume in mm^3 of each label (voxel count times voxel volume)."""
+        counts = np.bincount(self.labels.ravel(), minlength=max(LABELS) + 1)
+        vox = float(np.prod(self.volume.spacing))
+        return {name: float(counts[value]) * vox for value, name in LABELS.items()}
+
+
+# -- signed-distance primitives (local frame, mm; arguments broadcast) -------------------------
+def _ellipsoid(c, r):
+    cx, cy, cz = c
+    rx, ry, rz = r
+
+    def fn(Z, Y, X):
+        # Inigo Quilez's bound: exact on the surface, a fair distance estimate near it.
+        ux, uy, uz = (X - cx) / rx, (Y - cy) / ry, (Z - cz) / rz
+        k0 = np.sqrt(ux * ux + uy * uy + uz * uz)
+        k1 = np.sqrt((ux / rx) ** 2 + (uy / ry) ** 2 + (uz / rz) ** 2)
+        return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
+
+    lo = (cz - rz, cy - ry, cx - rx)
+    hi = (cz + rz, cy + ry, cx + rx)
+    return fn, lo, hi
+
+
+def _capsule(a, b, r):
+    ax, ay, az = a
+    bx, by, bz = b
+    dx, dy, dz = bx - ax, by - ay, bz - az
+    dd = dx * dx + dy * dy + dz * dz
+
+    def fn(Z, Y, X):
+        px, py, pz = X - ax, Y - ay, Z - az
+        if dd == 0.0:   # a sphere
+            return np.sqrt(px * px + py * py + pz * pz) - r
+        h = np.clip((px * dx + py * dy + pz * dz) / dd, 0.0, 1.0)
+        return np.sqrt((px - h * dx) ** 2 + (py - h * dy) ** 2 + (pz - h * dz) ** 2) - r
+
+    lo = (min(az, bz) - r, min(ay, by) - r, min(ax, bx) - r)
+    hi = (max(az, bz) + r, max(ay, by) + r, max(ax, bx) + r)
+    return fn, lo, hi
+
+
+def _ellipse2(x, y, a, b):
+    """Approximate signed distance to an axis-aligned ellipse (half-axes a, b may be arrays)."""
+    ux, uy = x / a, y / b
+    k0 = np.sqrt(ux * ux + uy * uy)
+    k1 = np.sqrt((ux / a) ** 2 + (uy / b) ** 2)
+    return k0 * (k0 - 1.0) / np.maximum(k1, 1e-6)
+
+
+def _smin(a, b, k):
+    """Polynomial smooth minimum (blend radius k mm); plain minimum where |a-b| >= k."""
+    if k <= 0:
+        return np.minimum(a, b)
+    h = np.maximum(k - np.abs(a - b), 0.0) / k
+    return np.minimum(a, b) - h * h * (k * 0.25)
+
+
+def _smoothstep(t):
+    t = np.clip(t, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+# Iliac wing: a curved plate around a vertical axis at (52, -22) (local, left side), concave medially.
+_WING_C = (52.0, -22.0)
+_WING_Z = (14.0, 124.0)
+
+
+def _wing():
+    cx, cy = _WING_C
+    zb, zt = _WING_Z
+
+    def fn(Z, Y, X):
+        s = np.clip((Z - 15.0) / 105.0, 0.0, 1.0)
+        R = 48.0 + 22.0 * s
+        thmin = np.deg2rad(15.0) - np.deg2rad(32.0) * np.clip((Z - 15.0) / 55.0, 0.0, 1.0)
+        thmax = np.float32(np.deg2rad(115.0))
+        th = np.arctan2(Y - cy, X - cx)
+        thc = np.clip(th, thmin, thmax)
+        ex, ey = cx + R * np.cos(thc), cy + R * np.sin(thc)
+        d = np.sqrt((X - ex) ** 2 + (Y - ey) ** 2)
+        t = 5.0 + 20.0 * _smoothstep((thc - 1.2) / 0.8)
+        d = d - 0.5 * t
+        top = 96.0 + 26.0 * np.sin(np.pi * np.clip((thc + 0.3) / 2.3, 0.0, 1.0))
+        return np.maximum(d, np.maximum(Z - top, zb - Z))
+
+    return fn, (zb, cy - 25.0, 0.0), (zt, cy + 85.0, cx + 85.0)
+
+
+# Sacrum: a tapered, curved wedge; cross-section an ellipse varying with height.
+_SAC_Z = (-32.0, 96.0)
+
+
+def _sac_u(Z):
+    return np.clip((Z - _SAC_Z[0]) / (_SAC_Z[1] - _SAC_Z[0]), 0.0, 1.0)
+
+
+def _sac_shape(u):
+    hw = 13.0 + 41.0 * u ** 1.2
+    hd = 9.0 + 16.0 * u
+    yc = 48.0 + 16.0 * np.sin(np.pi * u) - 6.0 * u
+    return hw, hd, yc
+
+
+def _sacrum():
+    zb, zt = _SAC_Z
+
+    def fn(Z, Y, X):
+        hw, hd, yc = _sac_shape(_sac_u(Z))
+        d = _ellipse2(X, Y - yc, hw, hd)
+        return np.maximum(d, np.maximum(Z - zt, zb - Z))
+
+    return fn, (zb, 30.0, -56.0), (zt, 80.0, 56.0)
+
+
+def _halfspace(c, n, lo, hi):
+    """Signed distance to the plane through c with outward normal n (inside is n.(p-c) < 0)."""
+    n = np.asarray(n, float) / np.linalg.norm(n)
+
+    def fn(Z, Y, X):
+        return (X - c[0]) * n[0] + (Y - c[1]) * n[1] + (Z - c[2]) * n[2]
+
+    return fn, lo, hi
+
+
+class _Side:
+    """Maps a primitive from the local left-side frame into the anatomy frame (mirrored, scaled)."""
+
+    def __init__(self, sign: int, scale: float):
+        self.sign, self.scale = sign, scale
+
+    def __call__(self, prim):
+        fn, lo, hi = prim
+        s, g = self.scale, self.sign
+        if g > 0:
+            xlo, xhi = lo[2] * s, hi[2] * s
+        else:
+            xlo, xhi = -hi[2] * s, -lo[2] * s
+        glo = (lo[0] * s, lo[1] * s, xlo)
+        ghi = (hi[0] * s, hi[1] * s, xhi)
+        if g > 0 and s == 1.0:
+            return fn, glo, ghi
+        inv = 1.0 / s
+
+        def gfn(Z, Y, X):
+            return fn(Z * inv, Y * inv, X * (g * inv)) * s
+
+        return gfn, glo, ghi
+
+
+class _Field:
+    """A signed-distance field over a box of the grid, built by (smooth) unions of primitives."""
+
+    def __init__(self, zc: np.ndarray, yc: np.ndarray, xc: np.ndarray):
+        self.zc, self.yc, self.xc = zc, yc, xc
+        self.d = np.full((zc.size, yc.size, xc.size), _FAR, np.float32)
+
+    def _sub(self, lo, hi):
+        sl = []
+        for c, l, h in zip((self.zc, self.yc, self.xc), lo, hi):
+            i0 = int(np.searchsorted(c, l - _PAD, "left"))
+            i1 = int(np.searchsorted(c, h + _PAD, "right"))
+            if i1 <= i0:
+                return None
+            sl.append(slice(i0, i1))
+        return tuple(sl)
+
+    def _coords(self, sl):
+        return (self.zc[sl[0]][:, None, None], self.yc[sl[1]][None, :, None],
+                self.xc[sl[2]][None, None, :])
+
+    def union(self, prim, k: float = 0.0) -> None:
+        fn, lo, hi = prim
+        sl = self._sub(lo, hi)
+        if sl is None:
+            return
+        view = self.d[sl]
+        view[...] = _smin(view, fn(*self._coords(sl)).astype(np.float32, copy=False), k)
+
+    def intersect(self, prim) -> None:
+        """Keep only the inside of ``prim`` (evaluated where this field is finite)."""
+        fn, _, _ = prim
+        sl = self._sub((-1e9,) * 3, (1e9,) * 3)
+        view = self.d[sl]
+        np.maximum(view, fn(*self._coords(sl)).astype(np.float32, copy=False), out=view)
+
+    def subtract(self, other: "_Field", offset: float = 0.0) -> None:
+        """Remove ``other`` dilated by ``offset`` mm (a gap of ``offset`` mm between the two)."""
+        np.maximum(self.d, np.float32(offset) - other.d, out=self.d)
+
+
+# -- the anatomy ------------------------------------------------------------------------------
+_HEAD_C = (88.0, -5.0, 0.0)     # left femoral head centre (local frame)
+_HEAD_R = 23.0
+_NECK_DIR = np.array([0.74, 0.2, -0.64]) / np.linalg.norm([0.74, 0.2, -0.64])
+
+
+def _femur(f: _Field, side: _Side) -> None:
+    hc = np.array(_HEAD_C)
+    neck_end = hc + 48.0 * _NECK_DIR
+    f.union(side(_capsule(hc, hc, _HEAD_R)))
+    f.union(side(_capsule(hc + 8.0 * _NECK_DIR, neck_end, 14.0)), k=8.0)
+    f.union(side(_ellipsoid((132.0, 8.0, -30.0), (13.0, 17.0, 22.0))), k=10.0)
+    f.union(side(_capsule((125.0, 8.0, -36.0), (108.0, 10.0, -430.0), 14.0)), k=12.0)
+    f.union(side(_ellipsoid((112.0, 19.0, -64.0), (9.0, 9.0, 11.0))), k=6.0)
+
+
+def _femur_canal(f: _Field, side: _Side) -> None:
+    f.union(side(_capsule((122.5, 8.5, -85.0), (108.0, 10.0, -430.0), 8.5)))
+
+
+def _hip(f: _Field, side: _Side, symphysis_mm: float) -> None:
+    hc = np.array(_HEAD_C)
+    # acetabular body, opened laterally-anteriorly-inferiorly to form the cup
+    body = _Field(f.zc, f.yc, f.xc)
+    body.union(side(_ellipsoid((84.0, 0.0, 4.0), (30.0, 34.0, 40.0))))
+    n_open = (0.70, -0.25, -0.67)
+    body.intersect(side(_halfspace(hc, n_open, (-1e9,) * 3, (1e9,) * 3)))
+    np.minimum(f.d, body.d, out=f.d)
+    f.union(side(_wing()), k=10.0)
+    f.union(side(_ellipsoid((57.0, 62.0, 55.0), (16.0, 22.0, 38.0))), k=10.0)       # posterior ilium
+    f.union(side(_ellipsoid((66.0, 14.0, 28.0), (20.0, 26.0, 26.0))), k=10.0)       # ilium body
+    f.union(side(_capsule((80.0, 22.0, -8.0), (62.0, 24.0, -58.0), 13.0)), k=8.0)   # ischium
+    f.union(side(_ellipsoid((60.0, 24.0, -62.0), (14.0, 16.0, 12.0))), k=8.0)      # tuberosity
+    f.union(side(_capsule((58.0, 14.0, -66.0), (9.0, -66.0, -46.0), 7.0)), k=6.0)   # inferior ramus
+    f.union(side(_capsule((72.0, -28.0, -6.0), (9.0, -76.0, -24.0), 9.0)), k=6.0)  # superior ramus
+    f.union(side(_capsule((10.0, -74.0, -20.0), (10.0, -70.0, -48.0), 9.0)), k=6.0)  # symphyseal body
+    # the symphysis: each side stops symphysis_mm / 2 from the mid-sagittal plane
+    f.intersect(side(_halfspace((0.5 * symphysis_mm, 0.0, 0.0), (-1.0, 0.0, 0.0), (-1e9,) * 3, (1e9,) * 3)))
+
+
+def _sacrum_field(f: _Field) -> None:
+    f.union(_sacrum())
+    # sacral canal: a soft-tissue tube in the posterior third, from the top to mid-sacrum
+    u0, u1 = 1.0, 0.45
+    hw0, hd0, yc0 = _sac_shape(u0)
+    hw1, hd1, yc1 = _sac_shape(u1)
+    z0 = _SAC_Z[0] + u0 * (_SAC_Z[1] - _SAC_Z[0]) + 10.0
+    z1 = _SAC_Z[0] + u1 * (_SAC_Z[1] - _SAC_Z[0])
+    canal = _Field(f.zc, f.yc, f.xc)
+    canal.union(_capsule((0.0, yc0 + 0.35 * hd0, z0), (0.0, yc1 + 0.3 * hd1, z1), 7.0))
+    f.subtract(canal, 0.0)
+
+
+def _si_bridge_centres(n: int) -> list[tuple[float, float, float]]:
+    """Local (left) centres of the SI-joint bridges: on the sacrum's lateral surface."""
+    out = []
+    for z in np.linspace(30.0, 80.0, n) if n > 1 else ([55.0] if n == 1 else []):
+        hw, hd, yc = _sac_shape(_sac_u(np.float64(z)))
+        out.append((float(hw), float(yc), float(z)))
+    return out
+
+
+def _trabecular(zc, yc, xc, rng_waves, base: float, amp: float) -> np.ndarray:
+    """Smooth random trabecular HU: a sum of separable cosine waves (wavelengths 12-35 mm)."""
+    acc = None
+    for kx, ky, kz, px, py, pz in rng_waves:
+        w = (np.cos(kz * zc + pz)[:, None, None] * np.cos(ky * yc + py)[None, :, None]
+             * np.cos(kx * xc + px)[None, None, :])
+        acc = w if acc is None else acc + w
+    acc *= np.float32(2.0 / math.sqrt(len(rng_waves)))
+    return np.float32(base) + np.float32(amp) * acc
+
+
+def _axis(n: int, d: float, o: float) -> np.ndarray:
+    return (o + d * np.arange(n)).astype(np.float32)
+
+
+def pelvis_phantom(
+    shape: tuple[int, int, int] = (400, 512, 512),
+    spacing: tuple[float, float, float] | None = None,
+    seed: int = 0,
+    noise_hu: float = 15.0,
+    table: bool = True,
+    *,
+    midline_x_mm: float = 0.0,
+    z_center_mm: float = -10.0,
+    hip_joint_mm: float = 2.0,
+    si_joint_mm: float = 2.5,
+    symphysis_mm: float = 4.0,
+    si_bridges: int = 2,
+    asymmetry: float = 0.015,
+    cortex_mm: float = 2.0,
+    blur_mm: float | None = None,
+) -> Phantom:
+    """Make the synthetic pelvis CT and its ground-truth labels.
+
+    Parameters
+    ----------
+    shape : (nz, ny, nx)
+        Grid size. The default is the 512 x 512 x 400 benchmark volume.
+    spacing : (dz, dy, dx) mm, optional
+        Voxel size. Default: a 400 mm field of view in each axis (0.78 mm pixels and 1 mm slices
+        for the default shape). The anatomy is in millimetres, so any grid samples the same body;
+        the field of view should hold the body (about 340 x 300 mm with the couch).
+    seed : int
+        Seeds the noise and the trabecular texture; the same arguments give the same volume.
+    noise_hu : float
+        Standard deviation of the Gaussian noise in HU (0 for none).
+    table : bool
+        Include the CT couch below the body.
+    midline_x_mm : float
+        LPS x of the anatomy's mid-sagittal plane (the couch stays at x = 0).
+    z_center_mm : float
+        LPS z of the grid centre; the femoral-head centres are at z = 0, the iliac crests near +122
+        and the sacral tip near -32.
+    hip_joint_mm, si_joint_mm, symphysis_mm : float
+        Joint spaces (soft tissue) between femoral head and acetabulum, sacrum and ilium, and the two
+        pubic bones. Keep ``hip_joint_mm`` at least the largest spacing so the labels stay apart.
+    si_bridges : int
+        Small bony bridges across each sacroiliac joint (0 for a fully open joint).
+    asymmetry : float
+        The right side is the left side mirrored and scaled by ``1 + asymmetry``.
+    cortex_mm : float
+        Cortical shell thickness.
+    blur_mm : float, optional
+        Width of the linear partial-volume ramp at every edge; default 1.1 times the mean spacing
+        (a box filter of one voxel plus a mild blur of about half a voxel).
+
+    Returns
+    -------
+    Phantom
+
+    Examples
+    --------
+    >>> ph = pelvis_phantom(shape=(48, 64, 64), seed=1)
+    >>> ph.volume.hu.dtype, ph.labels.shape, ph.names[1]
+    (dtype('int16'), (48, 64, 64), 'hip_left')
+    """
+    shape = tuple(int(n) for n in shape)
+    if len(shape) != 3 or min(shape) < 2:
+        raise InputError(f"phantom shape must be three sizes >= 2 (nz, ny, nx); got {shape}")
+    if spacing is None:
+        spacing = tuple(400.0 / n for n in shape)
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise InputError(f"phantom spacing must be three positive mm values (dz, dy, dx); got {spacing}")
+    for name, val in (("hip_joint_mm", hip_joint_mm), ("si_joint_mm", si_joint_mm),
+                      ("symphysis_mm", symphysis_mm), ("cortex_mm", cortex_mm)):
+        if not (math.isfinite(val) and val > 0):
+            raise InputError(f"{name} must be a positive number of mm; got {val}")
+    if noise_hu < 0 or not math.isfinite(noise_hu):
+        raise InputError(f"noise_hu must be >= 0; got {noise_hu}")
+    if not (0.0 <= asymmetry < 0.2):
+        raise InputError(f"asymmetry must be in [0, 0.2); got {asymmetry}")
+    params = dict(shape=shape, spacing=spacing, seed=seed, noise_hu=noise_hu, table=table,
+                  midline_x_mm=midline_x_mm, z_center_mm=z_center_mm, hip_joint_mm=hip_joint_mm,
+                  si_joint_mm=si_joint_mm, symphysis_mm=symphysis_mm, si_bridges=si_bridges,
+                  asymmetry=asymmetry, cortex_mm=cortex_mm, blur_mm=blur_mm)
+
+    nz, ny, nx = shape
+    dz, dy, dx = spacing
+    if max(dy, dx, dz) > hip_joint_mm:
+        log.warning("hip joint space %.2f mm is narrower than the largest spacing %.2f mm: femur and "
+                    "hip labels may touch", hip_joint_mm, max(spacing))
+    origin = (-(nx - 1) * dx / 2.0, -(ny - 1) * dy / 2.0, z_center_mm - (nz - 1) * dz / 2.0)
+    fov_x = (origin[0], origin[0] + (nx - 1) * dx)
+    if fov_x[0] > midline_x_mm - 150 or fov_x[1] < midline_x_mm + 150:
+        log.warning("phantom field of view x %.0f..%.0f mm cuts the pelvis (needs midline +-150 mm)", *fov_x)
+    w = float(blur_mm) if blur_mm is not None else 1.1 * float(np.mean(spacing))
+    inv_w = np.float32(1.0 / w)
+
+    # axis coordinates: anatomy frame for the body and bones, LPS for the couch
+    ax_x = _axis(nx, dx, origin[0] - midline_x_mm)
+    ax_y = _axis(ny, dy, origin[1] - _BODY_Y)
+    ax_z = _axis(nz, dz, origin[2])
+    lps_x = _axis(nx, dx, origin[0])
+
+    rng = np.random.default_rng(seed)
+    waves = []
+    for _ in range(6):
+        lam = rng.uniform(12.0, 35.0, size=3)
+        waves.append((*(2 * np.pi / lam).astype(np.float32), *rng.uniform(0, 2 * np.pi, size=3).astype(np.float32)))
+    noise_rng = np.random.default_rng([seed, 1])
+
+    left, right = _Side(+1, 1.0), _Side(-1, 1.0 + asymmetry)
+
+    def ramp(d, off=0.0):
+        # partial-volume fraction inside the surface d = off (linear over w mm)
+        return np.clip(np.float32(0.5) - (d - np.float32(off)) * inv_w, 0.0, 1.0)
+
+    # -- 2-D body and couch slices ----------------------------------------------------------------
+    Yb, Xb = ax_y[:, None], ax_x[None, :]
+    trunk = _ellipse2(Xb, Yb, _BODY_A, _BODY_B).astype(np.float32)
+    thighs = np.minimum(_ellipse2(Xb - 95.0, Yb - 5.0, 78.0, 92.0),
+                        _ellipse2(Xb + 95.0 * right.scale, Yb - 5.0, 78.0 * right.scale, 92.0 * right.scale)
+                        ).astype(np.float32)
+    table_hu = table_a = None
+    table_mask = None
+    if table:
+        ty = _BODY_B + _TABLE_GAP + _BODY_Y          # LPS y of the couch top at its centre
+        X = lps_x[None, :]
+        Y = (ax_y + _BODY_Y)[:, None]
+        mid = ty + 20.0 - X * X / (2.0 * 800.0)      # mid-surface, curving up towards the patient
+        tsdf = np.maximum(np.abs(Y - mid) - 20.0, np.abs(X) - 180.0).astype(np.float32)
+        table_a = ramp(tsdf)
+        table_hu = _TABLE_SHELL + ramp(tsdf, -3.0) * (_TABLE_CORE - _TABLE_SHELL)
+        table_mask = tsdf < 0
+
+    def body_slice(zval: float) -> np.ndarray:
+        s = float(_smoothstep((-60.0 - zval) / 60.0))
+        if s <= 0.0:
+            return trunk
+        if s >= 1.0:
+            return thighs
+        return (1.0 - s) * trunk + s * thighs
+
+    cache: dict[float, np.ndarray] = {}
+
+    def base_slice(zval: float) -> np.ndarray:
+        bs = body_slice(zval)
+        key = id(bs) if bs is trunk or bs is thighs else None
+        if key is not None and key in cache:
+            return cache[key]
+        inner = _FAT + ramp(bs, -_FAT_MM) * (_SOFT - _FAT)
+        hu = _AIR + ramp(bs) * (inner - _AIR)
+        if table:
+            hu = hu + table_a * (table_hu - hu)
+        hu = hu.astype(np.float32)
+        if key is not None:
+            cache[key] = hu
+        return hu
+
+    hu_out = np.empty(shape, np.int16)
+    lab_out = np.zeros(shape, np.uint8)
+
+    gas = [_ellipsoid((0.0, 30.0, -5.0), (14.0, 11.0, 25.0)),      # rectum
+           _ellipsoid((-45.0, -45.0, 105.0), (22.0, 14.0, 12.0)),  # bowel gas
+           _ellipsoid((38.0, -60.0, 130.0), (16.0, 12.0, 10.0))]
+    bridges = _si_bridge_centres(si_bridges)
+    t = float(cortex_mm)
+
+    for k0 in range(0, nz, _CHUNK):
+        k1 = min(nz, k0 + _CHUNK)
+        zc = ax_z[k0:k1]
+        slab = np.empty((k1 - k0, ny, nx), np.float32)
+        for i, zval in enumerate(zc):
+            slab[i] = base_slice(float(zval))
+        lab = lab_out[k0:k1]
+        if table:
+            lab[:, table_mask] = _L["table"]
+
+        # gas pockets inside the body
+        g = _Field(zc, ax_y, ax_x)
+        for prim in gas:
+            g.union(prim)
+        sl = g._sub((-1e9,) * 3, (1e9,) * 3)
+        if sl is not None and np.any(g.d < _FAR):
+            a = ramp(g.d)
+            slab += a * (_GAS - slab)
+
+        # bones: build the fields over the whole chunk (each primitive only on its own box)
+        sac = _Field(zc, ax_y, ax_x)
+        _sacrum_field(sac)
+        fems, hips = [], []
+        for side in (left, right):
+            fe = _Field(zc, ax_y, ax_x)
+            _femur(fe, side)
+            hp = _Field(zc, ax_y, ax_x)
+            _hip(hp, side, symphysis_mm)
+            hp.subtract(fe, hip_joint_mm)
+            hp.subtract(sac, si_joint_mm)
+            # bridges across the SI joint: a sphere spanning the gap, given to the nearer bone
+            r_b = 0.5 * si_joint_mm + 2.5
+            br = _Field(zc, ax_y, ax_x)
+            for c in bridges:
+                br.union(side(_capsule(c, c, r_b)))
+            if bridges:
+                near_hip = hp.d < sac.d
+                np.minimum(hp.d, np.where(near_hip, br.d, _FAR), out=hp.d)
+                np.minimum(sac.d, np.where(~near_hip, br.d, _FAR), out=sac.d)
+            fems.append((fe, side))
+            hips.append(hp)
+
+        parts = [(hips[0], "hip_left", 230.0, None), (hips[1], "hip_right", 230.0, None),
+                 (sac, "sacrum", 215.0, None), (fems[0][0], "femur_left", 255.0, fems[0][1]),
+                 (fems[1][0], "femur_right", 255.0, fems[1][1])]
+        for fld, name, base, side in parts:
+            inside = fld.d < _FAR
+            if not inside.any():
+                continue
+            # restrict the work to the bounding box of the evaluated region
+            zz, yy, xx = (np.flatnonzero(inside.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
+            box = (slice(zz[0], zz[-1] + 1), slice(yy[0], yy[-1] + 1), slice(xx[0], xx[-1] + 1))
+            d = fld.d[box]
+            core = _trabecular(zc[box[0]], ax_y[box[1]], ax_x[box[2]], waves, base, 95.0)
+            if side is not None:                     # femoral marrow canal
+                canal = _Field(zc[box[0]], ax_y[box[1]], ax_x[box[2]])
+                _femur_canal(canal, side)
+                core += ramp(canal.d) * (np.float32(_MARROW) - core)
+            bone = _CORTEX + ramp(d, -t) * (core - _CORTEX)
+            a = ramp(d)
+            sub = slab[box]
+            sub += a * (bone - sub)
+            lab[box][d < 0] = _L[name]
+
+        if noise_hu > 0:
+            slab += noise_rng.standard_normal(slab.shape, dtype=np.float32) * np.float32(noise_hu)
+        np.clip(np.rint(slab), _HU_MIN, _HU_MAX, out=slab)
+        hu_out[k0:k1] = slab
+
+    vol = Volume(hu=hu_out, spacing=spacing, origin=origin, direction=np.eye(3),
+                 meta={"modality": "CT", "source": "printpipe.phantom.pelvis_phantom",
+                       "phantom_seed": int(seed)})
+    return Phantom(volume=vol, labels=lab_out, names=dict(LABELS), midline_x_mm=float(midline_x_mm),
+                   params=params)
+
+
+def sample_phantom() -> Phantom:
+    """The phantom ``sample_dicom/`` was written from (``pelvis_phantom(**SAMPLE_KWARGS)``)."""
+    return pelvis_phantom(**SAMPLE_KWARGS)
+
+
+# -- DICOM writer ------------------------------------------------------------------------------
+_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+def _fmt(v: float) -> str:
+    """A DICOM decimal string (at most 16 characters) for a float."""
+    s = f"{v:.6f}".rstrip("0").rstrip(".")
+    if s in ("-0", ""):
+        s = "0"
+    if len(s) > 16:
+        s = f"{v:.8g}"
+    return s
+
+
+def write_dicom_series(
+    volume: Volume,
+    folder: str | os.PathLike,
+    *,
+    transfer_syntax: str | None = None,
+    series_description: str = "printpipe pelvis phantom",
+    study_uid: str | None = None,
+    series_uid: str | None = None,
+    seed: int = 0,
+    patient_name: str = "PHANTOM^PELVIS",
+    patient_id: str = "PHANTOM-0001",
+    series_number: int = 1,
+    filename_pattern: str = "slice_{:04d}.dcm",
+    unsigned: bool = False,
+    workers: int | None = None,
+) -> list[Path]:
+    """Write a volume as a CT Image Storage series, one slice per file.
+
+    Slice ``k`` is written to ``folder / filename_pattern.format(k)`` through a temporary name, with
+    ImagePositionPatient ``origin + k * dz * direction[:, 2]``, ImageOrientationPatient from the first
+    two direction columns, PixelSpacing ``(dy, dx)``, SliceThickness and SpacingBetweenSlices ``dz``,
+    InstanceNumber ``k + 1`` and RescaleSlope 1 / RescaleIntercept -1024.
+
+    Parameters
+    ----------
+    volume : Volume
+        The image; HU outside the storable range are clipped with a warning.
+    folder : path
+        Output folder (created).
+    transfer_syntax : str, optional
+        Transfer syntax UID. Default Explicit VR Little Endian; Implicit VR Little Endian, Deflated
+        Explicit VR Little Endian and any compressed syntax pydicom can encode (RLE Lossless,
+        JPEG-LS Lossless, JPEG 2000 Lossless with the pylibjpeg/pyjpegls plugins) also work.
+    series_description : str
+        SeriesDescription.
+    study_uid, series_uid : str, optional
+        UIDs to use; by default derived deterministically from ``seed`` (and the description), so
+        rewriting gives identical files. The FrameOfReferenceUID follows the study UID and seed.
+    seed : int
+        Entropy for the generated UIDs.
+    patient_name, patient_id : str
+        Dummy identifiers written into the files (never real data).
+    series_number : int
+        SeriesNumber.
+    filename_pattern : str
+        ``str.format`` pattern taking the slice index (0-based).
+    unsigned : bool
+        Store unsigned pixels (PixelRepresentation 0, stored = HU + 1024, HU below -1024 clipped)
+        instead of signed ones.
+    workers : int, optional
+        Threads used for encoding and writing (default: up to 4).
+
+    Returns
+    -------
+    list of Path
+        The files written, in slice order.
+    """
+    import pydicom
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import (ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID,
+                             generate_uid)
+
+    if not isinstance(volume, Volume):
+        raise InputError(f"write_dicom_series needs a printpipe Volume; got {type(volume).__name__}")
+    ts = UID(transfer_syntax or ExplicitVRLittleEndian)
+    if not ts.is_transfer_syntax:
+        raise InputError(f"transfer_syntax {str(ts)!r} is not a DICOM transfer syntax UID; pass e.g. "
+                         "pydicom.uid.RLELossless")
+    if ts.is_compressed and not ts.is_deflated:
+        from pydicom.pixels import get_encoder
+        try:
+            enc = get_encoder(ts)
+        except Exception as exc:  # pydicom raises NotImplementedError for unknown syntaxes
+            raise InputError(f"pydicom cannot encode transfer syntax {ts.name} ({ts}): {exc}") from exc
+        if not enc.is_available:
+            raise InputError(f"no encoder plugin installed for {ts.name}; missing: "
+                             f"{enc.missing_dependencies}. Install pylibjpeg-rle / pyjpegls / pylibjpeg-openjpeg")
+    try:
+        filename_pattern.format(0)
+    except (IndexError, KeyError, ValueError) as exc:
+        raise InputError(f"filename_pattern {filename_pattern!r} must format one integer, e.g. "
+                         "'slice_{:04d}.dcm'") from exc
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hu = volume.hu
+    lo_hu = -1024 if unsigned else -32768 + 1024
+    hi_hu = 32767 + 1024 if unsigned else 32767 - 1024
+    clipped = int(np.count_nonzero((hu < lo_hu) | (hu > hi_hu)))
+    if clipped:
+        log.warning("write_dicom_series: %d voxels outside the storable HU range %d..%d were clipped",
+                    clipped, lo_hu, hi_hu)
+    dz, dy, dx = volume.spacing
+    direc = volume.direction
+    row_dir, col_dir, normal = direc[:, 0], direc[:, 1], direc[:, 2]
+    origin = np.asarray(volume.origin, float)
+
+    def uid(*parts: object) -> str:
+        # deterministic: sha512 of the '|'-joined parts (pydicom's generate_uid with entropy)
+        return generate_uid(entropy_srcs=["|".join(["printpipe-phantom", *map(str, parts)])])
+
+    study_uid = study_uid or uid(seed, "study")
+    series_uid = series_uid or uid(seed, study_uid, series_description, series_number, "series")
+    for_uid = uid(seed, study_uid, "frame-of-reference")
+
+    common = Dataset()
+    common.SpecificCharacterSet = "ISO_IR 100"
+    common.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    common.SOPClassUID = _CT_IMAGE_STORAGE
+    common.StudyDate = common.SeriesDate = common.ContentDate = "20000101"
+    common.StudyTime = common.SeriesTime = common.ContentTime = "120000"
+    common.AccessionNumber = ""
+    common.Modality = "CT"
+    common.Manufacturer = "printpipe"
+    common.ManufacturerModelName = "synthetic phantom"
+    common.ReferringPhysicianName = ""
+    common.StudyDescription = "PHANTOM PELVIS"
+    common.SeriesDescription = series_description
+    common.PatientName = patient_name
+    common.PatientID = patient_id
+    common.PatientBirthDate = ""
+    common.PatientSex = "O"
+    common.PatientIdentityRemoved = "YES"
+    common.BodyPartExamined = "PELVIS"
+    common.SliceThickness = _fmt(dz)
+    common.SpacingBetweenSlices = _fmt(dz)
+    common.KVP = "120"
+    common.ConvolutionKernel = "STANDARD"
+    common.PatientPosition = "HFS"
+    common.StudyInstanceUID = study_uid
+    common.SeriesInstanceUID = series_uid
+    common.StudyID = "1"
+    common.SeriesNumber = int(series_number)
+    common.AcquisitionNumber = 1
+    common.FrameOfReferenceUID = for_uid
+    common.PositionReferenceIndicator = ""
+    common.ImageOrientationPatient = [_fmt(v) for v in (*row_dir, *col_dir)]
+    common.SamplesPerPixel = 1
+    common.PhotometricInterpretation = "MONOCHROME2"
+    common.Rows, common.Columns = int(hu.shape[1]), int(hu.shape[2])
+    common.PixelSpacing = [_fmt(dy), _fmt(dx)]
+    common.BitsAllocated = 16
+    common.BitsStored = 16
+    common.HighBit = 15
+    common.PixelRepresentation = 0 if unsigned else 1
+    common.WindowCenter = "40"
+    common.WindowWidth = "400"
+    common.RescaleIntercept = "-1024"
+    common.RescaleSlope = "1"
+    common.RescaleType = "HU"
+
+    paths = [folder / filename_pattern.format(k) for k in range(hu.shape[0])]
+    if len(set(paths)) != len(paths):
+        raise InputError(f"filename_pattern {filename_pattern!r} gives the same name to several slices")
+
+    def write_one(k: int) -> Path:
+        ds = Dataset()
+        ds.update(common)
+        sop_uid = uid(series_uid, k, "sop")
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = k + 1
+        pos = origin + normal * (k * dz)
+        ds.ImagePositionPatient = [_fmt(v) for v in pos]
+        ds.SliceLocation = _fmt(float(pos @ normal))
+        arr = hu[k].astype(np.int32) + 1024
+        arr = np.clip(arr, 0, 65535).astype(np.uint16) if unsigned else np.clip(arr, -32768, 32767).astype(np.int16)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = _CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta.ImplementationVersionName = "PRINTPIPE"
+        ds.file_meta = meta
+        ds.PixelData = arr.tobytes()
+        if ts.is_compressed and not ts.is_deflated:
+            ds.compress(ts, arr, generate_instance_uid=False)
+        else:
+            meta.TransferSyntaxUID = ts
+        with atomic_path(paths[k], suffix=".dcm.part") as tmp:
+            ds.save_as(tmp, enforce_file_format=True,
+                       implicit_vr=ts == pydicom.uid.ImplicitVRLittleEndian,
+                       little_endian=True)
+        return paths[k]
+
+    n_workers = workers or min(4, os.cpu_count() or 1)
+    if n_workers > 1 and len(paths) > 8:
+        with ThreadPoolExecutor(n_workers) as ex:
+            out = list(ex.map(write_one, range(len(paths))))
+    else:
+        out = [write_one(k) for k in range(len(paths))]
+    log.info("wrote %d DICOM slices (%s) to %s", len(out), ts.name, folder)
+    return out
