@@ -515,6 +515,7 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
             if pos is None or iop is None or ps is None:
                 raise _Skip("image without ImagePositionPatient/ImageOrientationPatient")
             iops.add(tuple(round(float(v), 4) for v in iop))
+            iop_exact = tuple(float(v) for v in iop)
             pss.add(tuple(round(float(v), 4) for v in ps))
             ths.add(None if th is None else round(float(th), 4))
             frames.append(_Frame(f, i, tuple(float(v) for v in pos), f"{sop_uid}#{i}",
@@ -533,8 +534,9 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
             raise _Skip("image without ImagePositionPatient/ImageOrientationPatient")
         if ps is None or len(ps) != 2:
             raise _Skip("image without PixelSpacing")
+        iop_exact = tuple(float(v) for v in iop)
         iop = tuple(round(float(v), 4) for v in iop)
-        pixel_spacing = tuple(round(float(v), 6) for v in ps)
+        pixel_spacing = tuple(float(v) for v in ps)
         thickness = _float_or_none(ds.get("SliceThickness"))
         slope = _float_or_none(ds.get("RescaleSlope"))
         icpt = _float_or_none(ds.get("RescaleIntercept"))
@@ -554,6 +556,7 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
         "description": str(ds.get("SeriesDescription", "") or "").strip(),
         "number": _int_or_none(ds.get("SeriesNumber")),
         "iop": iop,
+        "iop_exact": iop_exact,
         "pixel_spacing": (float(pixel_spacing[0]), float(pixel_spacing[1])),
         "thickness": thickness,
         "tilt_tag": _float_or_none(ds.get("GantryDetectorTilt")),
@@ -722,7 +725,7 @@ def _summarise(stack_id: str, h: str, members: list[tuple[_File, _Frame, dict]])
         files.setdefault(f.name, f)
     hdr = members[0][2]
     frames = [fr for _f, fr, _h in members]
-    n = _normal(hdr["iop"])
+    n = _normal(hdr["iop_exact"])
     geo = _geometry(frames, n)
     ts_counts = Counter(f.ts for f in files.values())
     ts = ts_counts.most_common(1)[0][0]
@@ -741,7 +744,7 @@ def _summarise(stack_id: str, h: str, members: list[tuple[_File, _Frame, dict]])
         compressed=ts not in _UNCOMPRESSED, decodable=decodable,
         decoder_hint=", ".join(_decoder_hint(t) for t in bad),
         multi_frame=hdr["multi_frame"], localizer=hdr["localizer"], orientation=_orientation_name(n),
-        iop=tuple(float(v) for v in hdr["iop"]), manufacturer=hdr["manufacturer"], model=hdr["model"],
+        iop=tuple(float(v) for v in hdr["iop_exact"]), manufacturer=hdr["manufacturer"], model=hdr["model"],
         kernel=hdr["kernel"], patient_position=hdr["patient_position"], size_conflict=None,
         files=tuple(sorted(files)), _frames=frames, _phi=dict(hdr["phi"]),
     )
