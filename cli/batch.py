@@ -148,7 +148,7 @@ def config_file_defaults(parser: argparse.ArgumentParser, path: str | Path) -> d
             out[key] = _convert(action, value)
         except (argparse.ArgumentTypeError, TypeError, ValueError) as exc:
             parser.error(f"--config {path}: {key} = {value!r} is not accepted by "
-                         f"{action.option_strings[-1]}: {exc}")
+                         f"{max(action.option_strings, key=len)}: {exc}")
     return out
 
 

@@ -1136,6 +1136,7 @@ def _run_locked(cases, outdir, config, batch, progress, case_fn, t_start) -> Bat
     finally:
         if executor is not None:
             executor.shutdown()
+        _clean_stale(outdir)  # every worker has stopped: whatever partial is left is dead
         result = _finish(cases, outdir, config, batch, records, interrupted, t_start)
         if progress is not None:
             progress.close(ok=result.n_ok, failed=result.n_failed)
@@ -1197,12 +1198,34 @@ def _schedule(todo, executor, outdir, config, batch, budget, case_fn, records, p
                     msg = f"internal error: {type(exc).__name__}: {exc}"
                 rec = CaseRecord(case_id=case.case_id, status="failed", error=msg,
                                  error_type=type(exc).__name__, study=case.study, series=case.series)
+                with contextlib.suppress(OSError):
+                    _salvage_dead_case(Path(outdir), case, rec)
             records[case.case_id] = rec
             if progress is not None:
                 progress.case_finished(rec.case_id, rec.status, rec.seconds, rec.error)
         if broken and not running:
             executor.restart()
             broken = False
+
+
+def _salvage_dead_case(outdir: Path, case: Case, record: CaseRecord) -> None:
+    """After a worker died: keep its ``case.log`` and record the error in ``OUTDIR/<case_id>/``."""
+    mine = outdir / f".{case.case_id}.partial-{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)
+    mine.mkdir()
+    for partial in sorted(outdir.glob(f".{case.case_id}.partial-*")):
+        if partial != mine and (partial / "case.log").is_file():
+            os.replace(partial / "case.log", mine / "case.log")
+        if partial != mine:
+            shutil.rmtree(partial, ignore_errors=True)
+    with open(mine / "case.log", "a", encoding="utf-8") as fh:
+        fh.write(f"{_dt.datetime.now().isoformat(timespec='seconds')} ERROR printpipe.batch: "
+                 f"{record.error}\n")
+    info = {"printpipe_version": __version__, "case_id": case.case_id, "study_uid_hash": case.study,
+            "series_uid_hash": case.series, "choice_reason": case.reason, "fingerprint": None,
+            "input_hash": None, "params_hash": None, "record": record.to_dict()}
+    atomic_write_text(mine / "case.json", json.dumps(info, indent=2) + "\n")
+    _publish_case(mine, outdir / case.case_id)
 
 
 def _finish(cases, outdir, config, batch, records, interrupted, t_start) -> BatchResult:
