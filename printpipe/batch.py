@@ -86,7 +86,9 @@ class BatchConfig:
         Cases run at the same time on the local process pool; ``None`` uses every CPU this process
         may run on. Also the worker count of ``dask_local`` when that is ``None``.
     scheduler : str or None
-        Address of a running Dask scheduler (``tcp://host:8786``); cases run on its workers.
+        Address of a running Dask scheduler (``tcp://host:8786``); cases run on its workers, which
+        must see the input and output folders under the same paths (a shared file system) and
+        have printpipe installed.
     dask_local : int or None
         Start a local Dask cluster with this many single-threaded worker processes.
     all_series : bool
@@ -891,7 +893,7 @@ class _ProcessExecutor:
 class _DaskExecutor:
     """A dask.distributed Client: an existing scheduler, or a LocalCluster we own."""
 
-    memory_aware = False  # Dask workers manage their own memory limits
+    memory_aware = False  # remote workers: Dask manages their memory (worker memory limits)
     name = "dask"
 
     def __init__(self, scheduler: str | None, n_local: int | None, env: Mapping[str, str]):
@@ -911,6 +913,7 @@ class _DaskExecutor:
                                  "address (tcp://host:8786) and that the scheduler is running") from exc
         else:
             self.name = "dask-local"
+            self.memory_aware = True  # the workers share this machine's memory
             self.cluster = distributed.LocalCluster(
                 n_workers=int(n_local), threads_per_worker=1, processes=True, dashboard_address=None,
                 env=dict(env), silence_logs=logging.ERROR)

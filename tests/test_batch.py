@@ -405,6 +405,16 @@ def test_dask_local_cluster_contains_the_bad_case(tree, tmp_path, counter):
     assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
 
 
+def test_dask_scheduler_address(tree, tmp_path, counter):
+    distributed = pytest.importorskip("distributed")
+    out = tmp_path / "out"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        cases, result = _run(tree, out, jobs=None, scheduler=cluster.scheduler_address)
+    assert result.executor == "dask"
+    assert [r.status for r in result.records].count("ok") == 3 and result.n_failed == 1
+
+
 def test_missing_dask_names_the_extra(monkeypatch):
     import builtins
 
