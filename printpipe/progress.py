@@ -130,7 +130,8 @@ def stage_printer(stream: IO[str] | None = None, quiet: bool = False, json_lines
             if quiet:
                 return
             if tty:
-                if not new_stage and fraction < 1.0 and fraction - state["shown"] < 0.05:
+                if not new_stage and (state["shown"] >= 1.0
+                                      or (fraction < 1.0 and fraction - state["shown"] < 0.05)):
                     return
                 state["shown"] = fraction
                 text = f"{stage:<10} {_bar(fraction, 20)} {fraction * 100:3.0f}%  {elapsed:6.1f} s"
