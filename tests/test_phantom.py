@@ -304,3 +304,21 @@ def test_sample_dicom_matches_regeneration(sample):
     np.testing.assert_allclose([float(x) for x in ds0.PixelSpacing], v.spacing[1:])
     assert float(ds0.SpacingBetweenSlices) == v.spacing[0]
     assert (SAMPLE / "README.md").is_file()
+
+
+def test_narrowed_hip_joint_welds_under_threshold_but_labels_stay_apart():
+    # hip_joint_min_mm narrows the dome to 1.1 mm: wider than the 1 mm slice step, so the labels
+    # never touch, but narrower than one voxel plus the partial-volume rims, so a 226 HU threshold
+    # joins head and cup -- the case segmentation must separate.
+    cc3d = pytest.importorskip("cc3d")
+    ph = pelvis_phantom(shape=(50, 160, 160), spacing=(1.0, 0.8, 0.8), seed=4, z_center_mm=5.0,
+                        midline_x_mm=-88.0, hip_joint_min_mm=1.1, si_bridges=0)
+    assert _touch_6(ph, "hip_left", "femur_left") == 0
+    d = _min_distance_mm(ph, "hip_left", "femur_left")
+    assert 1.1 - 1e-3 <= d < 2.0
+    comp = cc3d.connected_components((ph.volume.hu >= 226) & (ph.labels != 6), connectivity=6)
+    head = comp[ph.mask("femur_left")]
+    cup = comp[ph.mask("hip_left")]
+    assert np.bincount(head).argmax() == np.bincount(cup).argmax() != 0
+    with pytest.raises(InputError, match="hip_joint_min_mm must be in"):
+        pelvis_phantom(shape=(4, 4, 4), hip_joint_min_mm=3.0)
