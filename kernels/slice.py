@@ -1,0 +1,326 @@
+"""numba kernels of the slicer: triangle-plane intersection, loop tracing, polyline helpers.
+
+Pure functions on numpy arrays: no trimesh, no config objects, no I/O, no logging, never raise.
+``printpipe.slicing.layers`` validates inputs, calls these and turns the result into polygons.
+
+Topology, not tolerance
+-----------------------
+A plane cuts a closed, manifold, consistently oriented triangle mesh in closed loops. Each crossing
+triangle contributes one segment whose two endpoints lie on two of its edges. The endpoint is
+identified by the *mesh edge* (its index in the list of unique undirected edges) it lies on, never by
+its coordinates, so chaining segments into loops is exact: the segment that ends on edge ``e`` is
+followed by the segment (of the other triangle sharing ``e``) that starts on ``e``.
+
+Vertices exactly on a plane are handled by symbolic perturbation: a vertex with ``z >= plane`` counts
+as *above*. Every edge then either crosses the plane (one end below, one above) or does not, the same
+way for both triangles sharing it, so no degenerate case exists. A vertex on the plane gives a
+zero-length segment that later polygon cleaning removes.
+
+Orientation: for an outward-oriented mesh, segments are directed so that the material is on the left
+when seen from +z (outer loops counter-clockwise, holes clockwise). For a triangle ``(a, b, c)`` whose
+lone vertex ``a`` is above the plane the segment runs from edge ``(a, b)`` to edge ``(c, a)``; with
+``a`` alone below, the direction reverses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "slice_triangles",
+    "trace_loops",
+    "simplify_closed",
+    "order_segments",
+    "segments_cross_polygon",
+    "warmup",
+]
+
+
+@njit(cache=True)
+def _edge_point(verts, u, v, p, out_xy):
+    # Canonical direction (lower vertex index first) so that both triangles sharing the edge compute
+    # bit-identical coordinates.
+    if u > v:
+        u, v = v, u
+    zu = verts[u, 2]
+    zv = verts[v, 2]
+    t = (p - zu) / (zv - zu)
+    out_xy[0] = verts[u, 0] + t * (verts[v, 0] - verts[u, 0])
+    out_xy[1] = verts[u, 1] + t * (verts[v, 1] - verts[u, 1])
+
+
+@njit(cache=True)
+def slice_triangles(verts, faces, face_edges, planes):
+    """Intersect every triangle with every plane it crosses.
+
+    verts (n, 3) float64, faces (m, 3) int64, face_edges (m, 3) int64 (id of the undirected edge
+    ``faces[f, k] -> faces[f, (k + 1) % 3]``), planes (L,) float64 sorted ascending.
+
+    Returns ``layer (s,) int64, e_start (s,) int64, e_end (s,) int64, xy_start (s, 2) float64``:
+    each segment starts on mesh edge ``e_start`` at ``xy_start`` and ends on ``e_end``.
+    A triangle crosses plane ``p`` iff ``zmin < p <= zmax`` (``z >= p`` counts as above).
+    """
+    m = faces.shape[0]
+    lo = np.empty(m, np.int64)
+    hi = np.empty(m, np.int64)
+    total = 0
+    for f in range(m):
+        z0 = verts[faces[f, 0], 2]
+        z1 = verts[faces[f, 1], 2]
+        z2 = verts[faces[f, 2], 2]
+        zmin = min(z0, min(z1, z2))
+        zmax = max(z0, max(z1, z2))
+        a = np.searchsorted(planes, zmin, side="right")  # first plane > zmin
+        b = np.searchsorted(planes, zmax, side="right")  # planes <= zmax end here
+        lo[f] = a
+        hi[f] = b
+        if b > a:
+            total += b - a
+    layer = np.empty(total, np.int64)
+    e_start = np.empty(total, np.int64)
+    e_end = np.empty(total, np.int64)
+    xy = np.empty((total, 2), np.float64)
+    pt = np.empty(2, np.float64)
+    s = 0
+    for f in range(m):
+        if hi[f] <= lo[f]:
+            continue
+        v0 = faces[f, 0]
+        v1 = faces[f, 1]
+        v2 = faces[f, 2]
+        for k in range(lo[f], hi[f]):
+            p = planes[k]
+            a0 = verts[v0, 2] >= p
+            a1 = verts[v1, 2] >= p
+            a2 = verts[v2, 2] >= p
+            if a0 == a1:
+                i = 2
+            elif a0 == a2:
+                i = 1
+            else:
+                i = 0
+            j = (i + 1) % 3
+            kk = (i + 2) % 3
+            vi = faces[f, i]
+            above = verts[vi, 2] >= p
+            # edge (i, j) has id face_edges[f, i]; edge (k, i) has id face_edges[f, kk]
+            if above:
+                es = face_edges[f, i]
+                ee = face_edges[f, kk]
+                _edge_point(verts, vi, faces[f, j], p, pt)
+            else:
+                es = face_edges[f, kk]
+                ee = face_edges[f, i]
+                _edge_point(verts, faces[f, kk], vi, p, pt)
+            layer[s] = k
+            e_start[s] = es
+            e_end[s] = ee
+            xy[s, 0] = pt[0]
+            xy[s, 1] = pt[1]
+            s += 1
+    return layer, e_start, e_end, xy
+
+
+@njit(cache=True)
+def trace_loops(nxt):
+    """Follow ``nxt`` pointers (segment -> following segment, -1 when none) into chains.
+
+    Returns ``order (s,) int64`` (segments in chain order), ``offsets (c + 1,) int64`` (chain ``i`` is
+    ``order[offsets[i]:offsets[i + 1]]``) and ``closed (c,) bool``. Segments are visited in index
+    order, so chains come out in the order of their first segment.
+    """
+    n = nxt.shape[0]
+    visited = np.zeros(n, np.bool_)
+    order = np.empty(n, np.int64)
+    offsets = np.empty(n + 1, np.int64)
+    closed = np.empty(n, np.bool_)
+    pos = 0
+    c = 0
+    for s in range(n):
+        if visited[s]:
+            continue
+        offsets[c] = pos
+        cur = s
+        ok = False
+        while True:
+            visited[cur] = True
+            order[pos] = cur
+            pos += 1
+            nx = nxt[cur]
+            if nx < 0:
+                break
+            if nx == s:
+                ok = True
+                break
+            if visited[nx]:
+                break
+            cur = nx
+        closed[c] = ok
+        c += 1
+    offsets[c] = pos
+    return order, offsets[: c + 1], closed[:c]
+
+
+@njit(cache=True)
+def simplify_closed(xy, offsets, tol):
+    """Drop vertices of closed loops that deviate less than ``tol`` from the simplified outline.
+
+    Greedy: from the last kept vertex ``a``, extend the candidate chord ``a -> j`` while every vertex
+    between lies within ``tol`` of it (at most 64 vertices per chord to bound the cost). Returns a
+    boolean keep mask for the rows of ``xy``; loops keep at least 3 vertices.
+    """
+    keep = np.zeros(xy.shape[0], np.bool_)
+    tol2 = tol * tol
+    for c in range(offsets.shape[0] - 1):
+        s = offsets[c]
+        e = offsets[c + 1]
+        n = e - s
+        if n <= 3:
+            for i in range(s, e):
+                keep[i] = True
+            continue
+        keep[s] = True
+        a = s
+        while a < e - 1:
+            best = a + 1
+            j = a + 2
+            while j <= e and j - a <= 64:
+                jj = j if j < e else s  # closing chord back to the first vertex
+                ax = xy[a, 0]
+                ay = xy[a, 1]
+                dx = xy[jj, 0] - ax
+                dy = xy[jj, 1] - ay
+                L2 = dx * dx + dy * dy
+                good = True
+                for q in range(a + 1, j):
+                    px = xy[q, 0] - ax
+                    py = xy[q, 1] - ay
+                    if L2 > 0.0:
+                        cr = px * dy - py * dx
+                        d2 = cr * cr / L2
+                        # also reject points that project outside the chord (spikes)
+                        dot = px * dx + py * dy
+                        if dot < 0.0 or dot > L2:
+                            d2 = tol2 * 4.0
+                    else:
+                        d2 = px * px + py * py
+                    if d2 > tol2:
+                        good = False
+                        break
+                if not good:
+                    break
+                best = j
+                j += 1
+            if best >= e:
+                break
+            keep[best] = True
+            a = best
+        cnt = 0
+        for i in range(s, e):
+            if keep[i]:
+                cnt += 1
+        if cnt < 3:
+            for i in range(s, e):
+                keep[i] = True
+    return keep
+
+
+@njit(cache=True)
+def order_segments(seg, x0, y0):
+    """Greedy nearest-neighbour order of open segments, starting near ``(x0, y0)``.
+
+    seg (k, 4) float64 rows ``(xa, ya, xb, yb)``. Each segment may be printed in either direction.
+    Returns ``order (k,) int64`` and ``flip (k,) bool`` (print ``b -> a`` when True).
+    """
+    k = seg.shape[0]
+    used = np.zeros(k, np.bool_)
+    order = np.empty(k, np.int64)
+    flip = np.zeros(k, np.bool_)
+    cx = x0
+    cy = y0
+    for n in range(k):
+        best = -1
+        bd = 1e300
+        bf = False
+        for i in range(k):
+            if used[i]:
+                continue
+            da = (seg[i, 0] - cx) ** 2 + (seg[i, 1] - cy) ** 2
+            db = (seg[i, 2] - cx) ** 2 + (seg[i, 3] - cy) ** 2
+            if da < bd:
+                bd = da
+                best = i
+                bf = False
+            if db < bd:
+                bd = db
+                best = i
+                bf = True
+        used[best] = True
+        order[n] = best
+        flip[n] = bf
+        if bf:
+            cx = seg[best, 0]
+            cy = seg[best, 1]
+        else:
+            cx = seg[best, 2]
+            cy = seg[best, 3]
+    return order, flip
+
+
+@njit(cache=True)
+def segments_cross_polygon(seg, pts, offsets):
+    """For each segment ``(xa, ya, xb, yb)`` in ``seg (k, 4)``, does it properly cross any edge of the
+    closed rings ``pts[offsets[i]:offsets[i + 1]]``? Returns ``(k,) bool``.
+
+    Used to decide whether a travel move leaves the part (then it retracts).
+    """
+    k = seg.shape[0]
+    out = np.zeros(k, np.bool_)
+    nr = offsets.shape[0] - 1
+    for s in range(k):
+        ax = seg[s, 0]
+        ay = seg[s, 1]
+        bx = seg[s, 2]
+        by = seg[s, 3]
+        minx = min(ax, bx)
+        maxx = max(ax, bx)
+        miny = min(ay, by)
+        maxy = max(ay, by)
+        hit = False
+        for r in range(nr):
+            st = offsets[r]
+            en = offsets[r + 1]
+            for i in range(st, en):
+                j = i + 1 if i + 1 < en else st
+                cx = pts[i, 0]
+                cy = pts[i, 1]
+                dx = pts[j, 0]
+                dy = pts[j, 1]
+                if max(cx, dx) < minx or min(cx, dx) > maxx or max(cy, dy) < miny or min(cy, dy) > maxy:
+                    continue
+                d1 = (bx - ax) * (cy - ay) - (by - ay) * (cx - ax)
+                d2 = (bx - ax) * (dy - ay) - (by - ay) * (dx - ax)
+                d3 = (dx - cx) * (ay - cy) - (dy - cy) * (ax - cx)
+                d4 = (dx - cx) * (by - cy) - (dy - cy) * (bx - cx)
+                if ((d1 > 0) != (d2 > 0)) and ((d3 > 0) != (d4 > 0)):
+                    hit = True
+                    break
+            if hit:
+                break
+        out[s] = hit
+    return out
+
+
+def warmup() -> None:
+    """Compile (or load from the cache) every kernel on a tiny tetrahedron."""
+    verts = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
+    face_edges = np.array([[1, 3, 0], [0, 4, 2], [2, 5, 1], [3, 5, 4]], dtype=np.int64)
+    layer, es, ee, xy = slice_triangles(verts, faces, face_edges, np.array([0.5]))
+    nxt = np.full(layer.shape[0], -1, np.int64)
+    trace_loops(nxt)
+    pts = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    simplify_closed(pts, np.array([0, 4], np.int64), 0.01)
+    order_segments(np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]]), 0.0, 0.0)
+    segments_cross_polygon(np.array([[0.5, 0.5, 2.0, 0.5]]), pts, np.array([0, 4], np.int64))
