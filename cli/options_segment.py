@@ -104,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, "
                         "spine, fragment_N)")
     g.add_argument("--roi", dest="roi_mm", type=_roi, default=None, metavar="XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX",
-                   help="crop box in patient LPS mm before segmenting")
+                   help="crop box in patient LPS mm before segmenting (write --roi=-100,... when it starts with a minus)")
     g.add_argument("--region", choices=("pelvis",), default=None,
                    help="crop automatically around this region (with a margin) before the expensive steps")
     g.add_argument("--keep-table", dest="remove_table", action="store_false", default=True,

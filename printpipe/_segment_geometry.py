@@ -279,7 +279,7 @@ def femoral_head_diameter(mask_or_mesh, volume: Volume | None = None, *, iterati
     -----
     The head is the thickest round part at the top of the femur: its centre is first guessed as the
     point of largest inscribed-ball radius in the upper third of the femur (a distance transform of
-    the mask). Surface points within 1.25 radii of that centre are fitted with a sphere
+    the mask). Surface points within 1.6 radii + 4 mm of that centre are fitted with a sphere
     (linear least squares); then, repeatedly, only points within 12 % of the fitted radius of the
     sphere surface and inside 1.2 radii of the centre are kept and the sphere refitted, which drops
     the neck and the fovea capitis.
@@ -328,7 +328,8 @@ def femoral_head_diameter(mask_or_mesh, volume: Volume | None = None, *, iterati
         c0 = volume.index_to_patient(np.array(k, dtype=float))[0]
         surf = mask & ~ndi.binary_erosion(mask)
         surface = volume.index_to_patient(np.argwhere(surf).astype(float))
-    sel = surface[np.linalg.norm(surface - c0, axis=1) < 1.25 * max(r0, 1.0) + 3.0]
+    # the inscribed radius underestimates the head (trabecular pockets, the fovea), so start wide
+    sel = surface[np.linalg.norm(surface - c0, axis=1) < 1.6 * max(r0, 1.0) + 4.0]
     if len(sel) < 10:
         raise SegmentationError("too few surface points near the femoral head to fit a sphere")
     c, r = fit_sphere(sel)

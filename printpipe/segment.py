@@ -634,19 +634,30 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     vox = float(np.prod(spacing))
     total = int(np.count_nonzero(bone))
     min_seed = max(int(5000.0 / vox), int(0.01 * total))
-    # seed level: lowest HU that gives the most large components
+    # bones already apart at the bone threshold stay apart: each 26-connected component is a group
+    base, n_base = cc3d.connected_components(bone, connectivity=26, return_N=True)
+    # seed level: the lowest HU that gives the most large components, counting a group without any
+    # large component at that level as one (it keeps its own seed: the whole group)
     best = None
     levels = []
     for level in (300, 400, 500, 600, 700, 850):
         comp, n = cc3d.connected_components(bone & (hu >= level), connectivity=6, return_N=True)
         counts = np.bincount(comp.ravel(), minlength=n + 1)
         counts[0] = 0
-        big = int(np.count_nonzero(counts >= min_seed))
+        big_ids = np.flatnonzero(counts >= min_seed)
+        covered = np.zeros(n_base + 1, bool)
+        if len(big_ids):
+            lut = np.zeros(n + 1, bool)
+            lut[big_ids] = True
+            covered[np.unique(base[lut[comp]])] = True
+        covered[0] = False
+        big = int(len(big_ids)) + int(n_base - covered[1:].sum())
         levels.append({"hu": level, "large_components": big})
         if best is None or big > best[1]:
-            best = (level, big, comp, counts)
-        del comp
-    level, nbig, comp, counts = best
+            best = (level, big, comp, counts, covered)
+        else:
+            del comp
+    level, nbig, comp, counts, covered = best
     keep = counts >= min_seed
     keep[0] = False
     relabel = np.zeros(len(counts), np.uint16)
@@ -654,6 +665,16 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     markers = relabel[comp]
     del comp
     n_seed = int(keep.sum())
+    for g in np.flatnonzero(~covered[1:]) + 1:  # groups without a seed at this level seed themselves
+        n_seed += 1
+        markers[base == g] = n_seed
+    # groups holding two or more seeds are fused bones: only there look for femoral-head cores
+    seeds_per_group = np.zeros(n_base + 1, np.int64)
+    mz = markers > 0
+    pairs = np.unique(np.stack([base[mz], markers[mz].astype(np.int64)]), axis=1)
+    np.add.at(seeds_per_group, pairs[0], 1)
+    fused_groups = np.flatnonzero(seeds_per_group >= 2)
+    del mz, pairs
     # joint-space voxels (thin dark gaps between bright plates) are carved out before the distance
     # transform, so a core cannot straddle a fused joint
     from printpipe._segment_kernels import neighbour_dirs, valley_points
@@ -684,6 +705,12 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     next_label = n_seed + 1
     good = [c for c in range(1, n_cores + 1) if ccounts[c] >= min_core]
     if good:
+        in_fused = np.zeros(n_cores + 1, bool)
+        fz = np.isin(base, fused_groups) & (cores > 0)
+        in_fused[np.unique(cores[fz])] = True
+        good = [c for c in good if in_fused[c]]
+        del fz
+    if good:
         # each core grows back to (almost) its ball: the union of balls of radius core_r - 1 voxel
         # around it, inside the carved mask. The head's own cortex then belongs to the head marker
         # and the seed of the acetabulum cannot flood it across a fused joint.
@@ -702,7 +729,7 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
             core_ids.append(next_label)
             next_label += 1
         del near, grow
-    del cores, carved
+    del cores, carved, base
     img = ndi.uniform_filter(hu.astype(np.float32), size=(1, 3, 3)) if hu.shape[1] > 3 else hu.astype(np.float32)
     img = -np.clip(img, -1024, 4000)
     regions = watershed(img, markers.astype(np.int32), mask=bone, connectivity=1).astype(np.uint16)
