@@ -154,8 +154,9 @@ class Phantom:
 
 # -- signed-distance primitives (local frame, mm; arguments broadcast) -------------------------
 def _ellipsoid(c, r):
-    cx, cy, cz = c
-    rx, ry, rz = r
+    # python floats throughout: a numpy float64 scalar would promote the float32 grids to float64
+    cx, cy, cz = map(float, c)
+    rx, ry, rz = map(float, r)
 
     def fn(Z, Y, X):
         # Inigo Quilez's bound: exact on the surface, a fair distance estimate near it.
@@ -170,8 +171,9 @@ def _ellipsoid(c, r):
 
 
 def _capsule(a, b, r):
-    ax, ay, az = a
-    bx, by, bz = b
+    ax, ay, az = map(float, a)
+    bx, by, bz = map(float, b)
+    r = float(r)
     dx, dy, dz = bx - ax, by - ay, bz - az
     dd = dx * dx + dy * dy + dz * dz
 
@@ -262,10 +264,12 @@ def _sacrum():
 
 def _halfspace(c, n, lo, hi):
     """Signed distance to the plane through c with outward normal n (inside is n.(p-c) < 0)."""
-    n = np.asarray(n, float) / np.linalg.norm(n)
+    norm = math.sqrt(sum(float(v) ** 2 for v in n))
+    nx, ny, nz = (float(v) / norm for v in n)
+    cx, cy, cz = map(float, c)
 
     def fn(Z, Y, X):
-        return (X - c[0]) * n[0] + (Y - c[1]) * n[1] + (Z - c[2]) * n[2]
+        return (X - cx) * nx + (Y - cy) * ny + (Z - cz) * nz
 
     return fn, lo, hi
 
@@ -301,6 +305,21 @@ class _Field:
     def __init__(self, zc: np.ndarray, yc: np.ndarray, xc: np.ndarray):
         self.zc, self.yc, self.xc = zc, yc, xc
         self.d = np.full((zc.size, yc.size, xc.size), _FAR, np.float32)
+        self.box: list[list[int]] | None = None   # index box holding every finite value
+
+    def _grow(self, sl) -> None:
+        if self.box is None:
+            self.box = [[s.start for s in sl], [s.stop for s in sl]]
+        else:
+            self.box = [[min(a, s.start) for a, s in zip(self.box[0], sl)],
+                        [max(b, s.stop) for b, s in zip(self.box[1], sl)]]
+
+    @property
+    def finite(self):
+        """Slices of the box holding every finite value (None when the field is empty)."""
+        if self.box is None:
+            return None
+        return tuple(slice(a, b) for a, b in zip(*self.box))
 
     def _sub(self, lo, hi):
         sl = []
@@ -323,17 +342,28 @@ class _Field:
             return
         view = self.d[sl]
         view[...] = _smin(view, fn(*self._coords(sl)).astype(np.float32, copy=False), k)
+        self._grow(sl)
 
     def intersect(self, prim) -> None:
         """Keep only the inside of ``prim`` (evaluated where this field is finite)."""
         fn, _, _ = prim
-        sl = self._sub((-1e9,) * 3, (1e9,) * 3)
+        sl = self.finite
+        if sl is None:
+            return
         view = self.d[sl]
         np.maximum(view, fn(*self._coords(sl)).astype(np.float32, copy=False), out=view)
 
     def subtract(self, other: "_Field", offset: float = 0.0) -> None:
         """Remove ``other`` dilated by ``offset`` mm (a gap of ``offset`` mm between the two)."""
-        np.maximum(self.d, np.float32(offset) - other.d, out=self.d)
+        sl = self.finite
+        if sl is None or other.box is None:
+            return
+        # only where both fields are finite can the result change
+        sl = tuple(slice(max(a.start, b), min(a.stop, c)) for a, b, c in zip(sl, *other.box))
+        if any(s.stop <= s.start for s in sl):
+            return
+        view = self.d[sl]
+        np.maximum(view, np.float32(offset) - other.d[sl], out=view)
 
 
 # -- the anatomy ------------------------------------------------------------------------------
@@ -363,7 +393,10 @@ def _hip(f: _Field, side: _Side, symphysis_mm: float) -> None:
     body.union(side(_ellipsoid((84.0, 0.0, 4.0), (30.0, 34.0, 40.0))))
     n_open = (0.70, -0.25, -0.67)
     body.intersect(side(_halfspace(hc, n_open, (-1e9,) * 3, (1e9,) * 3)))
-    np.minimum(f.d, body.d, out=f.d)
+    if body.box is not None:
+        sl = body.finite
+        np.minimum(f.d[sl], body.d[sl], out=f.d[sl])
+        f._grow(sl)
     f.union(side(_wing()), k=10.0)
     f.union(side(_ellipsoid((57.0, 62.0, 55.0), (16.0, 22.0, 38.0))), k=10.0)       # posterior ilium
     f.union(side(_ellipsoid((66.0, 14.0, 28.0), (20.0, 26.0, 26.0))), k=10.0)       # ilium body
@@ -621,10 +654,10 @@ def pelvis_phantom(
         g = _Field(zc, ax_y, ax_x)
         for prim in gas:
             g.union(prim)
-        sl = g._sub((-1e9,) * 3, (1e9,) * 3)
-        if sl is not None and np.any(g.d < _FAR):
-            a = ramp(g.d)
-            slab += a * (_GAS - slab)
+        sl = g.finite
+        if sl is not None:
+            sub = slab[sl]
+            sub += ramp(g.d[sl]) * (_GAS - sub)
 
         # bones: build the fields over the whole chunk (each primitive only on its own box)
         sac = _Field(zc, ax_y, ax_x)
@@ -642,10 +675,14 @@ def pelvis_phantom(
             br = _Field(zc, ax_y, ax_x)
             for c in bridges:
                 br.union(side(_capsule(c, c, r_b)))
-            if bridges:
-                near_hip = hp.d < sac.d
-                np.minimum(hp.d, np.where(near_hip, br.d, _FAR), out=hp.d)
-                np.minimum(sac.d, np.where(~near_hip, br.d, _FAR), out=sac.d)
+            sl = br.finite
+            if sl is not None:
+                hv, sv, bv = hp.d[sl], sac.d[sl], br.d[sl]
+                near_hip = hv < sv
+                np.minimum(hv, np.where(near_hip, bv, _FAR), out=hv)
+                np.minimum(sv, np.where(~near_hip, bv, _FAR), out=sv)
+                hp._grow(sl)
+                sac._grow(sl)
             fems.append((fe, side))
             hips.append(hp)
 
@@ -653,12 +690,9 @@ def pelvis_phantom(
                  (sac, "sacrum", 215.0, None), (fems[0][0], "femur_left", 255.0, fems[0][1]),
                  (fems[1][0], "femur_right", 255.0, fems[1][1])]
         for fld, name, base, side in parts:
-            inside = fld.d < _FAR
-            if not inside.any():
+            box = fld.finite   # the work is restricted to the box of the evaluated region
+            if box is None:
                 continue
-            # restrict the work to the bounding box of the evaluated region
-            zz, yy, xx = (np.flatnonzero(inside.any(axis=ax)) for ax in ((1, 2), (0, 2), (0, 1)))
-            box = (slice(zz[0], zz[-1] + 1), slice(yy[0], yy[-1] + 1), slice(xx[0], xx[-1] + 1))
             d = fld.d[box]
             core = _trabecular(zc[box[0]], ax_y[box[1]], ax_x[box[2]], waves, base, 95.0)
             if side is not None:                     # femoral marrow canal
