@@ -665,6 +665,32 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     markers = relabel[comp]
     del comp
     n_seed = int(keep.sum())
+    # refine: a seed that still splits into two or more sizeable parts at a higher level holds fused
+    # bones (a bony bridge across a joint is brighter than a joint space but thinner than a bone)
+    min_child = max(int(2000.0 / vox), int(0.005 * total))
+    refined = []
+    for higher in (600, 700, 850, 1000):
+        if higher <= level:
+            continue
+        comp, n = cc3d.connected_components((markers > 0) & (hu >= higher), connectivity=6, return_N=True)
+        counts_h = np.bincount(comp.ravel(), minlength=n + 1)
+        counts_h[0] = 0
+        big_h = np.flatnonzero(counts_h >= min_child)
+        objs = ndi.find_objects(comp)
+        parent = {}
+        for c in big_h:
+            sl = objs[c - 1]
+            parent.setdefault(int(markers[sl][comp[sl] == c][0]), []).append(int(c))
+        for seed, kids in parent.items():
+            if len(kids) < 2:
+                continue
+            markers[markers == seed] = 0
+            for i, c in enumerate(kids):
+                if i:
+                    n_seed += 1
+                markers[comp == c] = seed if i == 0 else n_seed
+            refined.append({"hu": higher, "seed": int(seed), "children": len(kids)})
+        del comp
     for g in np.flatnonzero(~covered[1:]) + 1:  # groups without a seed at this level seed themselves
         n_seed += 1
         markers[base == g] = n_seed
@@ -738,7 +764,7 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     if core_ids:
         regions, merges = _merge_cores(regions, hu, core_ids, spacing)
     info = {"method": "cortical seeds + intensity watershed", "seed_hu": level, "seed_levels": levels,
-            "seeds": n_seed, "head_cores": len(core_ids), "joint_space_voxels": n_valley, "core_radius_mm": round(core_r, 2),
+            "seeds": n_seed, "refined": refined, "head_cores": len(core_ids), "joint_space_voxels": n_valley, "core_radius_mm": round(core_r, 2),
             "core_merges": merges}
     return regions, info
 
