@@ -99,7 +99,7 @@ def install_config_file(parser: argparse.ArgumentParser, option: str = "--config
     original = parser.parse_known_args
 
     def parse_known_args(args=None, namespace=None):
-        pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+        pre = argparse.ArgumentParser(add_help=False)  # abbreviations as the real parser
         pre.add_argument(option, dest="_config_file")
         known, _ = pre.parse_known_args(sys.argv[1:] if args is None else list(args))
         if not known._config_file:
