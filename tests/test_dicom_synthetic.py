@@ -282,3 +282,28 @@ def test_lossless_compressed_copies_decode_to_identical_hu(tmp_path, ts):
     np.testing.assert_array_equal(v.hu, ref.hu)
     assert v.meta["compressed"] is True and v.meta["transfer_syntax"] == ts.name
     assert v.spacing == ref.spacing and v.origin == ref.origin
+
+
+@pytest.mark.realdata
+def test_process_pool_decoding_gives_the_same_volume(tmp_path, monkeypatch):
+    """JPEG 2000 decoders hold the GIL, so large J2K stacks are decoded in worker processes."""
+    src = REALDATA / "pelvic-ref003-ct"
+    if not src.is_dir():
+        pytest.skip(f"real CT data not found at {src}")
+    if not _encoder_available(JPEG2000Lossless):
+        pytest.skip("no pydicom JPEG 2000 encoder installed")
+    files = sorted(src.glob("*.dcm"),
+                   key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "j2k").mkdir()
+    for i, f in enumerate(files[70:76]):
+        ds = pydicom.dcmread(f)
+        ds.save_as(tmp_path / "plain" / f"{i}.dcm")
+        ds.compress(JPEG2000Lossless)
+        ds.save_as(tmp_path / "j2k" / f"{i}.dcm", enforce_file_format=True)
+    monkeypatch.setattr(dicom, "_MIN_FILES_FOR_PROCESSES", 2)
+    assert dicom._pool_kind(JPEG2000Lossless, 2, 6) == "process"
+    seen = []
+    v = read_series(tmp_path / "j2k", DicomConfig(workers=2), progress=lambda s, f: seen.append(f))
+    np.testing.assert_array_equal(v.hu, read_series(tmp_path / "plain").hu)
+    assert seen[-1] == pytest.approx(1.0) and len(seen) == 6
