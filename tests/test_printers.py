@@ -106,3 +106,51 @@ def test_material_presets_and_printer_limits(tmp_path):
     assert load_material(warm, load_printer("cr10")).hotend_c == 250
     with pytest.raises(PrinterError, match="unknown material"):
         load_material("unobtainium", ender)
+
+
+def test_cli_printers_lists_profiles(capsys):
+    from printpipe.cli.main import main
+
+    assert main(["printers"]) == 0
+    out = capsys.readouterr().out
+    for pid in REQUIRED:
+        assert pid in out
+    assert "220 x 220 x 250 mm" in out and "PETG" in out
+
+
+def test_cli_slicing_options_build_config():
+    import argparse
+
+    from printpipe.cli import options_slicing
+
+    parser = argparse.ArgumentParser()
+    options_slicing.add_arguments(parser)
+    args = parser.parse_args(["--printer", "mk3s", "--material", "PETG", "--layer-height", "0.15",
+                              "--walls", "3", "--infill", "20", "--no-supports", "--orient", "none",
+                              "--brim", "4"])
+    printer, material, cfg = options_slicing.config_from_args(args)
+    assert (printer, material) == ("mk3s", "PETG")
+    assert cfg.layer_height_mm == 0.15 and cfg.walls == 3 and cfg.infill_density == pytest.approx(0.2)
+    assert cfg.support is False and cfg.orient == "none" and cfg.brim_width_mm == 4
+    printer, material, cfg = options_slicing.config_from_args(parser.parse_args([]))
+    assert printer is None and material == "PLA" and cfg.layer_height_mm == 0.2
+
+
+def test_cli_slice_cube(tmp_path, capsys):
+    """`printpipe slice` writes G-code that passes the safety check and prints time and filament."""
+    import trimesh
+
+    from printpipe.cli.main import main
+
+    stl = tmp_path / "cube.stl"
+    trimesh.creation.box(extents=(20, 20, 20)).export(stl)
+    out = tmp_path / "cube.gcode"
+    assert main(["slice", str(stl), "--printer", "ender3", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "print time:" in text and "(h:mm)" in text and " m, " in text and " g " in text
+    assert str(out) in text
+    stats = validate_gcode(out.read_text(), load_printer("ender3"), load_material("PLA"))
+    # 20 mm at 0.2 mm layers
+    assert stats["layers"] == 100
+    lo, hi = stats["extrusion_bbox_mm"]
+    assert hi[2] == pytest.approx(20.0, abs=1e-6)
