@@ -28,6 +28,8 @@ from printpipe.kernels.mc import marching_cubes
 from printpipe.kernels.smooth import (
     SMOOTH_METHODS,
     build_adjacency,
+    mesh_volume,
+    restore_volume,
     smooth_mesh,
     taubin_smooth,
     windowed_sinc_smooth,
@@ -36,6 +38,8 @@ from printpipe.kernels.smooth import (
 __all__ = [
     "marching_cubes",
     "build_adjacency",
+    "mesh_volume",
+    "restore_volume",
     "smooth_mesh",
     "taubin_smooth",
     "windowed_sinc_smooth",

@@ -38,6 +38,8 @@ __all__ = [
     "windowed_sinc_smooth",
     "taubin_smooth",
     "smooth_mesh",
+    "mesh_volume",
+    "restore_volume",
     "warmup",
 ]
 
@@ -168,6 +170,103 @@ def _laplace_step(x, indptr, indices, factor, out):
             out[v, d] = x[v, d] + factor * (acc * inv - x[v, d])
 
 
+@njit(cache=True)
+def _volume_kernel(x, faces):
+    """Signed volume (divergence theorem) of a closed oriented mesh, about its first vertex."""
+    total = 0.0
+    ox, oy, oz = x[0, 0], x[0, 1], x[0, 2]
+    for f in range(faces.shape[0]):
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        ax, ay, az = x[a, 0] - ox, x[a, 1] - oy, x[a, 2] - oz
+        bx, by, bz = x[b, 0] - ox, x[b, 1] - oy, x[b, 2] - oz
+        cx, cy, cz = x[c, 0] - ox, x[c, 1] - oy, x[c, 2] - oz
+        total += ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+    return total / 6.0
+
+
+@njit(cache=True)
+def _offset_normals(x, faces):
+    """Area-weighted unit vertex normals and the total area of a triangle mesh."""
+    n = x.shape[0]
+    vn = np.zeros((n, 3))
+    area2 = 0.0
+    for f in range(faces.shape[0]):
+        a = faces[f, 0]
+        b = faces[f, 1]
+        c = faces[f, 2]
+        ux, uy, uz = x[b, 0] - x[a, 0], x[b, 1] - x[a, 1], x[b, 2] - x[a, 2]
+        vx, vy, vz = x[c, 0] - x[a, 0], x[c, 1] - x[a, 1], x[c, 2] - x[a, 2]
+        nx = uy * vz - uz * vy
+        ny = uz * vx - ux * vz
+        nz = ux * vy - uy * vx
+        area2 += math.sqrt(nx * nx + ny * ny + nz * nz)
+        for v in (a, b, c):
+            vn[v, 0] += nx
+            vn[v, 1] += ny
+            vn[v, 2] += nz
+    for v in range(n):
+        norm = math.sqrt(vn[v, 0] ** 2 + vn[v, 1] ** 2 + vn[v, 2] ** 2)
+        if norm > 0.0:
+            vn[v, 0] /= norm
+            vn[v, 1] /= norm
+            vn[v, 2] /= norm
+    return vn, 0.5 * area2
+
+
+def mesh_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
+    """Signed enclosed volume of a closed, consistently oriented triangle mesh (positive when outward).
+
+    Parameters
+    ----------
+    vertices : (n, 3) float
+    faces : (m, 3) int
+
+    Returns
+    -------
+    float
+        Volume in the cube of the vertex units; 0.0 for an empty mesh.
+    """
+    if len(faces) == 0:
+        return 0.0
+    return float(_volume_kernel(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces)))
+
+
+def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, steps: int = 2) -> np.ndarray:
+    """Move every vertex along its normal by one common distance so the mesh encloses ``target``.
+
+    The offset ``(target - V) / area`` is the first-order correction (exact for a plane); two steps
+    bring the volume within about 1e-6 relative of ``target`` for smooth closed meshes. Used after
+    smoothing to give back the shrinkage (or swelling) of the filter and, for masks, the volume the
+    corner-cutting of marching cubes removes from the voxel volume.
+
+    Parameters
+    ----------
+    vertices : (n, 3) float
+    faces : (m, 3) int
+    target : float
+        Wanted enclosed volume (same units cubed).
+    steps : int
+        Newton steps.
+
+    Returns
+    -------
+    (n, 3) float64
+    """
+    x = np.array(vertices, dtype=np.float64)
+    faces = np.ascontiguousarray(faces)
+    for _ in range(int(steps)):
+        if len(faces) == 0:
+            break
+        normals, area = _offset_normals(x, faces)
+        if area <= 0.0:
+            break
+        delta = (float(target) - float(_volume_kernel(x, faces))) / area
+        x += delta * normals
+    return x
+
+
 def build_adjacency(faces: np.ndarray, nverts: int) -> tuple[np.ndarray, np.ndarray]:
     """Vertex adjacency of a triangle mesh in CSR form.
 
@@ -227,7 +326,7 @@ def sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
     if n > 1:
         for _ in range(100):
             f = float(coeffs(sigma) @ ti)
-            if abs(f - 1.0) < 1e-9:
+            if abs(f - 1.0) < 1e-3:  # as VTK: on the flat pass band Newton would wander
                 break
             # d f / d sigma, analytically
             dc = np.empty(n + 1)
@@ -340,5 +439,6 @@ def warmup() -> None:
     verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
     for dt in (np.int32, np.int64):
         faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=dt)
-        windowed_sinc_smooth(verts, faces, iterations=3)
+        x = windowed_sinc_smooth(verts, faces, iterations=3)
         taubin_smooth(verts.astype(np.float32), faces, iterations=1)
+        restore_volume(x, faces, 1.0 / 6.0)
