@@ -33,6 +33,9 @@ __all__ = [
     "simplify_closed",
     "order_segments",
     "segments_cross_polygon",
+    "scanline_spans",
+    "support_columns",
+    "support_runs",
     "warmup",
 ]
 
@@ -324,3 +327,185 @@ def warmup() -> None:
     simplify_closed(pts, np.array([0, 4], np.int64), 0.01)
     order_segments(np.array([[0.0, 0.0, 1.0, 0.0], [0.0, 1.0, 1.0, 1.0]]), 0.0, 0.0)
     segments_cross_polygon(np.array([[0.5, 0.5, 2.0, 0.5]]), pts, np.array([0, 4], np.int64))
+    g, row, x0, x1 = scanline_spans(pts, np.array([0, 4], np.int64), np.array([0, 1], np.int64), 1,
+                                    np.array([0.25]), 0.5, np.array([2], np.int64))
+    fm, fb, over = support_columns(np.zeros(g.shape[0], np.int64), np.zeros(g.shape[0], np.int64), row,
+                                   x0, x1, 1, 0.0, 0.5, 2, 2)
+    support_runs(np.zeros((2, 2), np.int64), 1, np.array([0], np.int64), 1)
+
+
+@njit(cache=True)
+def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
+    """Even-odd spans of closed rings along horizontal scanlines ``y = y0[g] + j * dy``.
+
+    pts (n, 2) float64 ring vertices (rings not closed, ring ``r`` is
+    ``pts[ring_off[r]:ring_off[r + 1]]``), geom_ring (n_geoms + 1,) int64: geometry ``g`` owns rings
+    ``geom_ring[g]:geom_ring[g + 1]``; y0 (n_geoms,) first scanline of each geometry, n_rows
+    (n_geoms,) number of scanlines. An edge counts for a scanline when ``ya <= y < yb`` (half-open,
+    so a vertex on a scanline is counted once). Returns ``geom (s,), row (s,), x0 (s,), x1 (s,)``:
+    the inside intervals, sorted by geometry, row and x.
+    """
+    # pass 1: number of crossings per geometry
+    total = 0
+    for g in range(n_geoms):
+        for r in range(geom_ring[g], geom_ring[g + 1]):
+            a = ring_off[r]
+            b = ring_off[r + 1]
+            for i in range(a, b):
+                j = i + 1 if i + 1 < b else a
+                ya = pts[i, 1]
+                yb = pts[j, 1]
+                lo = min(ya, yb)
+                hi = max(ya, yb)
+                k0 = int(np.ceil((lo - y0[g]) / dy))
+                k1 = int(np.ceil((hi - y0[g]) / dy)) - 1
+                if k0 < 0:
+                    k0 = 0
+                if k1 > n_rows[g] - 1:
+                    k1 = n_rows[g] - 1
+                if k1 >= k0:
+                    total += k1 - k0 + 1
+    key_g = np.empty(total, np.int64)
+    key_r = np.empty(total, np.int64)
+    xs = np.empty(total, np.float64)
+    c = 0
+    for g in range(n_geoms):
+        for r in range(geom_ring[g], geom_ring[g + 1]):
+            a = ring_off[r]
+            b = ring_off[r + 1]
+            for i in range(a, b):
+                j = i + 1 if i + 1 < b else a
+                xa = pts[i, 0]
+                ya = pts[i, 1]
+                xb = pts[j, 0]
+                yb = pts[j, 1]
+                lo = min(ya, yb)
+                hi = max(ya, yb)
+                k0 = int(np.ceil((lo - y0[g]) / dy))
+                k1 = int(np.ceil((hi - y0[g]) / dy)) - 1
+                if k0 < 0:
+                    k0 = 0
+                if k1 > n_rows[g] - 1:
+                    k1 = n_rows[g] - 1
+                for k in range(k0, k1 + 1):
+                    y = y0[g] + k * dy
+                    t = (y - ya) / (yb - ya)
+                    key_g[c] = g
+                    key_r[c] = k
+                    xs[c] = xa + t * (xb - xa)
+                    c += 1
+    # sort crossings by (geometry, row, x)
+    order = np.argsort(xs, kind="mergesort")
+    kr = key_r[order]
+    order = order[np.argsort(kr, kind="mergesort")]
+    kg = key_g[order]
+    order = order[np.argsort(kg, kind="mergesort")]
+    n_sp = total // 2
+    og = np.empty(n_sp, np.int64)
+    orow = np.empty(n_sp, np.int64)
+    ox0 = np.empty(n_sp, np.float64)
+    ox1 = np.empty(n_sp, np.float64)
+    s = 0
+    i = 0
+    while i < total:
+        # a run of crossings with the same (geometry, row)
+        g = key_g[order[i]]
+        k = key_r[order[i]]
+        j = i
+        while j < total and key_g[order[j]] == g and key_r[order[j]] == k:
+            j += 1
+        q = i
+        while q + 1 < j:
+            xa = xs[order[q]]
+            xb = xs[order[q + 1]]
+            if xb > xa:
+                og[s] = g
+                orow[s] = k
+                ox0[s] = xa
+                ox1[s] = xb
+                s += 1
+            q += 2
+        i = j
+    return og[:s], orow[:s], ox0[:s], ox1[:s]
+
+
+@njit(cache=True)
+def support_columns(spans_layer, spans_kind, spans_row, spans_x0, spans_x1, n_layers, x0, px, ny, nx):
+    """Per bed pixel: first layer covered by the model, by the blocked zone, and whether the model's
+    first layer there is an overhang.
+
+    Spans come from :func:`scanline_spans` on the pixel-row centres, sorted by layer; ``kind`` is
+    0 = model, 1 = blocked (model grown by the xy gap), 2 = overhang. A pixel is covered when its
+    centre ``x0 + (i + 0.5) * px`` lies in a span. Returns ``first_model, first_blocked`` (ny, nx)
+    int64 (``n_layers`` where never) and ``over`` (ny, nx) bool.
+    """
+    first_model = np.full((ny, nx), n_layers, np.int64)
+    first_blocked = np.full((ny, nx), n_layers, np.int64)
+    over = np.zeros((ny, nx), np.bool_)
+    ovl = np.zeros((ny, nx), np.int64) - 1  # layer of the last overhang mark
+    n = spans_layer.shape[0]
+    for s in range(n):
+        k = spans_layer[s]
+        kind = spans_kind[s]
+        r = spans_row[s]
+        if r < 0 or r >= ny:
+            continue
+        i0 = int(np.ceil((spans_x0[s] - x0) / px - 0.5))
+        i1 = int(np.floor((spans_x1[s] - x0) / px - 0.5))
+        if i0 < 0:
+            i0 = 0
+        if i1 > nx - 1:
+            i1 = nx - 1
+        for i in range(i0, i1 + 1):
+            if kind == 0:
+                if first_model[r, i] > k:
+                    first_model[r, i] = k
+            elif kind == 1:
+                if first_blocked[r, i] > k:
+                    first_blocked[r, i] = k
+            else:
+                if first_model[r, i] >= k or first_model[r, i] == n_layers:
+                    ovl[r, i] = k
+    for r in range(ny):
+        for i in range(nx):
+            fm = first_model[r, i]
+            over[r, i] = fm < n_layers and fm > 0 and ovl[r, i] == fm
+    return first_model, first_blocked, over
+
+
+@njit(cache=True)
+def support_runs(top, n_layers, rows, min_run):
+    """Support line pieces from the per-pixel support top layer.
+
+    top (ny, nx) int64: highest layer with support in that pixel column (-1 = none); rows (q,)
+    int64: the pixel rows that carry a support line. For every layer ``k`` and row, each run of at
+    least ``min_run`` pixels with ``top >= k`` gives ``(k, row_index_in_rows, i_first, i_last)``.
+    """
+    nx = top.shape[1]
+    cap = 1024
+    out = np.empty((cap, 4), np.int64)
+    c = 0
+    for k in range(n_layers):
+        for q in range(rows.shape[0]):
+            r = rows[q]
+            i = 0
+            while i < nx:
+                if top[r, i] >= k:
+                    j = i
+                    while j + 1 < nx and top[r, j + 1] >= k:
+                        j += 1
+                    if j - i + 1 >= min_run:
+                        if c == cap:
+                            cap *= 2
+                            new = np.empty((cap, 4), np.int64)
+                            new[:c] = out[:c]
+                            out = new
+                        out[c, 0] = k
+                        out[c, 1] = q
+                        out[c, 2] = i
+                        out[c, 3] = j
+                        c += 1
+                    i = j + 1
+                else:
+                    i += 1
+    return out[:c]

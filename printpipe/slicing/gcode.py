@@ -206,8 +206,8 @@ def _skirt_rings(models: list[SlicedModel], r, printer) -> list:
         if not len(m.regions):
             continue
         firsts.append(m.regions[0])
-        if m.support_regions is not None:
-            firsts.append(m.support_regions[0])
+        if m.support_footprint is not None and not m.support_footprint.is_empty:
+            firsts.append(m.support_footprint)
         if m.brim:
             firsts.append(shapely.Polygon(max(m.brim, key=lambda a: shapely.area(shapely.Polygon(a)))))
     if not firsts:

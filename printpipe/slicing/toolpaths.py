@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import shapely
 
+from printpipe.kernels import slice as kslice
 from printpipe.slicing.config import Resolved, SliceConfig
 from printpipe.slicing.layers import LayerStack, slice_outlines
 
@@ -41,6 +42,8 @@ __all__ = ["Island", "Layer", "SlicedModel", "slice_mesh", "hatch"]
 _EMPTY = shapely.Polygon()
 # Geometric cleaning tolerance for the helper regions (skin window, supports), mm.
 _SIMPLIFY_MM = 0.02
+# Bed pixel of the support column computation, mm.
+_SUPPORT_PX = 0.25
 
 
 @dataclass(eq=False)
@@ -88,7 +91,8 @@ class SlicedModel:
         Closed brim rings for the first layer.
     regions : (L,) object ndarray
         shapely cross-section of every layer (for the skirt, checks and pictures).
-    support_regions : (L,) object ndarray or None
+    support_footprint : shapely geometry
+        Area covered by the first layer's support lines (for the skirt).
     warnings : list of str
     stats : dict
         ``volume_mm3`` (sum of layer area x height), ``islands``, ``open_chains``...
@@ -100,7 +104,7 @@ class SlicedModel:
     spacing_mm: float
     brim: list
     regions: np.ndarray
-    support_regions: np.ndarray | None
+    support_footprint: object
     warnings: list
     stats: dict
 
@@ -172,8 +176,14 @@ def hatch(regions: np.ndarray, angles_rad: np.ndarray, spacing: float) -> list:
 
     Returns
     -------
-    list of list of (k, 2) ndarray
-        For each region its clipped polylines.
+    list of list of (2, 2) ndarray
+        For each region its line segments.
+
+    Notes
+    -----
+    The region's rings are rotated so that the lines run along +x and cut with the even-odd
+    scanline kernel :func:`printpipe.kernels.slice.scanline_spans` (exact interval ends, no
+    polygon boolean per line).
     """
     n = len(regions)
     out: list = [[] for _ in range(n)]
@@ -181,43 +191,43 @@ def hatch(regions: np.ndarray, angles_rad: np.ndarray, spacing: float) -> list:
         return out
     regions = np.asarray(regions, dtype=object)
     angles_rad = np.broadcast_to(np.asarray(angles_rad, dtype=np.float64), (n,))
-    nonempty = ~shapely.is_empty(regions)
-    idx = np.flatnonzero(nonempty)
-    if idx.size == 0:
+    parts, pidx = shapely.get_parts(regions, return_index=True)
+    poly = shapely.get_type_id(parts) == 3
+    parts, pidx = parts[poly], pidx[poly]
+    if parts.size == 0:
         return out
-    b = shapely.bounds(regions[idx])  # (k, 4) xmin ymin xmax ymax
-    th = angles_rad[idx]
-    dx, dy = np.cos(th), np.sin(th)
-    nx, ny = -dy, dx
-    cx = np.stack([b[:, 0], b[:, 2], b[:, 2], b[:, 0]], axis=1)
-    cy = np.stack([b[:, 1], b[:, 1], b[:, 3], b[:, 3]], axis=1)
-    c = cx * nx[:, None] + cy * ny[:, None]
-    t = cx * dx[:, None] + cy * dy[:, None]
-    k0 = np.ceil(c.min(axis=1) / spacing).astype(np.int64)
-    k1 = np.floor(c.max(axis=1) / spacing).astype(np.int64)
-    cnt = np.maximum(k1 - k0 + 1, 0)
-    has = cnt > 0
-    idx, k0, cnt = idx[has], k0[has], cnt[has]
-    dx, dy, nx, ny = dx[has], dy[has], nx[has], ny[has]
-    t0 = t.min(axis=1)[has] - 1.0
-    t1 = t.max(axis=1)[has] + 1.0
-    if idx.size == 0:
-        return out
-    total = int(cnt.sum())
-    g = np.repeat(np.arange(idx.size), cnt)
-    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-    kk = k0[g] + (np.arange(total) - start[g])
-    cc = kk * spacing
-    p0 = np.stack([nx[g] * cc + dx[g] * t0[g], ny[g] * cc + dy[g] * t0[g]], axis=1)
-    p1 = np.stack([nx[g] * cc + dx[g] * t1[g], ny[g] * cc + dy[g] * t1[g]], axis=1)
-    coords = np.empty((2 * total, 2))
-    coords[0::2] = p0
-    coords[1::2] = p1
-    lines = shapely.linestrings(coords, indices=np.repeat(np.arange(total), 2))
-    mls = shapely.multilinestrings(lines, indices=g)
-    clipped = shapely.intersection(mls, regions[idx])
-    for j, paths in enumerate(_lines_by_geom(clipped)):
-        out[idx[j]] = paths
+    rings, ridx = shapely.get_rings(parts, return_index=True)
+    coords, cidx = shapely.get_coordinates(rings, return_index=True)
+    ring_geom = pidx[ridx]  # region of each ring (rings come grouped by region)
+    pt_geom = ring_geom[cidx]
+    th = angles_rad[pt_geom]
+    c, sn = np.cos(th), np.sin(th)
+    u = coords[:, 0] * c + coords[:, 1] * sn      # along the lines
+    v = -coords[:, 0] * sn + coords[:, 1] * c     # across: lines at v = k * spacing
+    ring_off = np.searchsorted(cidx, np.arange(rings.size + 1)).astype(np.int64)
+    geom_ring = np.searchsorted(ring_geom, np.arange(n + 1)).astype(np.int64)
+    vmin = np.full(n, np.inf)
+    vmax = np.full(n, -np.inf)
+    np.minimum.at(vmin, pt_geom, v)
+    np.maximum.at(vmax, pt_geom, v)
+    ok = np.isfinite(vmin)
+    k0 = np.where(ok, np.ceil(np.where(ok, vmin, 0) / spacing), 0)
+    k1 = np.where(ok, np.floor(np.where(ok, vmax, 0) / spacing), -1)
+    n_rows = np.maximum(k1 - k0 + 1, 0).astype(np.int64)
+    g, row, x0, x1 = kslice.scanline_spans(np.ascontiguousarray(np.stack([u, v], axis=1)), ring_off,
+                                           geom_ring, n, k0 * spacing, float(spacing), n_rows)
+    keep = (x1 - x0) > 1e-3
+    g, row, x0, x1 = g[keep], row[keep], x0[keep], x1[keep]
+    vv = (k0[g] + row) * spacing
+    cg, sg = np.cos(angles_rad[g]), np.sin(angles_rad[g])
+    seg = np.empty((g.size, 2, 2))
+    seg[:, 0, 0] = x0 * cg - vv * sg
+    seg[:, 0, 1] = x0 * sg + vv * cg
+    seg[:, 1, 0] = x1 * cg - vv * sg
+    seg[:, 1, 1] = x1 * sg + vv * cg
+    bounds = np.searchsorted(g, np.arange(n + 1))
+    for i in np.flatnonzero(np.diff(bounds)):
+        out[i] = list(seg[bounds[i]:bounds[i + 1]])
     return out
 
 
@@ -289,45 +299,96 @@ def _skin_cover(regions: np.ndarray, below: int, above: int) -> np.ndarray:
     return cover
 
 
-def _supports(stack: LayerStack, r: Resolved) -> np.ndarray:
-    """Support region of every layer (see the module docstring)."""
+def _ring_arrays_of(geoms: np.ndarray):
+    """Flat ring coordinates of polygonal geometries for the scanline kernel:
+    ``(pts, ring_off, geom_ring)`` with geometry ``g`` owning rings ``geom_ring[g]:geom_ring[g+1]``."""
+    n = len(geoms)
+    parts, pidx = shapely.get_parts(geoms, return_index=True)
+    poly = shapely.get_type_id(parts) == 3
+    parts, pidx = parts[poly], pidx[poly]
+    if parts.size == 0:
+        return np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(n + 1, np.int64)
+    rings, ridx = shapely.get_rings(parts, return_index=True)
+    coords, cidx = shapely.get_coordinates(rings, return_index=True)
+    ring_off = np.searchsorted(cidx, np.arange(rings.size + 1)).astype(np.int64)
+    geom_ring = np.searchsorted(pidx[ridx], np.arange(n + 1)).astype(np.int64)
+    return np.ascontiguousarray(coords, dtype=np.float64), ring_off, geom_ring
+
+
+def _supports(stack: LayerStack, r: Resolved) -> tuple[list, object, float]:
+    """Support lines of every layer, the first layer's support footprint and the supported area.
+
+    Works per bed pixel (``_SUPPORT_PX`` mm): a column gets support when the first layer of the
+    model above it is an overhang; the support then fills the column from the bed up to
+    ``support_z_gap_layers`` below the first layer at which the model grown by the xy gap reaches
+    the column. Columns under the model's own lower parts therefore get none (support from the bed
+    only). Lines run along x at ``spacing / density`` through the pixel rows.
+    """
     cfg = r.config
     regions = stack.regions
     n = len(regions)
-    sup = np.empty(n, dtype=object)
-    sup[:] = [_EMPTY] * n
+    empty: list = [[] for _ in range(n)]
     if n < 2:
-        return sup
+        return empty, _EMPTY, 0.0
     w = r.line_width
     step = r.layer_height * math.tan(math.radians(cfg.support_angle_deg))
     simple = shapely.simplify(regions, _SIMPLIFY_MM)
+    far = np.empty(n, dtype=object)
+    far[0] = _EMPTY
+    far[1:] = shapely.difference(simple[1:], shapely.buffer(simple[:-1], step, join_style="mitre"))
+    far = shapely.simplify(far, _SIMPLIFY_MM)
+    if not np.any(shapely.area(far) > 0.25 * w * w):
+        return empty, _EMPTY, 0.0
+    # the whole newly covered area next to a too-far step is overhang (a steep slope steps out in
+    # bands; only their outer part is farther than `step` from the layer below)
     overhang = np.empty(n, dtype=object)
-    overhang[0] = _EMPTY
-    overhang[1:] = shapely.difference(simple[1:], shapely.buffer(simple[:-1], step, join_style="mitre"))
-    # bands thinner than a few microns are numerical noise of the outlines
-    overhang = shapely.simplify(overhang, _SIMPLIFY_MM)
-    if not np.any(shapely.area(overhang) > 0.25 * w * w):
-        return sup
-    blocked = shapely.buffer(simple, cfg.support_xy_gap_mm + 0.5 * w, join_style="mitre")
-    gap = cfg.support_z_gap_layers
-    col = _EMPTY
-    down = [_EMPTY] * n
-    for k in range(n - 1, -1, -1):
-        m = k + 1 + gap
-        if m < n and not overhang[m].is_empty:
-            col = shapely.union(col, overhang[m])
-        if not col.is_empty:
-            col = shapely.simplify(shapely.difference(col, blocked[k]), _SIMPLIFY_MM)
-        down[k] = col
-    # keep only the columns that reach the bed
-    up = down[0]
-    for k in range(n):
-        if k:
-            up = shapely.intersection(down[k], up) if not up.is_empty else up
-        sup[k] = up
-    # drop slivers narrower than a line width (opening)
-    sup = shapely.buffer(shapely.buffer(sup, -0.5 * w, join_style="mitre"), 0.5 * w, join_style="mitre")
-    return sup
+    overhang[:] = [_EMPTY] * n
+    has = np.flatnonzero(shapely.area(far) > 0)
+    overhang[has] = shapely.intersection(shapely.buffer(far[has], 1.01 * step, join_style="mitre"), simple[has])
+    px = _SUPPORT_PX
+    blocked = shapely.buffer(simple, cfg.support_xy_gap_mm + 0.5 * w + 0.71 * px, join_style="mitre")
+    xmin, ymin, xmax, ymax = shapely.total_bounds(blocked)
+    x0 = math.floor(xmin / px) * px
+    y0 = math.floor(ymin / px) * px
+    nx = int(math.ceil((xmax - x0) / px)) + 1
+    ny = int(math.ceil((ymax - y0) / px)) + 1
+    lay, kind, row, sx0, sx1 = [], [], [], [], []
+    for code, geoms in ((0, simple), (1, blocked), (2, overhang)):
+        pts, ring_off, geom_ring = _ring_arrays_of(geoms)
+        g, rr, a0, a1 = kslice.scanline_spans(pts, ring_off, geom_ring, n, np.full(n, y0 + 0.5 * px), px,
+                                              np.full(n, ny, np.int64))
+        lay.append(g)
+        kind.append(np.full(g.size, code, np.int64))
+        row.append(rr)
+        sx0.append(a0)
+        sx1.append(a1)
+    lay_a = np.concatenate(lay)
+    kind_a = np.concatenate(kind)
+    order = np.lexsort((kind_a, lay_a))
+    fm, fb, over = kslice.support_columns(lay_a[order], kind_a[order], np.concatenate(row)[order],
+                                          np.concatenate(sx0)[order], np.concatenate(sx1)[order], n, x0, px, ny, nx)
+    top = np.where(over, np.minimum(fb, fm) - 1 - cfg.support_z_gap_layers, -1).astype(np.int64)
+    if not np.any(top >= 0):
+        return empty, _EMPTY, 0.0
+    sp = r.spacing / cfg.support_density
+    jj = np.arange(math.ceil(y0 / sp), math.floor((y0 + ny * px) / sp) + 1)
+    line_y = jj * sp
+    rows = np.clip(np.floor((line_y - y0) / px).astype(np.int64), 0, ny - 1)
+    # runs shorter than a line width and a half are slivers
+    runs = kslice.support_runs(top, n, rows, max(2, int(math.ceil(1.5 * w / px))))
+    paths: list = [[] for _ in range(n)]
+    if runs.shape[0]:
+        xa = x0 + (runs[:, 2] + 0.5) * px
+        xb = x0 + (runs[:, 3] + 0.5) * px
+        yy = line_y[runs[:, 1]]
+        seg = np.stack([np.stack([xa, yy], 1), np.stack([xb, yy], 1)], axis=1)
+        bounds = np.searchsorted(runs[:, 0], np.arange(n + 1))
+        for k in np.flatnonzero(np.diff(bounds)):
+            paths[k] = list(seg[bounds[k]:bounds[k + 1]])
+    first = [p for p in paths[0]]
+    footprint = shapely.union_all(shapely.buffer(shapely.linestrings(np.array(first)), 0.5 * w)) if first else _EMPTY
+    area = float(np.count_nonzero(top >= 0)) * px * px
+    return paths, footprint, area
 
 
 def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> SlicedModel:
@@ -366,21 +427,21 @@ def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> Sli
     outline_rings = _rings_by_geom(parts)
     wall_rings = [_rings_by_geom(wk, min_len=w) for wk in walls]
 
-    sup_reg = None
+    sup_first = _EMPTY
+    sup_area = 0.0
     sup_paths: list = [[] for _ in range(n_layers)]
     if cfg.support and cfg.support_density > 0:
-        sup_reg = _supports(stack, r)
-        sup_paths = hatch(sup_reg, np.zeros(n_layers), s / cfg.support_density)
+        sup_paths, sup_first, sup_area = _supports(stack, r)
         n_sup = sum(1 for p in sup_paths if p)
         if n_sup:
-            log.info("%s: supports on %d of %d layers", name, n_sup, n_layers)
+            log.info("%s: supports on %d of %d layers, %.0f mm2 of bed", name, n_sup, n_layers, sup_area)
 
     brim: list = []
     if cfg.brim_width_mm > 0 and n_layers:
         loops = max(1, int(round(cfg.brim_width_mm / s)))
         first = regions[0]
-        if sup_reg is not None and not sup_reg[0].is_empty:
-            first = shapely.union(first, sup_reg[0])
+        if not sup_first.is_empty:
+            first = shapely.union(first, sup_first)
         rings = _rings_by_geom(shapely.buffer(np.array([first] * loops, dtype=object),
                                               0.5 * w + s * np.arange(loops)), exterior_only=True)
         brim = [ring for rr in rings for ring in rr]
@@ -394,6 +455,6 @@ def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> Sli
     volume = float(np.sum(shapely.area(regions) * stack.height))
     stats = {"volume_mm3": volume, "islands": int(len(parts)), "layers": n_layers,
              "open_chains": stack.open_chains,
-             "support_area_mm2": float(np.sum(shapely.area(sup_reg))) if sup_reg is not None else 0.0}
+             "support_area_mm2": sup_area}
     return SlicedModel(name=name, layers=layers, line_width_mm=w, spacing_mm=s, brim=brim,
-                       regions=regions, support_regions=sup_reg, warnings=warnings, stats=stats)
+                       regions=regions, support_footprint=sup_first, warnings=warnings, stats=stats)
