@@ -226,6 +226,30 @@ def ours_slice(model: Path, cfg: SliceConfig, out: Path):
     return time.perf_counter() - t0, res
 
 
+def fit_to_bed(model: Path, printer, work: Path) -> Path:
+    """The model turned about z (by printpipe's layout) so that it fits the bed as it is: both
+    slicers then get the same geometry, and PrusaSlicer (which does not rotate) can place it.
+    The bottom 0.3 mm is cut off flat: bone models touch the bed at a point, and PrusaSlicer
+    refuses an object whose first layer holds no extrusion."""
+    from printpipe.slicing import load_parts
+    from printpipe.slicing.layout import layout
+
+    parts = load_parts(model)
+    mesh = trimesh.util.concatenate(list(parts.values()))
+    (plate, *rest) = layout({"m": mesh}, printer)
+    T = plate[0][1]
+    out = work / f"{model.stem}-on-bed.stl"
+    mesh = mesh.copy()
+    mesh.apply_transform(T)
+    z0 = float(mesh.bounds[0][2])
+    cut = trimesh.intersections.slice_mesh_plane(mesh, plane_normal=[0, 0, 1],
+                                                 plane_origin=[0, 0, z0 + 0.3], cap=True)
+    if cut.is_watertight and len(cut.faces):
+        mesh = cut
+    mesh.export(out)
+    return out
+
+
 def mesh_in_gcode_frame_ours(model: Path):
     """The model as printpipe placed it (orient none + layout are deterministic)."""
     from printpipe.slicing import load_parts
@@ -321,7 +345,11 @@ def main(argv=None) -> int:
 
     rows = []
     checks = {}
+    prepared: dict = {}
     for name, path, cfg in runs:
+        if path not in prepared:
+            prepared[path] = fit_to_bed(path, printer, work)
+        path = prepared[path]
         mesh = trimesh.load(path, force="mesh")
         height = float(mesh.extents[2])
         tag = re.sub(r"\W+", "_", name)
