@@ -468,8 +468,14 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
         ds, offset = _read_header(fh)
         end = fh.seek(0, io.SEEK_END)
         fh.seek(offset)
-        has_pixels = fh.read(4) == _PIXEL_TAG
+        tag = fh.read(4)
     meta = getattr(ds, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta else "1.2.840.10008.1.2"
+    if ts == "1.2.840.10008.1.2.1.99":
+        # deflated: pydicom inflated the data set in memory, so the file offset says nothing
+        has_pixels = "Rows" in ds
+    else:
+        has_pixels = tag in (_PIXEL_TAG, b"\x7f\xe0\x00\x10")  # little / big endian
     sop_class = str(ds.get("SOPClassUID", "") or (meta.get("MediaStorageSOPClassUID", "") if meta else ""))
     if sop_class == _DICOMDIR_CLASS:
         raise _Skip("DICOMDIR")
@@ -478,7 +484,6 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
         raise _Skip(f"non-image object ({modality or sop_class})")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise _Skip(f"colour image ({modality})")
-    ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta else "1.2.840.10008.1.2"
     rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     bits_alloc = int(ds.get("BitsAllocated", 16) or 16)
@@ -970,8 +975,7 @@ def read_series(source: str | os.PathLike | Discovery, config: DicomConfig = Dic
     _check_gaps(np.array([np.dot(fr.position, n) for fr in frames]), config, info, None)
 
     workers = config.workers or min(8, os.cpu_count() or 1)
-    path = disc.source
-    with _Source(path) as src:
+    with _Source(disc.source, scan=False) as src:
         frames, dup_warn = _drop_duplicates(src, frames, n, info, workers)
         warnings_ += dup_warn
         slices, failed = _decode_all(src, frames, workers, progress)
@@ -1222,7 +1226,10 @@ def _decode_file(src: _Source, f: _File, want: list[int]) -> np.ndarray:
         arr = arr[want] if len(want) != f.n_frames or want != list(range(f.n_frames)) else arr
         return _fix_bits(arr, f)
     with src.open(f.name) as fh:
-        arr = pixel_array(fh, raw=True, decoding_plugin=_preferred_plugin(f.ts))
+        if f.ts == "1.2.840.10008.1.2.1.99":  # deflated: only dcmread inflates the data set
+            arr = pydicom.dcmread(fh).pixel_array
+        else:
+            arr = pixel_array(fh, raw=True, decoding_plugin=_preferred_plugin(f.ts))
     arr = np.asarray(arr)
     if arr.ndim == 2:
         arr = arr[None]

@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
@@ -258,13 +259,14 @@ def _encoder_available(ts) -> bool:
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize("ts", [RLELossless, JPEGLSLossless, JPEG2000Lossless],
-                         ids=["rle", "jpeg-ls", "jpeg2000"])
+@pytest.mark.parametrize("ts", [RLELossless, JPEGLSLossless, JPEG2000Lossless,
+                                DeflatedExplicitVRLittleEndian],
+                         ids=["rle", "jpeg-ls", "jpeg2000", "deflate"])
 def test_lossless_compressed_copies_decode_to_identical_hu(tmp_path, ts):
     src = REALDATA / "pelvic-ref003-ct"
     if not src.is_dir():
         pytest.skip(f"real CT data not found at {src}")
-    if not _encoder_available(ts):
+    if ts != DeflatedExplicitVRLittleEndian and not _encoder_available(ts):
         pytest.skip(f"no pydicom encoder installed for {ts.name}")
     files = sorted(src.glob("*.dcm"),
                    key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
@@ -275,12 +277,17 @@ def test_lossless_compressed_copies_decode_to_identical_hu(tmp_path, ts):
     for i, f in enumerate(files):
         ds = pydicom.dcmread(f)
         ds.save_as(plain / f"{i}.dcm")
-        ds.compress(ts)
-        ds.save_as(packed / f"{i}.dcm", enforce_file_format=True)
+        if ts == DeflatedExplicitVRLittleEndian:
+            ds.file_meta.TransferSyntaxUID = ts  # pydicom deflates the data set when writing
+            ds.save_as(packed / f"{i}.dcm", implicit_vr=False, enforce_file_format=True)
+        else:
+            ds.compress(ts)
+            ds.save_as(packed / f"{i}.dcm", enforce_file_format=True)
     ref = read_series(plain)
     v = read_series(packed)
     np.testing.assert_array_equal(v.hu, ref.hu)
-    assert v.meta["compressed"] is True and v.meta["transfer_syntax"] == ts.name
+    assert v.meta["compressed"] is (ts != DeflatedExplicitVRLittleEndian)
+    assert v.meta["transfer_syntax"] == ts.name
     assert v.spacing == ref.spacing and v.origin == ref.origin
 
 
