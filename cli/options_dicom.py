@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              f"(default {_DEFAULT.max_gap_slices:g}: one missing slice is interpolated)")
     group.add_argument(
         "--read-workers", dest="read_workers", metavar="N", type=int, default=None,
-        help="threads that decode slices (default: min(8, CPU count))")
+        help="decoding workers: threads, or processes for JPEG, JPEG-LS and JPEG 2000 stacks of "
+             "24 files or more (default: min(8, CPU count))")
 
 
 def config_from_args(args: argparse.Namespace) -> DicomConfig:

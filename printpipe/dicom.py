@@ -40,7 +40,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import pydicom
@@ -134,7 +134,9 @@ class DicomConfig:
     allow_gaps : bool
         Interpolate across gaps of any size instead of refusing (``--allow-gaps``).
     workers : int or None
-        Decoding threads; None uses ``min(8, os.cpu_count())``.
+        Decoding workers; None uses ``min(8, os.cpu_count())``. Threads, except for stacks of
+        ``_MIN_FILES_FOR_PROCESSES`` or more files in a codec that holds the GIL (JPEG, JPEG-LS,
+        JPEG 2000), which are decoded in worker processes.
     """
 
     series: str | None = None
@@ -832,7 +834,7 @@ def choose(discovery: Discovery, series: str | None = None) -> tuple[SeriesInfo,
     found = discovery.series
     skipped = ", ".join(f"{n} {why}" for why, n in discovery.skipped.items()) or "none"
     if not found:
-        if not discovery.skipped.get("not DICOM", 0) == discovery.files_scanned:
+        if discovery.skipped.get("not DICOM", 0) != discovery.files_scanned:
             raise InputError(f"no DICOM image series found in {str(discovery.source)!r}: "
                              f"{discovery.files_scanned} file(s) looked at, skipped: {skipped}; "
                              f"point printpipe at the folder of the CT slices (not its DICOMDIR or "
@@ -997,7 +999,6 @@ def read_series(source: str | os.PathLike | Discovery, config: DicomConfig = Dic
         slices = slices[keep]
     shape0 = slices.shape
     s = np.array([np.dot(fr.position, n) for fr in frames])
-    # ensure the per-slice decode shapes match (a corrupt file can decode to a wrong size)
     hu, spacing_z, origin, geo_notes = _regularise(slices, frames, s, n, row, col, info, config)
     warnings_ += geo_notes["warnings"]
     corrections += geo_notes["corrections"]
