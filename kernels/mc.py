@@ -29,10 +29,11 @@ All functions here are ``@njit(cache=True)`` kernels on arrays and never raise; 
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from printpipe.kernels import _luts
 
@@ -140,34 +141,25 @@ def _count_plane(bits, lo, hi, bits1, lo1, hi1, tri_count):
     return nxy, nzc, ntri
 
 
-@njit(cache=True, parallel=True)
-def mc_count(vol, thr, tri_count, chunk):
-    """Pass 1: per padded plane K in 0..nz, counts of owned xy vertices, z vertices and triangles."""
+@njit(cache=True, nogil=True)
+def _count_chunk(vol, thr, tri_count, k0, k1, cxy, czc, ctri):
+    """Pass 1 for padded planes ``k0..k1-1`` (one work item)."""
     nz, ny, nx = vol.shape
-    nplanes = nz + 1
-    cxy = np.zeros(nplanes, dtype=np.int64)
-    czc = np.zeros(nplanes, dtype=np.int64)
-    ctri = np.zeros(nplanes, dtype=np.int64)
-    nchunks = (nplanes + chunk - 1) // chunk
-    for c in prange(nchunks):
-        k0 = c * chunk
-        k1 = min(k0 + chunk, nplanes)
-        bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
-        lo = np.empty((2, ny + 2), dtype=np.int64)
-        hi = np.empty((2, ny + 2), dtype=np.int64)
-        _plane_bits(vol, thr, k0, bits[k0 & 1], lo[k0 & 1], hi[k0 & 1])
-        for plane in range(k0, k1):
-            s0 = plane & 1
-            s1 = 1 - s0
-            _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
-            a, b, t = _count_plane(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], tri_count)
-            cxy[plane] = a
-            czc[plane] = b
-            ctri[plane] = t
-    return cxy, czc, ctri
+    bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
+    lo = np.empty((2, ny + 2), dtype=np.int64)
+    hi = np.empty((2, ny + 2), dtype=np.int64)
+    _plane_bits(vol, thr, k0, bits[k0 & 1], lo[k0 & 1], hi[k0 & 1])
+    for plane in range(k0, k1):
+        s0 = plane & 1
+        s1 = 1 - s0
+        _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
+        a, b, t = _count_plane(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], tri_count)
+        cxy[plane] = a
+        czc[plane] = b
+        ctri[plane] = t
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit(cache=True, nogil=True)
 def _lerp_t(va, vb, level):
     """Interpolation parameter of ``level`` between ``va`` and ``vb``, clamped inside the edge."""
     t = (level - va) / (vb - va)
@@ -302,38 +294,51 @@ def _edge_offsets(eoff, s0, psize, width):
             eoff[8 + dy * 2 + dx] = 4 * psize + dy * width + dx  # z-edges
 
 
-@njit(cache=True, parallel=True)
-def mc_fill(vol, thr, level, spacing, tri_count, tri_edges, chunk, voff, cxy, toff, verts, faces):
-    """Pass 2: write vertices (float32 z, y, x mm) and faces (int32) at the offsets of pass 1."""
+@njit(cache=True, nogil=True)
+def _fill_chunk(vol, thr, level, spacing, tri_count, tri_edges, k0, k1, voff, cxy, toff, verts, faces):
+    """Pass 2 for padded planes ``k0..k1-1`` (one work item)."""
     nz, ny, nx = vol.shape
-    nplanes = nz + 1
     width = nx + 2
     psize = (ny + 2) * width
-    nchunks = (nplanes + chunk - 1) // chunk
-    for c in prange(nchunks):
-        k0 = c * chunk
-        k1 = min(k0 + chunk, nplanes)
-        bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
-        lo = np.empty((2, ny + 2), dtype=np.int64)
-        hi = np.empty((2, ny + 2), dtype=np.int64)
-        ids = np.empty(5 * psize, dtype=np.int32)
-        eoff = np.empty(12, dtype=np.int64)
-        s = k0 & 1
-        _plane_bits(vol, thr, k0, bits[s], lo[s], hi[s])
-        _fill_xy(vol, level, spacing, k0, bits[s], lo[s], hi[s], ids, s * psize, (2 + s) * psize,
-                 voff[k0], verts, True)
-        for plane in range(k0, k1):
-            s0 = plane & 1
-            s1 = 1 - s0
-            _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
-            if plane + 1 <= nz:
-                _fill_xy(vol, level, spacing, plane + 1, bits[s1], lo[s1], hi[s1], ids, s1 * psize,
-                         (2 + s1) * psize, voff[plane + 1], verts, plane + 1 < k1)
-            _fill_z(vol, level, spacing, plane, bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1],
-                    ids, 4 * psize, voff[plane] + cxy[plane], verts)
-            _edge_offsets(eoff, s0, psize, width)
-            _fill_tris(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], ids, eoff, tri_count,
-                       tri_edges, toff[plane], faces)
+    bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
+    lo = np.empty((2, ny + 2), dtype=np.int64)
+    hi = np.empty((2, ny + 2), dtype=np.int64)
+    ids = np.empty(5 * psize, dtype=np.int32)
+    eoff = np.empty(12, dtype=np.int64)
+    s = k0 & 1
+    _plane_bits(vol, thr, k0, bits[s], lo[s], hi[s])
+    _fill_xy(vol, level, spacing, k0, bits[s], lo[s], hi[s], ids, s * psize, (2 + s) * psize,
+             voff[k0], verts, True)
+    for plane in range(k0, k1):
+        s0 = plane & 1
+        s1 = 1 - s0
+        _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
+        if plane + 1 <= nz:
+            _fill_xy(vol, level, spacing, plane + 1, bits[s1], lo[s1], hi[s1], ids, s1 * psize,
+                     (2 + s1) * psize, voff[plane + 1], verts, plane + 1 < k1)
+        _fill_z(vol, level, spacing, plane, bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1],
+                ids, 4 * psize, voff[plane] + cxy[plane], verts)
+        _edge_offsets(eoff, s0, psize, width)
+        _fill_tris(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], ids, eoff, tri_count,
+                   tri_edges, toff[plane], faces)
+
+
+def run_chunks(fn, chunks) -> None:
+    """Call ``fn(start, stop)`` for every chunk on ``numba.get_num_threads()`` threads.
+
+    The kernels are ``nogil`` serial functions, so Python threads run them in parallel; chunks are
+    handed out dynamically (load balance) and each writes a disjoint part of the output, so the
+    result does not depend on the thread count. (A ``prange`` driver did the same but doubled the
+    cold compile time: numba compiles parallel functions and their callees much more slowly.)
+    """
+    threads = min(numba.get_num_threads(), len(chunks))
+    if threads <= 1:
+        for k0, k1 in chunks:
+            fn(k0, k1)
+        return
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [pool.submit(fn, k0, k1) for k0, k1 in chunks]:
+            future.result()
 
 
 def _threshold(volume: np.ndarray, level: float):
@@ -418,8 +423,12 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     if thr is None:
         return np.empty((0, 3), np.float32), np.empty((0, 3), np.int32)
     count, table = _luts.TRI_COUNT, _luts.TRI_EDGES
-    with numba.parallel_chunksize(1):
-        cxy, czc, ctri = mc_count(vol, thr, count, _CHUNK)
+    nplanes = vol.shape[0] + 1
+    chunks = [(k0, min(k0 + _CHUNK, nplanes)) for k0 in range(0, nplanes, _CHUNK)]
+    cxy = np.zeros(nplanes, dtype=np.int64)
+    czc = np.zeros(nplanes, dtype=np.int64)
+    ctri = np.zeros(nplanes, dtype=np.int64)
+    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, k0, k1, cxy, czc, ctri), chunks)
     voff = np.zeros(len(cxy) + 1, dtype=np.int64)
     np.cumsum(cxy + czc, out=voff[1:])
     toff = np.zeros(len(ctri) + 1, dtype=np.int64)
@@ -430,15 +439,16 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     verts = np.empty((nverts, 3), dtype=np.float32)
     faces = np.empty((nfaces, 3), dtype=np.int32)
     if nfaces:
-        with numba.parallel_chunksize(1):
-            mc_fill(vol, thr, level, sp, count, table, _CHUNK, voff, cxy, toff, verts, faces)
+        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, count, table, k0, k1, voff, cxy, toff,
+                                              verts, faces), chunks)
     return verts, faces
 
 
+WARMUP_DTYPES = (np.int16, np.uint8)  # HU volumes and masks; other dtypes compile on first use
+
+
 def warmup() -> None:
-    """Compile (or load from the cache) the marching-cubes kernels for int16, uint8 and float32."""
-    rng = np.random.default_rng(0)
-    base = rng.random((4, 4, 4))
-    marching_cubes((base * 1000).astype(np.int16), 500.0)
-    marching_cubes((base > 0.5).astype(np.uint8), 0.5)
-    marching_cubes(base.astype(np.float32), 0.5)
+    """Compile (or load from the cache) the marching-cubes kernels for int16 (HU) and uint8 (masks)."""
+    base = np.random.default_rng(0).random((4, 4, 4))
+    for dt in WARMUP_DTYPES:
+        marching_cubes((base * 1000).astype(dt) if dt == np.int16 else (base > 0.5).astype(dt), 0.5)

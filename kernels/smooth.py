@@ -15,8 +15,10 @@ Two volume-preserving low-pass filters, both built on the uniform ("umbrella") L
 * :func:`taubin_smooth`, Taubin's lambda/mu filter (1995): alternating steps ``x += lambda K' x``
   and ``x += mu K' x`` with ``mu < -lambda < 0``, pass band ``1/lambda + 1/mu``.
 
-Kernels are ``@njit(cache=True)`` (the per-vertex loops are ``parallel=True``) and never raise; each
-vertex's result depends only on the previous iterate, so results do not depend on the thread count.
+Kernels are ``@njit(cache=True, nogil=True)`` and never raise. The per-vertex steps run over chunks
+of vertices on ``numba.get_num_threads()`` Python threads (see :func:`printpipe.kernels.mc.run_chunks`);
+each vertex's result depends only on the previous iterate, so results do not depend on the thread
+count.
 
 References
 ----------
@@ -29,7 +31,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from printpipe.kernels.mc import run_chunks
 
 __all__ = [
     "SMOOTH_METHODS",
@@ -46,7 +50,7 @@ __all__ = [
 SMOOTH_METHODS = ("sinc", "taubin", "none")
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _adjacency_kernel(faces, nverts):
     """CSR ``(indptr (n+1,) int64, indices int32)`` of the unique edge neighbours of each vertex."""
     deg = np.zeros(nverts + 1, dtype=np.int64)
@@ -78,12 +82,12 @@ def _adjacency_kernel(faces, nverts):
     return indptr, indices
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _dedupe_rows(ptr, tmp):
     """Remove repeated neighbours within each CSR row in place; return the new row lengths."""
     n = ptr.shape[0] - 1
     count = np.empty(n, dtype=np.int64)
-    for v in prange(n):
+    for v in range(n):
         s = ptr[v]
         m = 0
         for q in range(s, ptr[v + 1]):
@@ -100,74 +104,56 @@ def _dedupe_rows(ptr, tmp):
     return count
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _compact_rows(ptr, tmp, indptr, indices):
     n = indptr.shape[0] - 1
-    for v in prange(n):
+    for v in range(n):
         s = ptr[v]
         d = indptr[v]
         for q in range(indptr[v + 1] - d):
             indices[d + q] = tmp[s + q]
 
 
-@njit(cache=True, parallel=True)
-def _sinc_first(x0, indptr, indices, c0, c1, x1, x3):
-    """``x1 = (I - K/2) x0`` and ``x3 = c0 x0 + c1 x1``."""
-    n = x0.shape[0]
-    for v in prange(n):
+@njit(cache=True, nogil=True)
+def _linear_step(x, y, indptr, indices, coef, out, acc, v0, v1):
+    """For vertices ``v0..v1-1``: ``out = a x + b mean(x[neighbours]) + c y`` and ``acc += d out``.
+
+    ``coef = (a, b, c, d)``. Every smoothing filter here is a sequence of such steps: the sinc
+    start ``x1 = x0/2 + mean(x0)/2``, the Chebyshev recurrence ``x2 = x1 + mean(x1) - x0`` with
+    ``x3 += c_i x2``, and Taubin's ``x + f (mean(x) - x)``. A vertex without neighbours counts as its
+    own mean. One kernel keeps the cold compile short.
+    """
+    a = coef[0]
+    b = coef[1]
+    c = coef[2]
+    d = coef[3]
+    for v in range(v0, v1):
         s = indptr[v]
         e = indptr[v + 1]
-        for d in range(3):
-            acc = 0.0
-            for q in range(s, e):
-                acc += x0[indices[q], d]
-            xv = x0[v, d]
+        inv = 1.0 / (e - s) if e > s else 0.0
+        for k in range(3):
+            xv = x[v, k]
             if e > s:
-                lap = xv - acc / (e - s)
-            else:
-                lap = 0.0
-            y = xv - 0.5 * lap
-            x1[v, d] = y
-            x3[v, d] = c0 * xv + c1 * y
-
-
-@njit(cache=True, parallel=True)
-def _sinc_step(x0, x1, indptr, indices, ci, x2, x3):
-    """Chebyshev recurrence ``x2 = 2 (I - K/2) x1 - x0`` and ``x3 += ci x2``."""
-    n = x0.shape[0]
-    for v in prange(n):
-        s = indptr[v]
-        e = indptr[v + 1]
-        for d in range(3):
-            xv = x1[v, d]
-            if e > s:
-                acc = 0.0
+                m = 0.0
                 for q in range(s, e):
-                    acc += x1[indices[q], d]
-                y = xv - x0[v, d] + acc / (e - s)
+                    m += x[indices[q], k]
+                m *= inv
             else:
-                y = xv - x0[v, d] + xv
-            x2[v, d] = y
-            x3[v, d] += ci * y
+                m = xv
+            r = a * xv + b * m
+            if c != 0.0:
+                r += c * y[v, k]
+            out[v, k] = r
+            if d != 0.0:
+                acc[v, k] += d * r
 
 
-@njit(cache=True, parallel=True)
-def _laplace_step(x, indptr, indices, factor, out):
-    """``out = x + factor * (mean(neighbours) - x)``."""
+def _run_step(x, y, indptr, indices, coef, out, acc) -> None:
     n = x.shape[0]
-    for v in prange(n):
-        s = indptr[v]
-        e = indptr[v + 1]
-        if e == s:
-            for d in range(3):
-                out[v, d] = x[v, d]
-            continue
-        inv = 1.0 / (e - s)
-        for d in range(3):
-            acc = 0.0
-            for q in range(s, e):
-                acc += x[indices[q], d]
-            out[v, d] = x[v, d] + factor * (acc * inv - x[v, d])
+    chunk = max(16384, -(-n // 64))
+    chunks = [(v0, min(v0 + chunk, n)) for v0 in range(0, n, chunk)]
+    c = np.asarray(coef, dtype=np.float64)
+    run_chunks(lambda v0, v1: _linear_step(x, y, indptr, indices, c, out, acc, v0, v1), chunks)
 
 
 @njit(cache=True)
@@ -233,11 +219,12 @@ def mesh_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
     return float(_volume_kernel(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces)))
 
 
-def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, steps: int = 2) -> np.ndarray:
+def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, steps: int = 4) -> np.ndarray:
     """Move every vertex along its normal by one common distance so the mesh encloses ``target``.
 
-    The offset ``(target - V) / area`` is the first-order correction (exact for a plane); two steps
-    bring the volume within about 1e-6 relative of ``target`` for smooth closed meshes. Used after
+    The offset ``(target - V) / area`` is the first-order correction (exact for a plane); it is
+    repeated (at most ``steps`` times) until the volume is within 1e-7 relative of ``target``,
+    usually after two steps on smooth meshes. Used after
     smoothing to give back the shrinkage (or swelling) of the filter and, for masks, the volume the
     corner-cutting of marching cubes removes from the voxel volume.
 
@@ -248,7 +235,7 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, steps
     target : float
         Wanted enclosed volume (same units cubed).
     steps : int
-        Newton steps.
+        Maximum number of correction steps.
 
     Returns
     -------
@@ -262,8 +249,10 @@ def restore_volume(vertices: np.ndarray, faces: np.ndarray, target: float, steps
         normals, area = _offset_normals(x, faces)
         if area <= 0.0:
             break
-        delta = (float(target) - float(_volume_kernel(x, faces))) / area
-        x += delta * normals
+        error = float(target) - float(_volume_kernel(x, faces))
+        if abs(error) <= 1e-7 * abs(float(target)):
+            break
+        x += (error / area) * normals
     return x
 
 
@@ -377,10 +366,11 @@ def windowed_sinc_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: in
     x0 = (x - centre) / scale
     x1 = np.empty_like(x0)
     x2 = np.empty_like(x0)
-    x3 = np.empty_like(x0)
-    _sinc_first(x0, indptr, indices, c[0], c[1], x1, x3)
+    x3 = c[0] * x0
+    _run_step(x0, x0, indptr, indices, (0.5, 0.5, 0.0, c[1]), x1, x3)  # x1 = (I - K/2) x0
     for it in range(2, int(iterations) + 1):
-        _sinc_step(x0, x1, indptr, indices, c[it], x2, x3)
+        # Chebyshev: x2 = 2 (I - K/2) x1 - x0 = x1 + mean(x1) - x0
+        _run_step(x1, x0, indptr, indices, (1.0, 1.0, -1.0, c[it]), x2, x3)
         x0, x1, x2 = x1, x2, x0
     x3 *= scale
     x3 += centre
@@ -415,8 +405,8 @@ def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, iterations: int = 10,
     indptr, indices = adjacency if adjacency is not None else build_adjacency(faces, len(x))
     tmp = np.empty_like(x)
     for _ in range(int(iterations)):
-        _laplace_step(x, indptr, indices, float(lamb), tmp)
-        _laplace_step(tmp, indptr, indices, float(mu), x)
+        _run_step(x, x, indptr, indices, (1.0 - lamb, lamb, 0.0, 0.0), tmp, tmp)
+        _run_step(tmp, tmp, indptr, indices, (1.0 - mu, mu, 0.0, 0.0), x, x)
     return x
 
 
@@ -435,10 +425,11 @@ def smooth_mesh(vertices: np.ndarray, faces: np.ndarray, method: str = "sinc", i
 
 
 def warmup() -> None:
-    """Compile (or load from the cache) the smoothing kernels on a tiny closed mesh."""
+    """Compile (or load from the cache) the smoothing kernels on a tiny closed mesh (int32 faces,
+    as :func:`printpipe.kernels.marching_cubes` returns; int64 faces compile on first use)."""
     verts = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64)
-    for dt in (np.int32, np.int64):
-        faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=dt)
-        x = windowed_sinc_smooth(verts, faces, iterations=3)
-        taubin_smooth(verts.astype(np.float32), faces, iterations=1)
-        restore_volume(x, faces, 1.0 / 6.0)
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int32)  # as marching_cubes
+    x = windowed_sinc_smooth(verts, faces, iterations=3)
+    taubin_smooth(verts, faces, iterations=1)
+    restore_volume(x, faces, 1.0 / 6.0)
+    mesh_volume(x, faces)

@@ -270,12 +270,12 @@ def test_kernels_are_valid_python_without_jit():
 
 
 def test_parallel_kernels_load_from_the_cache(tmp_path):
-    """cache=True also on the parallel kernels: a second process loads them instead of compiling."""
+    """cache=True works: a second process loads the kernels from the cache instead of compiling."""
     code = (
         "import json, numpy as np\n"
         "from printpipe.kernels import marching_cubes, mc\n"
         "marching_cubes(np.ones((2, 2, 2), np.uint8), 0.5)\n"
-        "s = [mc.mc_count.stats, mc.mc_fill.stats]\n"
+        "s = [mc._count_chunk.stats, mc._fill_chunk.stats]\n"
         "print(json.dumps([[sum(x.cache_hits.values()), sum(x.cache_misses.values())] for x in s]))\n"
     )
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
