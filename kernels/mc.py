@@ -42,28 +42,39 @@ __all__ = ["marching_cubes", "warmup", "T_EPS"]
 T_EPS = 1e-3  # smallest interpolation parameter: vertices stay 0.001 voxel away from grid points
 _CHUNK = 4  # planes per parallel work item
 
-_EMPTY_LO_PAD = 0  # marker only; an empty row has lo > hi
+_ONES = np.uint64(0x0101010101010101)  # eight classification bytes equal to 1
+
+
+def _bits_width(nx: int) -> int:
+    """Row length of the classification buffers: nx + 2 padded columns, >= 7 spare zero columns
+    (word scans read column 8w + 8), rounded up to whole 8-byte words."""
+    return ((nx + 9 + 7) // 8) * 8
 
 
 @njit(cache=True, nogil=True)
 def _plane_bits(vol, thr, plane, bits, lo, hi):
-    """Classify padded plane ``plane`` into ``bits`` (ny+2, nx+2) and row trims ``lo``/``hi``."""
+    """Classify padded plane ``plane`` into ``bits`` (ny+2, W) uint8 and row trims ``lo``/``hi``.
+
+    Columns ``0`` and ``nx + 1`` and the spare columns up to ``W`` are zero; an empty row has
+    ``lo = nx + 2 > hi = -1``.
+    """
     nz, ny, nx = vol.shape
-    width = nx + 2
+    wpad = bits.shape[1]
+    empty = nx + 2
     if plane == 0 or plane == nz + 1:
         for jj in range(ny + 2):
-            lo[jj] = width
+            lo[jj] = empty
             hi[jj] = -1
-            for ii in range(width):
+            for ii in range(wpad):
                 bits[jj, ii] = 0
         return
     k = plane - 1
-    for ii in range(width):
+    for ii in range(wpad):
         bits[0, ii] = 0
         bits[ny + 1, ii] = 0
-    lo[0] = width
+    lo[0] = empty
     hi[0] = -1
-    lo[ny + 1] = width
+    lo[ny + 1] = empty
     hi[ny + 1] = -1
     for jj in range(1, ny + 1):
         row = vol[k, jj - 1]
@@ -74,9 +85,10 @@ def _plane_bits(vol, thr, plane, bits, lo, hi):
             brow[i + 1] = b
             acc |= b
         brow[0] = 0
-        brow[nx + 1] = 0
+        for ii in range(nx + 1, wpad):
+            brow[ii] = 0
         if acc == 0:
-            lo[jj] = width
+            lo[jj] = empty
             hi[jj] = -1
         else:
             first = 1
@@ -89,29 +101,45 @@ def _plane_bits(vol, thr, plane, bits, lo, hi):
             hi[jj] = last
 
 
+# The scans below walk 8 columns at a time through uint64 views of the classification rows and
+# skip words where nothing can cross (all 0 or all 1 and the same in the next column, or two rows
+# equal). Edges and cubes inside a word but outside the trim range are all-below, so visiting them
+# changes nothing; the order of visits is the same in both passes.
+
+
 @njit(cache=True, nogil=True)
-def _count_plane(bits, lo, hi, bits1, lo1, hi1, tri_count):
+def _count_plane(bits, words, lo, hi, bits1, words1, lo1, hi1, tri_count):
     """Counts for padded plane K (bits) and the layer K..K+1 (bits1): (xy vertices, z vertices, tris)."""
-    nrow, width = bits.shape
-    ny = nrow - 2
+    ny = bits.shape[0] - 2
     nxy = 0
-    # x-edges of plane K
+    # x-edges of plane K: edge ii joins columns ii and ii + 1
     for jj in range(1, ny + 1):
         a = lo[jj]
         b = hi[jj]
         if a > b:
             continue
         brow = bits[jj]
-        for ii in range(a - 1, b + 1):
-            nxy += brow[ii] != brow[ii + 1]
+        wrow = words[jj]
+        for w in range((a - 1) >> 3, (b >> 3) + 1):
+            x = wrow[w]
+            nxt = brow[8 * w + 8]
+            if (x == 0 and nxt == 0) or (x == _ONES and nxt == 1):
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                nxy += brow[ii] != brow[ii + 1]
     # y-edges of plane K (between rows jj and jj + 1)
     for jj in range(0, ny + 1):
         a = min(lo[jj], lo[jj + 1])
         b = max(hi[jj], hi[jj + 1])
         r0 = bits[jj]
         r1 = bits[jj + 1]
-        for ii in range(a, b + 1):
-            nxy += r0[ii] != r1[ii]
+        w0 = words[jj]
+        w1 = words[jj + 1]
+        for w in range(a >> 3, (b >> 3) + 1):
+            if w0[w] == w1[w]:
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                nxy += r0[ii] != r1[ii]
     # z-edges from plane K to K + 1
     nzc = 0
     for jj in range(1, ny + 1):
@@ -119,9 +147,14 @@ def _count_plane(bits, lo, hi, bits1, lo1, hi1, tri_count):
         b = max(hi[jj], hi1[jj])
         r0 = bits[jj]
         r1 = bits1[jj]
-        for ii in range(a, b + 1):
-            nzc += r0[ii] != r1[ii]
-    # triangles of the cube layer K..K+1
+        w0 = words[jj]
+        w1 = words1[jj]
+        for w in range(a >> 3, (b >> 3) + 1):
+            if w0[w] == w1[w]:
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                nzc += r0[ii] != r1[ii]
+    # triangles of the cube layer K..K+1: cube ii spans columns ii and ii + 1
     ntri = 0
     for jj in range(0, ny + 1):
         a = min(min(lo[jj], lo[jj + 1]), min(lo1[jj], lo1[jj + 1]))
@@ -132,20 +165,32 @@ def _count_plane(bits, lo, hi, bits1, lo1, hi1, tri_count):
         r01 = bits[jj + 1]
         r10 = bits1[jj]
         r11 = bits1[jj + 1]
-        ii = a - 1
-        fprev = r00[ii] | (r01[ii] << 1) | (r10[ii] << 2) | (r11[ii] << 3)
-        for ii in range(a - 1, b + 1):
-            fn = r00[ii + 1] | (r01[ii + 1] << 1) | (r10[ii + 1] << 2) | (r11[ii + 1] << 3)
-            ntri += tri_count[fprev | (fn << 4)]
-            fprev = fn
+        w00 = words[jj]
+        w01 = words[jj + 1]
+        w10 = words1[jj]
+        w11 = words1[jj + 1]
+        for w in range((a - 1) >> 3, (b >> 3) + 1):
+            c8 = 8 * w + 8
+            f8 = r00[c8] | (r01[c8] << 1) | (r10[c8] << 2) | (r11[c8] << 3)
+            if f8 == 0 and (w00[w] | w01[w] | w10[w] | w11[w]) == 0:
+                continue
+            if f8 == 15 and (w00[w] & w01[w] & w10[w] & w11[w]) == _ONES:
+                continue
+            ii = 8 * w
+            fprev = r00[ii] | (r01[ii] << 1) | (r10[ii] << 2) | (r11[ii] << 3)
+            for ii in range(8 * w, 8 * w + 8):
+                fn = r00[ii + 1] | (r01[ii + 1] << 1) | (r10[ii + 1] << 2) | (r11[ii + 1] << 3)
+                ntri += tri_count[fprev | (fn << 4)]
+                fprev = fn
     return nxy, nzc, ntri
 
 
 @njit(cache=True, nogil=True)
-def _count_chunk(vol, thr, tri_count, k0, k1, cxy, czc, ctri):
+def _count_chunk(vol, thr, tri_count, wpad, k0, k1, cxy, czc, ctri):
     """Pass 1 for padded planes ``k0..k1-1`` (one work item)."""
     nz, ny, nx = vol.shape
-    bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
+    bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
+    words = bits.view(np.uint64)
     lo = np.empty((2, ny + 2), dtype=np.int64)
     hi = np.empty((2, ny + 2), dtype=np.int64)
     _plane_bits(vol, thr, k0, bits[k0 & 1], lo[k0 & 1], hi[k0 & 1])
@@ -153,7 +198,8 @@ def _count_chunk(vol, thr, tri_count, k0, k1, cxy, czc, ctri):
         s0 = plane & 1
         s1 = 1 - s0
         _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
-        a, b, t = _count_plane(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], tri_count)
+        a, b, t = _count_plane(bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1], hi[s1],
+                               tri_count)
         cxy[plane] = a
         czc[plane] = b
         ctri[plane] = t
@@ -171,8 +217,9 @@ def _lerp_t(va, vb, level):
 
 
 @njit(cache=True, nogil=True)
-def _fill_xy(vol, level, spacing, plane, bits, lo, hi, ids, xbase, ybase, v0, verts, write):
-    """Assign ids (from ``v0``) to the crossed x- then y-edges of padded plane; write coordinates."""
+def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase, v0, verts, write):
+    """Assign ids (from ``v0``) to the crossed x- then y-edges of padded plane; write coordinates
+    when ``write`` (the plane is owned by this chunk)."""
     nz, ny, nx = vol.shape
     width = nx + 2
     k = plane - 1
@@ -185,42 +232,53 @@ def _fill_xy(vol, level, spacing, plane, bits, lo, hi, ids, xbase, ybase, v0, ve
         if a > b:
             continue
         brow = bits[jj]
+        wrow = words[jj]
         yc = np.float32((jj - 1) * dy)
         row = vol[k, jj - 1]
-        for ii in range(a - 1, b + 1):
-            if brow[ii] != brow[ii + 1]:
-                ids[xbase + jj * width + ii] = n
-                if write:
-                    if ii == 0 or ii == nx:
-                        t = 0.5
-                    else:
-                        t = _lerp_t(float(row[ii - 1]), float(row[ii]), level)
-                    verts[n, 0] = zc
-                    verts[n, 1] = yc
-                    verts[n, 2] = np.float32((ii - 1 + t) * dx)
-                n += 1
+        for w in range((a - 1) >> 3, (b >> 3) + 1):
+            x = wrow[w]
+            nxt = brow[8 * w + 8]
+            if (x == 0 and nxt == 0) or (x == _ONES and nxt == 1):
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                if brow[ii] != brow[ii + 1]:
+                    ids[xbase + jj * width + ii] = n
+                    if write:
+                        if ii == 0 or ii == nx:
+                            t = 0.5
+                        else:
+                            t = _lerp_t(float(row[ii - 1]), float(row[ii]), level)
+                        verts[n, 0] = zc
+                        verts[n, 1] = yc
+                        verts[n, 2] = np.float32((ii - 1 + t) * dx)
+                    n += 1
     for jj in range(0, ny + 1):
         a = min(lo[jj], lo[jj + 1])
         b = max(hi[jj], hi[jj + 1])
         r0 = bits[jj]
         r1 = bits[jj + 1]
-        for ii in range(a, b + 1):
-            if r0[ii] != r1[ii]:
-                ids[ybase + jj * width + ii] = n
-                if write:
-                    if jj == 0 or jj == ny:
-                        t = 0.5
-                    else:
-                        t = _lerp_t(float(vol[k, jj - 1, ii - 1]), float(vol[k, jj, ii - 1]), level)
-                    verts[n, 0] = zc
-                    verts[n, 1] = np.float32((jj - 1 + t) * dy)
-                    verts[n, 2] = np.float32((ii - 1) * dx)
-                n += 1
+        w0 = words[jj]
+        w1 = words[jj + 1]
+        for w in range(a >> 3, (b >> 3) + 1):
+            if w0[w] == w1[w]:
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                if r0[ii] != r1[ii]:
+                    ids[ybase + jj * width + ii] = n
+                    if write:
+                        if jj == 0 or jj == ny:
+                            t = 0.5
+                        else:
+                            t = _lerp_t(float(vol[k, jj - 1, ii - 1]), float(vol[k, jj, ii - 1]), level)
+                        verts[n, 0] = zc
+                        verts[n, 1] = np.float32((jj - 1 + t) * dy)
+                        verts[n, 2] = np.float32((ii - 1) * dx)
+                    n += 1
     return n
 
 
 @njit(cache=True, nogil=True)
-def _fill_z(vol, level, spacing, plane, bits, lo, hi, bits1, lo1, hi1, ids, zbase, v0, verts):
+def _fill_z(vol, level, spacing, plane, bits, words, lo, hi, bits1, words1, lo1, hi1, ids, zbase, v0, verts):
     """Assign ids (from ``v0``) to the crossed z-edges between padded planes ``plane`` and ``plane+1``."""
     nz, ny, nx = vol.shape
     width = nx + 2
@@ -232,26 +290,31 @@ def _fill_z(vol, level, spacing, plane, bits, lo, hi, bits1, lo1, hi1, ids, zbas
         b = max(hi[jj], hi1[jj])
         r0 = bits[jj]
         r1 = bits1[jj]
+        w0 = words[jj]
+        w1 = words1[jj]
         yc = np.float32((jj - 1) * dy)
-        for ii in range(a, b + 1):
-            if r0[ii] != r1[ii]:
-                ids[zbase + jj * width + ii] = n
-                if border:
-                    t = 0.5
-                else:
-                    t = _lerp_t(float(vol[plane - 1, jj - 1, ii - 1]), float(vol[plane, jj - 1, ii - 1]), level)
-                verts[n, 0] = np.float32((plane - 1 + t) * dz)
-                verts[n, 1] = yc
-                verts[n, 2] = np.float32((ii - 1) * dx)
-                n += 1
+        for w in range(a >> 3, (b >> 3) + 1):
+            if w0[w] == w1[w]:
+                continue
+            for ii in range(8 * w, 8 * w + 8):
+                if r0[ii] != r1[ii]:
+                    ids[zbase + jj * width + ii] = n
+                    if border:
+                        t = 0.5
+                    else:
+                        t = _lerp_t(float(vol[plane - 1, jj - 1, ii - 1]), float(vol[plane, jj - 1, ii - 1]), level)
+                    verts[n, 0] = np.float32((plane - 1 + t) * dz)
+                    verts[n, 1] = yc
+                    verts[n, 2] = np.float32((ii - 1) * dx)
+                    n += 1
     return n
 
 
 @njit(cache=True, nogil=True)
-def _fill_tris(bits, lo, hi, bits1, lo1, hi1, ids, eoff, tri_count, tri_edges, f0, faces):
+def _fill_tris(bits, words, lo, hi, bits1, words1, lo1, hi1, ids, eoff, tri_count, tri_edges, f0, faces):
     """Write the triangles of the cube layer between two planes, from face index ``f0``."""
-    nrow, width = bits.shape
-    ny = nrow - 2
+    ny = bits.shape[0] - 2
+    width = ids.shape[0] // (5 * (ny + 2))
     f = f0
     for jj in range(0, ny + 1):
         a = min(min(lo[jj], lo[jj + 1]), min(lo1[jj], lo1[jj + 1]))
@@ -262,21 +325,32 @@ def _fill_tris(bits, lo, hi, bits1, lo1, hi1, ids, eoff, tri_count, tri_edges, f
         r01 = bits[jj + 1]
         r10 = bits1[jj]
         r11 = bits1[jj + 1]
-        ii = a - 1
-        fprev = r00[ii] | (r01[ii] << 1) | (r10[ii] << 2) | (r11[ii] << 3)
-        for ii in range(a - 1, b + 1):
-            fn = r00[ii + 1] | (r01[ii + 1] << 1) | (r10[ii + 1] << 2) | (r11[ii + 1] << 3)
-            case = fprev | (fn << 4)
-            fprev = fn
-            nt = tri_count[case]
-            if nt == 0:
+        w00 = words[jj]
+        w01 = words[jj + 1]
+        w10 = words1[jj]
+        w11 = words1[jj + 1]
+        for w in range((a - 1) >> 3, (b >> 3) + 1):
+            c8 = 8 * w + 8
+            f8 = r00[c8] | (r01[c8] << 1) | (r10[c8] << 2) | (r11[c8] << 3)
+            if f8 == 0 and (w00[w] | w01[w] | w10[w] | w11[w]) == 0:
                 continue
-            base = jj * width + ii
-            for t in range(nt):
-                faces[f, 0] = ids[eoff[tri_edges[case, 3 * t]] + base]
-                faces[f, 1] = ids[eoff[tri_edges[case, 3 * t + 1]] + base]
-                faces[f, 2] = ids[eoff[tri_edges[case, 3 * t + 2]] + base]
-                f += 1
+            if f8 == 15 and (w00[w] & w01[w] & w10[w] & w11[w]) == _ONES:
+                continue
+            ii = 8 * w
+            fprev = r00[ii] | (r01[ii] << 1) | (r10[ii] << 2) | (r11[ii] << 3)
+            for ii in range(8 * w, 8 * w + 8):
+                fn = r00[ii + 1] | (r01[ii + 1] << 1) | (r10[ii + 1] << 2) | (r11[ii + 1] << 3)
+                case = fprev | (fn << 4)
+                fprev = fn
+                nt = tri_count[case]
+                if nt == 0:
+                    continue
+                base = jj * width + ii
+                for t in range(nt):
+                    faces[f, 0] = ids[eoff[tri_edges[case, 3 * t]] + base]
+                    faces[f, 1] = ids[eoff[tri_edges[case, 3 * t + 1]] + base]
+                    faces[f, 2] = ids[eoff[tri_edges[case, 3 * t + 2]] + base]
+                    f += 1
     return f
 
 
@@ -295,32 +369,35 @@ def _edge_offsets(eoff, s0, psize, width):
 
 
 @njit(cache=True, nogil=True)
-def _fill_chunk(vol, thr, level, spacing, tri_count, tri_edges, k0, k1, voff, cxy, toff, verts, faces):
+def _fill_chunk(vol, thr, level, spacing, tri_count, tri_edges, wpad, k0, k1, voff, cxy, toff, verts, faces):
     """Pass 2 for padded planes ``k0..k1-1`` (one work item)."""
     nz, ny, nx = vol.shape
     width = nx + 2
     psize = (ny + 2) * width
-    bits = np.empty((2, ny + 2, nx + 2), dtype=np.uint8)
+    bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
+    words = bits.view(np.uint64)
     lo = np.empty((2, ny + 2), dtype=np.int64)
     hi = np.empty((2, ny + 2), dtype=np.int64)
     ids = np.empty(5 * psize, dtype=np.int32)
     eoff = np.empty(12, dtype=np.int64)
     s = k0 & 1
+    own = k0 < k1  # always true; a runtime bool so _fill_xy compiles once
     _plane_bits(vol, thr, k0, bits[s], lo[s], hi[s])
-    _fill_xy(vol, level, spacing, k0, bits[s], lo[s], hi[s], ids, s * psize, (2 + s) * psize,
-             voff[k0], verts, True)
+    _fill_xy(vol, level, spacing, k0, bits[s], words[s], lo[s], hi[s], ids, s * psize, (2 + s) * psize,
+             voff[k0], verts, own)
     for plane in range(k0, k1):
         s0 = plane & 1
         s1 = 1 - s0
         _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
         if plane + 1 <= nz:
-            _fill_xy(vol, level, spacing, plane + 1, bits[s1], lo[s1], hi[s1], ids, s1 * psize,
-                     (2 + s1) * psize, voff[plane + 1], verts, plane + 1 < k1)
-        _fill_z(vol, level, spacing, plane, bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1],
-                ids, 4 * psize, voff[plane] + cxy[plane], verts)
+            own = plane + 1 < k1
+            _fill_xy(vol, level, spacing, plane + 1, bits[s1], words[s1], lo[s1], hi[s1], ids, s1 * psize,
+                     (2 + s1) * psize, voff[plane + 1], verts, own)
+        _fill_z(vol, level, spacing, plane, bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1],
+                hi[s1], ids, 4 * psize, voff[plane] + cxy[plane], verts)
         _edge_offsets(eoff, s0, psize, width)
-        _fill_tris(bits[s0], lo[s0], hi[s0], bits[s1], lo[s1], hi[s1], ids, eoff, tri_count,
-                   tri_edges, toff[plane], faces)
+        _fill_tris(bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1], hi[s1], ids, eoff,
+                   tri_count, tri_edges, toff[plane], faces)
 
 
 def run_chunks(fn, chunks) -> None:
@@ -428,7 +505,8 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     cxy = np.zeros(nplanes, dtype=np.int64)
     czc = np.zeros(nplanes, dtype=np.int64)
     ctri = np.zeros(nplanes, dtype=np.int64)
-    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, k0, k1, cxy, czc, ctri), chunks)
+    wpad = _bits_width(vol.shape[2])
+    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, wpad, k0, k1, cxy, czc, ctri), chunks)
     voff = np.zeros(len(cxy) + 1, dtype=np.int64)
     np.cumsum(cxy + czc, out=voff[1:])
     toff = np.zeros(len(ctri) + 1, dtype=np.int64)
@@ -439,8 +517,8 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     verts = np.empty((nverts, 3), dtype=np.float32)
     faces = np.empty((nfaces, 3), dtype=np.int32)
     if nfaces:
-        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, count, table, k0, k1, voff, cxy, toff,
-                                              verts, faces), chunks)
+        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, count, table, wpad, k0, k1, voff, cxy,
+                                              toff, verts, faces), chunks)
     return verts, faces
 
 
