@@ -443,9 +443,10 @@ def discover(source: str | os.PathLike) -> Discovery:
         if src.zip is not None and src.encrypted:
             skipped["encrypted zip member"] += src.encrypted
         records: list[tuple[Any, _File, list[_Frame], dict]] = []
+        series_cache: dict[str, dict] = {}
         for name in src.names:
             try:
-                rec = _scan_file(src, name)
+                rec = _scan_file(src, name, series_cache)
             except _Skip as why:
                 skipped[str(why)] += 1
                 continue
@@ -459,7 +460,8 @@ class _Skip(Exception):
     """A file that is not used; the message is the reason counted in ``Discovery.skipped``."""
 
 
-def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]:
+def _scan_file(src: _Source, name: str, series_cache: dict[str, dict]
+               ) -> tuple[Any, _File, list[_Frame], dict]:
     if os.path.basename(name).upper() == "DICOMDIR":
         raise _Skip("DICOMDIR")
     try:
@@ -563,29 +565,37 @@ def _scan_file(src: _Source, name: str) -> tuple[Any, _File, list[_Frame], dict]
     if min(float(v) for v in pixel_spacing) <= 0:
         raise _Skip("invalid PixelSpacing")
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
-    header = {
-        "series_uid": str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{name}",
-        "study_uid": str(ds.get("StudyInstanceUID", "")),
+    series_uid = str(ds.get("SeriesInstanceUID", "")) or f"no-series-uid:{name}"
+    # Series-level fields are converted once per series: element conversion is the larger part of
+    # header reading time, and these are the same in every file of a series.
+    common = series_cache.get(series_uid)
+    if common is None:
+        common = series_cache[series_uid] = {
+            "study_uid": str(ds.get("StudyInstanceUID", "")),
+            "description": str(ds.get("SeriesDescription", "") or "").strip(),
+            "number": _int_or_none(ds.get("SeriesNumber")),
+            "tilt_tag": _float_or_none(ds.get("GantryDetectorTilt")),
+            "manufacturer": str(ds.get("Manufacturer", "") or "").strip(),
+            "model": str(ds.get("ManufacturerModelName", "") or "").strip(),
+            "kernel": _join(ds.get("ConvolutionKernel")),
+            "patient_position": str(ds.get("PatientPosition", "") or "").strip(),
+            "phi": {"PatientName": str(ds.get("PatientName", "") or ""),
+                    "PatientID": str(ds.get("PatientID", "") or ""),
+                    "PatientBirthDate": str(ds.get("PatientBirthDate", "") or ""),
+                    "StudyDate": str(ds.get("StudyDate", "") or "")},
+        }
+    header = dict(common)
+    header.update({
+        "series_uid": series_uid,
         "modality": modality,
-        "description": str(ds.get("SeriesDescription", "") or "").strip(),
-        "number": _int_or_none(ds.get("SeriesNumber")),
         "iop": iop,
         "iop_exact": iop_exact,
         "pixel_spacing": (float(pixel_spacing[0]), float(pixel_spacing[1])),
         "thickness": thickness,
-        "tilt_tag": _float_or_none(ds.get("GantryDetectorTilt")),
         "localizer": "LOCALIZER" in image_type,
-        "manufacturer": str(ds.get("Manufacturer", "") or "").strip(),
-        "model": str(ds.get("ManufacturerModelName", "") or "").strip(),
-        "kernel": _join(ds.get("ConvolutionKernel")),
-        "patient_position": str(ds.get("PatientPosition", "") or "").strip(),
         "multi_frame": per_frame is not None and len(per_frame) > 0,
-        "phi": {"PatientName": str(ds.get("PatientName", "") or ""),
-                "PatientID": str(ds.get("PatientID", "") or ""),
-                "PatientBirthDate": str(ds.get("PatientBirthDate", "") or ""),
-                "StudyDate": str(ds.get("StudyDate", "") or "")},
-    }
-    return ds, f, frames, header
+    })
+    return None, f, frames, header  # the data set itself is not kept: thousands of files add up
 
 
 def _read_header(fh: BinaryIO) -> tuple[Any, int]:
