@@ -188,9 +188,10 @@ def prusa_ini(cfg: SliceConfig, printer, material, height_mm: float) -> str:
 
 
 def prusa_slice(model: Path, ini: Path, out: Path) -> float:
+    cx, cy = load_printer(PRINTER).bed_center_mm
     t0 = time.perf_counter()
     r = subprocess.run(["prusa-slicer", "--export-gcode", "--load", str(ini), "--center",
-                        "110,110", "--output", str(out), str(model)],
+                        f"{cx:g},{cy:g}", "--output", str(out), str(model)],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     dt = time.perf_counter() - t0
     if r.returncode != 0 or not out.is_file():
@@ -306,6 +307,7 @@ def mesh_in_gcode_frame_prusa(model: Path, text: str):
 # ------------------------------------------------------------------------------------------------
 
 def main(argv=None) -> int:
+    global PRINTER
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per slicer and model (median)")
     ap.add_argument("--supports", action="store_true", help="also slice the pelvis with supports")
@@ -314,7 +316,9 @@ def main(argv=None) -> int:
     ap.add_argument("--make-femur", action="store_true", help="run the pipeline on the real pelvic CT for a femur")
     ap.add_argument("--install", action="store_true", help="install prusa-slicer with apt if missing")
     ap.add_argument("--keep", default=None, help="folder to keep the G-code files in")
+    ap.add_argument("--printer", default=PRINTER, help="printer profile with classic jerk (default ender3)")
     args = ap.parse_args(argv)
+    PRINTER = args.printer
 
     if shutil.which("prusa-slicer") is None:
         if args.install:
@@ -325,6 +329,10 @@ def main(argv=None) -> int:
             return 2
 
     printer = load_printer(PRINTER)
+    if printer.jerk_mm_s is None:
+        print(f"{printer.id} uses junction deviation, which PrusaSlicer 2.5 cannot model; pick a "
+              "classic-jerk printer", file=sys.stderr)
+        return 2
     material = load_material(MATERIAL, printer)
     base = SliceConfig(orient="none", support=False)
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_slice_"))
@@ -332,6 +340,8 @@ def main(argv=None) -> int:
 
     models = [find_pelvis(args.pelvis, work)]
     femur = find_femur(args.femur, args.make_femur)
+    if femur is None and (REPO / "out" / "bench" / "pelvic" / "femur_left.stl").is_file():
+        femur = REPO / "out" / "bench" / "pelvic" / "femur_left.stl"
     if femur is not None:
         models.append(("femur", femur))
     else:
