@@ -186,13 +186,8 @@ def _count_plane(bits, words, lo, hi, bits1, words1, lo1, hi1, tri_count):
 
 
 @njit(cache=True, nogil=True)
-def _count_chunk(vol, thr, tri_count, wpad, k0, k1, cxy, czc, ctri):
-    """Pass 1 for padded planes ``k0..k1-1`` (one work item)."""
-    nz, ny, nx = vol.shape
-    bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
-    words = bits.view(np.uint64)
-    lo = np.empty((2, ny + 2), dtype=np.int64)
-    hi = np.empty((2, ny + 2), dtype=np.int64)
+def _count_chunk(vol, thr, tri_count, k0, k1, cxy, czc, ctri, bits, words, lo, hi):
+    """Pass 1 for padded planes ``k0..k1-1`` (one work item); the last four are scratch buffers."""
     _plane_bits(vol, thr, k0, bits[k0 & 1], lo[k0 & 1], hi[k0 & 1])
     for plane in range(k0, k1):
         s0 = plane & 1
@@ -369,17 +364,19 @@ def _edge_offsets(eoff, s0, psize, width):
 
 
 @njit(cache=True, nogil=True)
-def _fill_chunk(vol, thr, level, spacing, tri_count, tri_edges, wpad, k0, k1, voff, cxy, toff, verts, faces):
-    """Pass 2 for padded planes ``k0..k1-1`` (one work item)."""
+def _fill_chunk(vol, thr, level, spacing, tables, k0, k1, offsets, verts, faces, scratch, ids):
+    """Pass 2 for padded planes ``k0..k1-1`` (one work item).
+
+    ``tables = (tri_count, tri_edges)``, ``offsets = (voff, cxy, toff)``,
+    ``scratch = (bits, words, lo, hi, eoff)`` and ``ids`` are preallocated by the caller (allocating
+    and viewing arrays inside the kernel costs seconds of compile time).
+    """
+    tri_count, tri_edges = tables
+    voff, cxy, toff = offsets
+    bits, words, lo, hi, eoff = scratch
     nz, ny, nx = vol.shape
     width = nx + 2
     psize = (ny + 2) * width
-    bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
-    words = bits.view(np.uint64)
-    lo = np.empty((2, ny + 2), dtype=np.int64)
-    hi = np.empty((2, ny + 2), dtype=np.int64)
-    ids = np.empty(5 * psize, dtype=np.int32)
-    eoff = np.empty(12, dtype=np.int64)
     s = k0 & 1
     own = k0 < k1  # always true; a runtime bool so _fill_xy compiles once
     _plane_bits(vol, thr, k0, bits[s], lo[s], hi[s])
@@ -505,8 +502,14 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     cxy = np.zeros(nplanes, dtype=np.int64)
     czc = np.zeros(nplanes, dtype=np.int64)
     ctri = np.zeros(nplanes, dtype=np.int64)
-    wpad = _bits_width(vol.shape[2])
-    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, wpad, k0, k1, cxy, czc, ctri), chunks)
+    nz, ny, nx = vol.shape
+    wpad = _bits_width(nx)
+
+    def scratch():
+        bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
+        return (bits, bits.view(np.uint64), np.empty((2, ny + 2), np.int64), np.empty((2, ny + 2), np.int64))
+
+    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, k0, k1, cxy, czc, ctri, *scratch()), chunks)
     voff = np.zeros(len(cxy) + 1, dtype=np.int64)
     np.cumsum(cxy + czc, out=voff[1:])
     toff = np.zeros(len(ctri) + 1, dtype=np.int64)
@@ -517,8 +520,10 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     verts = np.empty((nverts, 3), dtype=np.float32)
     faces = np.empty((nfaces, 3), dtype=np.int32)
     if nfaces:
-        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, count, table, wpad, k0, k1, voff, cxy,
-                                              toff, verts, faces), chunks)
+        tables, offsets = (count, table), (voff, cxy, toff)
+        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, tables, k0, k1, offsets, verts, faces,
+                                              scratch() + (np.empty(12, np.int64),),
+                                              np.empty(5 * (ny + 2) * (nx + 2), np.int32)), chunks)
     return verts, faces
 
 

@@ -51,42 +51,44 @@ SMOOTH_METHODS = ("sinc", "taubin", "none")
 
 
 @njit(cache=True, nogil=True)
-def _adjacency_kernel(faces, nverts):
-    """CSR ``(indptr (n+1,) int64, indices int32)`` of the unique edge neighbours of each vertex."""
-    deg = np.zeros(nverts + 1, dtype=np.int64)
+def _adjacency_kernel(faces, ptr, tmp, count, indptr):
+    """Fill ``tmp`` with both other corners of every face per vertex (rows ``ptr``), remove repeats,
+    and write the unique row lengths' prefix sums to ``indptr``. Plain loops only: numpy slicing and
+    cumsum in a kernel pull in seconds of compile time for error messages."""
+    nverts = ptr.shape[0] - 1
     nf = faces.shape[0]
+    for v in range(nverts + 1):
+        ptr[v] = 0
     for f in range(nf):
         for c in range(3):
-            deg[faces[f, c] + 1] += 2
-    ptr = np.cumsum(deg)
-    tmp = np.empty(ptr[nverts], dtype=np.int32)
-    pos = ptr[:nverts].copy()
+            ptr[faces[f, c] + 1] += 2
+    for v in range(nverts):
+        ptr[v + 1] += ptr[v]
+    for v in range(nverts):
+        count[v] = ptr[v]  # fill position
     for f in range(nf):
         a = faces[f, 0]
         b = faces[f, 1]
         c = faces[f, 2]
-        tmp[pos[a]] = b
-        tmp[pos[a] + 1] = c
-        pos[a] += 2
-        tmp[pos[b]] = c
-        tmp[pos[b] + 1] = a
-        pos[b] += 2
-        tmp[pos[c]] = a
-        tmp[pos[c] + 1] = b
-        pos[c] += 2
-    count = _dedupe_rows(ptr, tmp)
-    indptr = np.zeros(nverts + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(count)
-    indices = np.empty(indptr[nverts], dtype=np.int32)
-    _compact_rows(ptr, tmp, indptr, indices)
-    return indptr, indices
+        tmp[count[a]] = b
+        tmp[count[a] + 1] = c
+        count[a] += 2
+        tmp[count[b]] = c
+        tmp[count[b] + 1] = a
+        count[b] += 2
+        tmp[count[c]] = a
+        tmp[count[c] + 1] = b
+        count[c] += 2
+    _dedupe_rows(ptr, tmp, count)
+    indptr[0] = 0
+    for v in range(nverts):
+        indptr[v + 1] = indptr[v] + count[v]
 
 
 @njit(cache=True, nogil=True)
-def _dedupe_rows(ptr, tmp):
-    """Remove repeated neighbours within each CSR row in place; return the new row lengths."""
+def _dedupe_rows(ptr, tmp, count):
+    """Remove repeated neighbours within each CSR row in place; write the new row lengths."""
     n = ptr.shape[0] - 1
-    count = np.empty(n, dtype=np.int64)
     for v in range(n):
         s = ptr[v]
         m = 0
@@ -101,7 +103,6 @@ def _dedupe_rows(ptr, tmp):
                 tmp[s + m] = x
                 m += 1
         count[v] = m
-    return count
 
 
 @njit(cache=True, nogil=True)
@@ -275,7 +276,15 @@ def build_adjacency(faces: np.ndarray, nverts: int) -> tuple[np.ndarray, np.ndar
     faces = np.ascontiguousarray(faces)
     if faces.dtype not in (np.int32, np.int64):
         faces = faces.astype(np.int64)
-    return _adjacency_kernel(faces, int(nverts))
+    nverts = int(nverts)
+    ptr = np.empty(nverts + 1, dtype=np.int64)
+    tmp = np.empty(6 * len(faces), dtype=np.int32)
+    count = np.empty(nverts, dtype=np.int64)
+    indptr = np.empty(nverts + 1, dtype=np.int64)
+    _adjacency_kernel(faces, ptr, tmp, count, indptr)
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    _compact_rows(ptr, tmp, indptr, indices)
+    return indptr, indices
 
 
 def sinc_coefficients(iterations: int, passband: float) -> np.ndarray:
