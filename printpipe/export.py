@@ -45,8 +45,9 @@ FRAMES = ("patient", "plate")
 class _PartColors(dict):
     """Part name -> (r, g, b) 0..255; ``get``/``[]`` also colour ``fragment_N`` and unknown names."""
 
-    _PALETTE = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
-                (213, 94, 0), (204, 121, 167), (150, 150, 150))
+    # distinct from the named parts' colours below
+    _PALETTE = ((240, 228, 66), (200, 70, 70), (150, 100, 200), (110, 200, 110), (255, 150, 190),
+                (80, 200, 200), (200, 150, 80), (140, 140, 140))
 
     def __missing__(self, name: str) -> tuple[int, int, int]:
         base = str(name).replace("_mirrored", "")

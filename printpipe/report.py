@@ -1,0 +1,592 @@
+"""The QA report (``OUTDIR/report.html`` plus ``OUTDIR/pictures/*.png``) and the manifest schema check.
+
+The report is one self-contained HTML file (pictures embedded as base64 PNGs) that a surgeon or
+engineer can open anywhere: CT slices in a bone window with every part's contour in its colour,
+3-D views of each part, and tables of the figures in the manifest (input triage, mesh checks,
+fidelity, print summary, warnings). It reads only the manifest, the volume's HU grid and geometry,
+the label grid and the meshes: no patient identifiers can reach it.
+
+3-D views are rendered off-screen with PyVista/VTK. VTK 9.4+ wheels pick EGL when there is no X
+display; on Debian that needs ``libegl1`` and ``libgl1-mesa-dri`` (plus ``libegl-mesa0``, pulled in
+by them), or OSMesa (``libosmesa6``) for pure software rendering. Whether rendering works is probed
+once per process in a child process (a crash there cannot take the pipeline down); when it does not,
+the views are drawn with matplotlib from a decimated mesh and the report says so.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from printpipe._atomic import atomic_path, atomic_write_text
+from printpipe._version import __version__
+from printpipe.errors import PrintpipeError
+
+__all__ = ["write_report", "validate_manifest", "load_schema", "render_backend", "BONE_WINDOW"]
+
+log = logging.getLogger(__name__)
+
+#: (level, width) HU of the bone window used for the slice pictures.
+BONE_WINDOW = (400.0, 1800.0)
+
+_SCHEMA_PATH = Path(__file__).with_name("schema") / "manifest.schema.json"
+_RENDER_BACKEND: str | None = None
+
+# camera views in the LPS patient frame: (title, direction from the object to the camera, view-up)
+_VIEWS = (
+    ("anterior", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
+    ("left lateral", (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+    ("posterior", (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    ("superior", (0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
+)
+
+
+# -- manifest schema -------------------------------------------------------------------------------
+
+def load_schema() -> dict:
+    """The manifest JSON schema (draft 2020-12) shipped in ``printpipe/schema``."""
+    return json.loads(_SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_manifest(manifest: Mapping[str, Any]) -> None:
+    """Check a manifest against ``printpipe/schema/manifest.schema.json``.
+
+    Parameters
+    ----------
+    manifest : dict
+        What the pipeline is about to write to ``manifest.json``.
+
+    Raises
+    ------
+    PrintpipeError
+        Listing every violation (JSON path and message). With ``jsonschema`` not installed only
+        the required top-level keys are checked (and a debug message says so).
+    """
+    schema = load_schema()
+    # JSON round trip: tuples become lists and numpy scalars fail loudly, as they would on writing
+    doc = json.loads(json.dumps(manifest))
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - jsonschema is a dev dependency
+        log.debug("jsonschema not installed: checking the required manifest keys only")
+        missing = [k for k in schema["required"] if k not in doc]
+        if missing:
+            raise PrintpipeError(f"manifest is missing required keys {missing}; this is a printpipe bug")
+        return
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = [f"{'/'.join(str(p) for p in e.absolute_path) or '(top)'}: {e.message}" for e in errors[:20]]
+        raise PrintpipeError(f"manifest does not match its schema ({len(errors)} problem(s)); this is a "
+                             "printpipe bug, please report it: " + "; ".join(lines))
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndarray, names: Mapping[int, str],
+                 parts: Mapping[str, Any], extra_images: Mapping[str, Path] | None = None) -> list[dict]:
+    """Write ``report.html`` and ``pictures/*.png`` into ``outdir``.
+
+    Parameters
+    ----------
+    outdir : path-like
+        Case output (or staging) folder.
+    manifest : dict
+        The case manifest (see ``printpipe/schema/manifest.schema.json``); ``outputs`` may be empty.
+    volume : Volume
+        The CT volume the labels refer to.
+    labels : (nz, ny, nx) int ndarray
+        Part labels on ``volume``'s grid (0 = background).
+    names : dict[int, str]
+        Label -> part name.
+    parts : dict[str, Trimesh]
+        Final meshes in the LPS patient frame (mm).
+    extra_images : dict[str, Path], optional
+        Further pictures (title -> PNG), such as the slicer's toolpath picture; embedded as given.
+
+    Returns
+    -------
+    list of dict
+        ``{"path": relative path, "kind": "report" | "png"}`` for each file written.
+
+    Notes
+    -----
+    Slices are cut through the centre of the parts' bounding box, in the array axes closest to the
+    patient axes, shown in radiological convention (patient's right on the left of the axial and
+    coronal pictures, anterior at the top of the axial and on the left of the sagittal picture),
+    with the pixel aspect ratio of the voxel spacing.
+    """
+    outdir = Path(outdir)
+    pics = outdir / "pictures"
+    pics.mkdir(parents=True, exist_ok=True)
+    written: list[dict] = []
+    notes: list[str] = []
+    labels = np.asarray(labels)
+    if labels.shape != tuple(volume.shape):
+        raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's {tuple(volume.shape)}")
+
+    slice_pngs: dict[str, Path] = {}
+    for title, png in _slice_pictures(volume, labels, names, pics).items():
+        slice_pngs[title] = png
+        written.append({"path": png.relative_to(outdir).as_posix(), "kind": "png"})
+
+    view_pngs: dict[str, Path] = {}
+    backend = render_backend()
+    if backend != "pyvista":
+        notes.append("3-D views drawn with matplotlib (PyVista/VTK off-screen rendering unavailable here: "
+                     "install libegl1 and libgl1-mesa-dri, or libosmesa6)")
+    items = list(parts.items())
+    groups = ([("all parts", dict(items))] if len(items) > 1 else []) + [(n, {n: m}) for n, m in items]
+    for title, group in groups:
+        stem = "3d_all" if title == "all parts" else f"3d_{title}"
+        png = pics / f"{stem}.png"
+        try:
+            _render_views(group, png, backend)
+        except Exception as exc:  # a picture must never fail the case
+            if backend == "pyvista":
+                log.warning("PyVista rendering of %s failed (%s); using matplotlib", title, exc)
+                _render_views(group, png, "matplotlib")
+                notes.append(f"3-D view of {title} drawn with matplotlib after a PyVista error")
+            else:
+                raise
+        view_pngs[title] = png
+        written.append({"path": png.relative_to(outdir).as_posix(), "kind": "png"})
+
+    doc = _html(manifest, slice_pngs, view_pngs, dict(extra_images or {}), notes, backend)
+    atomic_write_text(outdir / "report.html", doc)
+    written.append({"path": "report.html", "kind": "report"})
+    log.info("wrote report.html and %d pictures", len(written) - 1)
+    return written
+
+
+# -- slices ----------------------------------------------------------------------------------------
+
+def _canonical(volume, labels: np.ndarray):
+    """Views of ``hu`` and ``labels`` with array axes ordered (z, y, x) = patient (S, P, L) increasing.
+
+    Returns (hu, labels, spacing (dz, dy, dx)). Axes are matched by the largest direction
+    component, so an oblique (tilted) grid is shown as its nearest axis-aligned cut.
+    """
+    direction = np.asarray(volume.direction, dtype=float)
+    patient_axis, sign = {}, {}
+    for a in range(3):  # array axis a has direction column 2 - a
+        col = direction[:, 2 - a]
+        p = int(np.argmax(np.abs(col)))
+        patient_axis[a], sign[a] = p, float(np.sign(col[p]) or 1.0)
+    if sorted(patient_axis.values()) != [0, 1, 2]:
+        order, flips = (0, 1, 2), ()
+    else:
+        order = tuple(next(a for a in range(3) if patient_axis[a] == p) for p in (2, 1, 0))
+        flips = tuple(i for i, a in enumerate(order) if sign[a] < 0)
+    hu = np.transpose(volume.hu, order)
+    lab = np.transpose(labels, order)
+    for i in flips:
+        hu = np.flip(hu, axis=i)
+        lab = np.flip(lab, axis=i)
+    spacing = tuple(volume.spacing[a] for a in order)
+    return hu, lab, spacing
+
+
+def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from printpipe.export import part_color
+
+    hu, lab, (dz, dy, dx) = _canonical(volume, labels)
+    nz, ny, nx = hu.shape
+    fg = lab != 0
+    idx = []
+    for ax in range(3):
+        other = tuple(a for a in range(3) if a != ax)
+        nzr = np.flatnonzero(fg.any(axis=other))
+        idx.append(int((nzr[0] + nzr[-1]) // 2) if len(nzr) else hu.shape[ax] // 2)
+    kc, jc, ic = idx
+    level, width = BONE_WINDOW
+    vmin, vmax = level - width / 2, level + width / 2
+    planes = {
+        # title: (hu plane, label plane, extent (l, r, bottom, top), origin, (left, right, top, bottom) letters)
+        "axial": (hu[kc], lab[kc], (0, nx * dx, ny * dy, 0), "upper", ("R", "L", "A", "P"),
+                  f"z index {kc} of {nz}"),
+        "coronal": (hu[:, jc, :], lab[:, jc, :], (0, nx * dx, 0, nz * dz), "lower", ("R", "L", "S", "I"),
+                    f"y index {jc} of {ny}"),
+        "sagittal": (hu[:, :, ic], lab[:, :, ic], (0, ny * dy, 0, nz * dz), "lower", ("A", "P", "S", "I"),
+                     f"x index {ic} of {nx}"),
+    }
+    out = {}
+    for title, (img, lplane, extent, origin, letters, where) in planes.items():
+        w_mm, h_mm = abs(extent[1] - extent[0]), abs(extent[3] - extent[2])
+        fig_w = 6.0
+        fig_h = max(2.5, min(9.0, fig_w * h_mm / max(w_mm, 1e-6))) + 0.6
+        fig = Figure(figsize=(fig_w, fig_h), dpi=110)
+        ax = fig.add_axes((0.04, 0.04, 0.92, 0.86))
+        ax.imshow(np.asarray(img, dtype=np.float32), cmap="gray", vmin=vmin, vmax=vmax, extent=extent,
+                  origin=origin, interpolation="bilinear", aspect="equal")
+        handles = []
+        for label, name in sorted(names.items()):
+            m = np.asarray(lplane == label, dtype=np.float32)
+            if m.any() and (m.min() == 0):
+                rgb = np.asarray(part_color(name)) / 255.0
+                ax.contour(m, levels=[0.5], colors=[rgb], linewidths=1.2, extent=extent, origin=origin)
+                handles.append(Line2D([0], [0], color=rgb, lw=2, label=name))
+        if handles:
+            ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.6)
+        ax.set_xlim(extent[0], extent[1])
+        ax.set_ylim(extent[2], extent[3]) if origin == "lower" else ax.set_ylim(extent[2], extent[3])
+        ax.set_xticks([])
+        ax.set_yticks([])
+        left, right, top, bottom = letters
+        for x, y, s in ((0.01, 0.5, left), (0.99, 0.5, right), (0.5, 0.99, top), (0.5, 0.01, bottom)):
+            ax.text(x, y, s, transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
+                    ha="left" if x < 0.1 else ("right" if x > 0.9 else "center"),
+                    va="top" if y > 0.9 else ("bottom" if y < 0.1 else "center"))
+        fig.suptitle(f"{title} ({where}; bone window L {level:g} W {width:g} HU; "
+                     f"pixel {dx if title != 'sagittal' else dy:.2f} mm)", fontsize=8)
+        png = pics / f"{title}.png"
+        _save_fig(fig, png)
+        out[title] = png
+    return out
+
+
+def _save_fig(fig, png: Path) -> None:
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+# -- 3-D views -------------------------------------------------------------------------------------
+
+def render_backend() -> str:
+    """``"pyvista"`` when off-screen VTK rendering works in this environment, else ``"matplotlib"``.
+
+    Probed once per process in a child process; ``PRINTPIPE_RENDERER=matplotlib|pyvista`` overrides.
+    """
+    global _RENDER_BACKEND
+    forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
+    if forced in ("matplotlib", "pyvista"):
+        return forced
+    if _RENDER_BACKEND is None:
+        code = ("import pyvista as pv; pv.OFF_SCREEN = True; p = pv.Plotter(off_screen=True, window_size=(64, 64)); "
+                "p.add_mesh(pv.Sphere()); img = p.screenshot(return_img=True); p.close(); "
+                "import sys; sys.exit(0 if img is not None and img.std() > 0 else 3)")
+        try:
+            r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
+                               env={**os.environ, "PYVISTA_OFF_SCREEN": "true"})
+            _RENDER_BACKEND = "pyvista" if r.returncode == 0 else "matplotlib"
+            if r.returncode:
+                log.warning("PyVista off-screen rendering is unavailable (exit %d: %s); 3-D views will be "
+                            "drawn with matplotlib. On Debian install libegl1 and libgl1-mesa-dri "
+                            "(or libosmesa6)", r.returncode, r.stderr.decode(errors="replace")[-300:].strip())
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            log.warning("PyVista rendering probe failed (%s); using matplotlib", exc)
+            _RENDER_BACKEND = "matplotlib"
+    return _RENDER_BACKEND
+
+
+def _render_views(group: Mapping[str, Any], png: Path, backend: str) -> None:
+    if backend == "pyvista":
+        _render_pyvista(group, png)
+    else:
+        _render_matplotlib(group, png)
+
+
+def _decimated(mesh, max_faces: int):
+    """(vertices, faces) of ``mesh`` with at most about ``max_faces`` faces, for drawing only."""
+    v = np.asarray(mesh.vertices, dtype=np.float64)
+    f = np.asarray(mesh.faces, dtype=np.int64)
+    if len(f) > max_faces:
+        import fast_simplification
+
+        v, f = fast_simplification.simplify(v, f, target_reduction=1.0 - max_faces / len(f))
+    return np.asarray(v), np.asarray(f)
+
+
+def _render_pyvista(group, png: Path) -> None:
+    import pyvista as pv
+
+    from printpipe.export import part_color
+
+    pv.OFF_SCREEN = True
+    size = 360
+    pl = pv.Plotter(off_screen=True, shape=(1, len(_VIEWS)), window_size=(size * len(_VIEWS), size + 30),
+                    border=False)
+    try:
+        meshes = []
+        for name, mesh in group.items():
+            v, f = _decimated(mesh, 400_000)
+            faces = np.column_stack([np.full(len(f), 3), f]).ravel()
+            meshes.append((name, pv.PolyData(v, faces)))
+        lo = np.min([m.bounds[::2] for _, m in meshes], axis=0)
+        hi = np.max([m.bounds[1::2] for _, m in meshes], axis=0)
+        centre, radius = (lo + hi) / 2, float(np.linalg.norm(hi - lo)) / 2
+        for col, (title, direction, up) in enumerate(_VIEWS):
+            pl.subplot(0, col)
+            pl.set_background("white")
+            for name, pm in meshes:
+                pl.add_mesh(pm, color=np.asarray(part_color(name)) / 255.0, smooth_shading=True,
+                            specular=0.2, ambient=0.15)
+            pl.add_text(title, font_size=9, color="black", position="upper_left")
+            pl.camera.position = tuple(centre + np.asarray(direction) * radius * 3.2)
+            pl.camera.focal_point = tuple(centre)
+            pl.camera.up = up
+            pl.reset_camera_clipping_range()
+            pl.camera.zoom(1.0)
+        img = pl.screenshot(return_img=True)
+    finally:
+        pl.close()
+    _save_rgb(img, png)
+
+
+def _save_rgb(img: np.ndarray, png: Path) -> None:
+    from PIL import Image
+
+    with atomic_path(png, suffix=".png") as tmp:
+        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(tmp, format="PNG")
+
+
+def _render_matplotlib(group, png: Path) -> None:
+    from matplotlib.figure import Figure
+    from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+    from printpipe.export import part_color
+
+    # (azimuth, elevation) in matplotlib's convention for the views in _VIEWS (LPS frame)
+    angles = {"anterior": (-90, 0), "left lateral": (0, 0), "posterior": (90, 0), "superior": (-90, 90)}
+    fig = Figure(figsize=(3.4 * len(_VIEWS), 3.6), dpi=100)
+    data = []
+    for name, mesh in group.items():
+        v, f = _decimated(mesh, 20_000 // max(1, len(group)))
+        tri = v[f]
+        n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+        data.append((name, tri, n))
+    allv = np.concatenate([t.reshape(-1, 3) for _, t, _ in data])
+    lo, hi = allv.min(axis=0), allv.max(axis=0)
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2
+    for col, (title, direction, _) in enumerate(_VIEWS):
+        ax = fig.add_subplot(1, len(_VIEWS), col + 1, projection="3d")
+        for name, tri, n in data:
+            light = np.clip(0.3 + 0.7 * np.abs(n @ np.asarray(direction)), 0, 1)
+            rgb = np.asarray(part_color(name)) / 255.0
+            pc = Poly3DCollection(tri, facecolors=light[:, None] * rgb[None, :], edgecolors="none")
+            ax.add_collection3d(pc)
+        for setter, c in zip((ax.set_xlim, ax.set_ylim, ax.set_zlim), centre):
+            setter(c - half, c + half)
+        ax.set_box_aspect((1, 1, 1))
+        az, el = angles[title]
+        ax.view_init(elev=el, azim=az)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=9)
+    _save_fig(fig, png)
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1500px;
+color:#222;padding:0 1em}
+h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;border-bottom:1px solid #ccc;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;
+text-align:left;vertical-align:top}th{background:#f2f2f2}td.num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#1a7f37;font-weight:600}.bad{color:#b42318;font-weight:600}.warn{background:#fff4e5}
+.swatch{display:inline-block;width:1em;height:1em;border:1px solid #555;vertical-align:middle;margin-right:.3em}
+figure{display:inline-block;margin:.4em;vertical-align:top}figcaption{font-size:.85em;color:#555}
+img{max-width:100%;height:auto;border:1px solid #ddd}.note{color:#555;font-size:.9em}
+pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:.8em}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape("" if x is None else str(x))
+
+
+def _fmt(x: Any, nd: int = 2) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        return f"{x:,.{nd}f}"
+    if isinstance(x, (list, tuple)):
+        return " × ".join(_fmt(v, nd) for v in x)
+    if isinstance(x, Mapping):
+        return ", ".join(f"{k}: {_fmt(v, nd)}" for k, v in x.items())
+    return str(x)
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in rows if v is not None)
+    return f"<table>{body}</table>" if body else '<p class="note">none recorded</p>'
+
+
+def _yesno(flag: Any) -> str:
+    if flag is None:
+        return "–"
+    return '<span class="ok">yes</span>' if flag else '<span class="bad">no</span>'
+
+
+def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
+    m = manifest
+    inp = m.get("input") or {}
+    seg = m.get("segmentation") or {}
+    parts = m.get("parts") or []
+    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+           f"<title>printpipe QA report</title><style>{_CSS}</style></head><body>"]
+    out.append("<h1>printpipe QA report</h1>")
+    out.append(f"<p class='note'>printpipe {_e(m.get('printpipe_version', __version__))} · created "
+               f"{_e(m.get('created'))} (UTC) · status <b>{_e(m.get('status'))}</b> · frame "
+               f"{_e((m.get('frame') or {}).get('name', 'patient'))} · all lengths in mm. "
+               "Check every picture before printing: the model is only as good as the segmentation.</p>")
+
+    warnings = list(m.get("warnings") or [])
+    out.append("<h2>Warnings</h2>")
+    if warnings:
+        out.append("<ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>")
+    else:
+        out.append("<p class='ok'>none</p>")
+
+    out.append("<h2>Input: which series and why</h2>")
+    skipped = inp.get("skipped")
+    out.append(_kv_table([
+        ("series (sha256 of UID, 16 hex)", inp.get("series_uid_hash")),
+        ("study (sha256 of UID, 16 hex)", inp.get("study_uid_hash")),
+        ("why this series", inp.get("choice_reason")),
+        ("modality", inp.get("modality")), ("manufacturer", inp.get("manufacturer")),
+        ("model", inp.get("model")), ("kernel", inp.get("kernel")),
+        ("slices", inp.get("slice_count")), ("grid (z, y, x)", inp.get("shape")),
+        ("spacing (dz, dy, dx) mm", inp.get("spacing_mm")),
+        ("gantry tilt (deg)", inp.get("tilt_deg")),
+        ("transfer syntax / compression", " / ".join(str(x) for x in (inp.get("transfer_syntax"),
+                                                                          inp.get("compressed")) if x is not None) or None),
+        ("patient position", inp.get("patient_position")),
+        ("corrections (gaps, tilt, ...)", "; ".join(_fmt(c) for c in inp.get("corrections") or []) or "none"),
+        ("stacks skipped", _fmt(skipped) if skipped else "none"),
+        ("input warnings", "; ".join(inp.get("warnings") or []) or "none"),
+    ]))
+
+    out.append("<h2>Segmentation</h2>")
+    seg_rows = [("preset", seg.get("preset")), ("HU range", seg.get("hu_range")),
+                ("islands dropped", seg.get("islands_dropped")), ("table removed", seg.get("table_removed")),
+                ("metal", seg.get("metal") if seg.get("metal") else "none found"),
+                ("mid-sagittal plane", seg.get("midsagittal_plane"))]
+    mirror = seg.get("mirror")
+    if mirror:
+        seg_rows.append(("mirror", {k: mirror.get(k) for k in ("side", "source", "template", "compared_with")}))
+        seg_rows.append(("mirror deviation", mirror.get("deviation")))
+    shown = {"preset", "hu_range", "islands_dropped", "table_removed", "metal", "midsagittal_plane", "mirror"}
+    for k, v in seg.items():
+        if k not in shown and isinstance(v, (str, int, float, bool)):
+            seg_rows.append((k.replace("_", " "), v))
+    out.append(_kv_table(seg_rows))
+
+    out.append("<h2>Parts: mesh checks</h2>")
+    head = ("part", "triangles", "volume (cm³)", "area (cm²)", "size x × y × z (mm)", "watertight",
+            "manifold", "oriented", "shells", "shells dropped", "holes filled", "degenerate / duplicate removed",
+            "self-intersections", "thinnest wall (mm)", "Euler")
+    rows = []
+    for p in parts:
+        r = p.get("report") or {}
+        color = p.get("color") or [200, 200, 200]
+        si = r.get("self_intersections")
+        frac = r.get("self_intersections_checked")
+        si_txt = "not checked" if si is None else (f"{si}" + (f" ({frac:.0%} of faces sampled)"
+                                                              if frac is not None and frac < 1 else ""))
+        rows.append(
+            "<tr>"
+            f"<td><span class='swatch' style='background:rgb({int(color[0])},{int(color[1])},{int(color[2])})'>"
+            f"</span>{_e(p.get('name'))}</td>"
+            f"<td class='num'>{_e(_fmt(p.get('triangles')))}</td>"
+            f"<td class='num'>{_e(_fmt((p.get('volume_mm3') or 0) / 1000.0, 2))}</td>"
+            f"<td class='num'>{_e(_fmt((p.get('area_mm2') or 0) / 100.0, 1))}</td>"
+            f"<td class='num'>{_e(_fmt((p.get('bbox_mm') or {}).get('size'), 1))}</td>"
+            f"<td>{_yesno(p.get('watertight'))}</td><td>{_yesno(r.get('manifold'))}</td>"
+            f"<td>{_yesno(r.get('oriented'))}</td>"
+            f"<td class='num'>{_e(r.get('shells'))}</td><td class='num'>{_e(r.get('shells_dropped'))}</td>"
+            f"<td class='num'>{_e(r.get('holes_filled'))}</td>"
+            f"<td class='num'>{_e(r.get('degenerate_removed'))} / {_e(r.get('duplicate_faces_removed'))}</td>"
+            f"<td class='num'>{_e(si_txt)}</td>"
+            f"<td class='num'>{_e(_fmt(r.get('thinnest_wall_mm'), 2))}</td>"
+            f"<td class='num'>{_e(r.get('euler'))}</td></tr>")
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+    out.append("<p class='note'>Thinnest wall: 1st percentile of the local thickness across to the opposite "
+               "wall at sampled surface points. Self-intersections are counted, not removed (slicers print "
+               "their union).</p>")
+
+    out.append("<h2>Fidelity: distance to the unsmoothed marching-cubes surface</h2>")
+    head = ("part", "mean (mm)", "95th pct (mm)", "max (mm)", "volume change (%)", "decimation",
+            "decimation distance mean / p95 / max (mm)")
+    rows = []
+    for p in parts:
+        f = p.get("fidelity") or {}
+        d = p.get("decimation")
+        dec = "none" if not d else f"{d.get('faces_before')} → {d.get('faces_after')} faces"
+        dd = (d or {}).get("distance") or {}
+        ddt = "–" if not d else " / ".join(_fmt(dd.get(k), 3) for k in ("mean_mm", "p95_mm", "max_mm"))
+        rows.append(f"<tr><td>{_e(p.get('name'))}</td>" + "".join(
+            f"<td class='num'>{_e(_fmt(f.get(k), 3))}</td>" for k in ("mean_mm", "p95_mm", "max_mm",
+                                                                        "volume_change_pct"))
+                    + f"<td>{_e(dec)}</td><td class='num'>{_e(ddt)}</td></tr>")
+    out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
+
+    pr = m.get("print")
+    if pr:
+        out.append("<h2>Printing</h2>")
+        t = pr.get("time_s")
+        out.append(_kv_table([
+            ("printer", pr.get("printer")), ("material", pr.get("material")),
+            ("estimated time", None if t is None else f"{int(t // 3600)} h {int(t % 3600 // 60)} min"),
+            ("filament", None if pr.get("filament_mm") is None else
+             f"{pr['filament_mm'] / 1000:.2f} m, {pr.get('filament_g', 0):.1f} g"),
+            ("layers", pr.get("layer_count")), ("plates", pr.get("plates")),
+            ("files", ", ".join(pr.get("files") or []) or None),
+        ]))
+
+    out.append("<h2>CT slices with part contours</h2>")
+    out.append("<p class='note'>Through the centre of the parts; each part's segmentation outline in its colour. "
+               "Patient's right is on the left of the axial and coronal pictures.</p>")
+    for title, png in slice_pngs.items():
+        out.append(f"<figure>{_img(png, title + ' slice')}<figcaption>{_e(title)}</figcaption></figure>")
+
+    out.append("<h2>3-D views</h2>")
+    out.append(f"<p class='note'>Rendered with {_e(backend)}; views in the patient frame (anterior, left "
+               "lateral, posterior, superior).</p>")
+    for n in notes:
+        out.append(f"<p class='warn'>{_e(n)}</p>")
+    for title, png in view_pngs.items():
+        out.append(f"<figure>{_img(png, '3-D views of ' + title)}<figcaption>{_e(title)}</figcaption></figure>")
+
+    if extra:
+        out.append("<h2>More pictures</h2>")
+        for title, png in extra.items():
+            png = Path(png)
+            if png.is_file():
+                out.append(f"<figure>{_img(png, title)}<figcaption>{_e(title)}</figcaption></figure>")
+            else:
+                out.append(f"<p class='warn'>picture {_e(title)} is missing</p>")
+
+    timings = m.get("timings_s") or {}
+    if timings:
+        out.append("<h2>Timings (s)</h2>")
+        out.append(_kv_table([(k, float(v)) for k, v in timings.items()]))
+    out.append("<h2>Parameters</h2><details><summary>all parameters of this run</summary><pre>"
+               + _e(json.dumps(m.get("parameters") or {}, indent=2, sort_keys=True, default=str))
+               + "</pre></details>")
+    out.append("</body></html>\n")
+    return "".join(out)
