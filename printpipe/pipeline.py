@@ -177,6 +177,10 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         if seg_cfg.mirror:
             with stage("mirror"):
                 mirrored, mirror_info = _mirror(parts, seg, seg_cfg.mirror)
+                for name in list(mirrored):  # check the template like any other part
+                    mirrored[name], reports[name] = repair(mirrored[name], config.repair, name=name)
+                    extras[name] = {"decimation": None, "fidelity": None,
+                                    "mirrored_from": mirror_info["source"]}
             seg_info["mirror"] = mirror_info
             warnings += mirror_info.get("warnings", [])
 
