@@ -257,16 +257,22 @@ def test_kernels_are_valid_python_without_jit():
         "from printpipe.kernels import marching_cubes\n"
         "v = np.array([[[0, 3, 1], [2, 5, 0], [1, 1, 4]], [[4, 0, 2], [3, 3, 1], [0, 2, 5]]], np.int16)\n"
         "verts, faces = marching_cubes(v, 3, spacing=(1.0, 2.0, 0.5))\n"
-        "print(json.dumps([verts.tolist(), faces.tolist()]))\n"
+        "from printpipe.kernels import windowed_sinc_smooth, restore_volume\n"
+        "x = restore_volume(windowed_sinc_smooth(verts, faces, 5, 0.1), faces, 1.0)\n"
+        "print(json.dumps([verts.tolist(), faces.tolist(), x.tolist()]))\n"
     )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    verts_py, faces_py = json.loads(out.stdout)
+    verts_py, faces_py, smooth_py = json.loads(out.stdout)
     v = np.array([[[0, 3, 1], [2, 5, 0], [1, 1, 4]], [[4, 0, 2], [3, 3, 1], [0, 2, 5]]], np.int16)
     verts, faces = marching_cubes(v, 3, spacing=(1.0, 2.0, 0.5))
     assert np.array_equal(np.array(faces_py), faces)
     assert np.allclose(np.array(verts_py), verts, atol=1e-6)
+    from printpipe.kernels import restore_volume, windowed_sinc_smooth
+
+    smooth = restore_volume(windowed_sinc_smooth(verts, faces, 5, 0.1), faces, 1.0)
+    assert np.allclose(np.array(smooth_py), smooth, atol=1e-9)
 
 
 def test_parallel_kernels_load_from_the_cache(tmp_path):
