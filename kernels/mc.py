@@ -105,6 +105,44 @@ def _plane_bits(vol, thr, plane, bits, lo, hi):
             hi[jj] = last
 
 
+@njit(cache=True, nogil=True)
+def _prepare_planes(vol, thr, k0, bits, lo, hi, vals, with_values):
+    """Classify padded planes ``k0 .. k0 + n - 1`` into slots ``0..n-1``; optionally copy the values
+    that interpolation will read into ``vals`` (n, ny+2, nx+2) float32.
+
+    This and :func:`_plane_bits` are the only kernels that read the volume, so they are the only
+    ones compiled once per input dtype. Rows are copied only next to rows that hold above voxels
+    (in the same plane or the planes beside it), so empty space is not converted.
+    """
+    n = bits.shape[0]
+    nz, ny, nx = vol.shape
+    for s in range(n):
+        _plane_bits(vol, thr, k0 + s, bits[s], lo[s], hi[s])
+    if not with_values:
+        return
+    for s in range(n):
+        plane = k0 + s
+        if plane == 0 or plane == nz + 1:
+            continue  # the virtual outside: edges to it use t = 0.5 and read no value
+        for jj in range(1, ny + 1):
+            # union of the trims of the rows whose edges read this row: same plane jj-1..jj+1,
+            # neighbouring planes jj
+            a = min(min(lo[s, jj - 1], lo[s, jj]), lo[s, jj + 1])
+            b = max(max(hi[s, jj - 1], hi[s, jj]), hi[s, jj + 1])
+            if s > 0:
+                a = min(a, lo[s - 1, jj])
+                b = max(b, hi[s - 1, jj])
+            if s + 1 < n:
+                a = min(a, lo[s + 1, jj])
+                b = max(b, hi[s + 1, jj])
+            if a > b:
+                continue
+            row = vol[plane - 1, jj - 1]
+            vrow = vals[s, jj]
+            for c in range(max(a - 1, 1), min(b + 1, nx) + 1):
+                vrow[c] = row[c - 1]
+
+
 # The scans below walk 8 columns at a time through uint64 views of the classification rows and
 # skip words where nothing can cross (all 0 or all 1 and the same in the next column, or two rows
 # equal). Edges and cubes inside a word but outside the trim range are all-below, so visiting them
@@ -190,13 +228,11 @@ def _count_plane(bits, words, lo, hi, bits1, words1, lo1, hi1, tri_count):
 
 
 @njit(cache=True, nogil=True)
-def _count_chunk(vol, thr, tri_count, k0, k1, cxy, czc, ctri, bits, words, lo, hi):
-    """Pass 1 for padded planes ``k0..k1-1`` (one work item); the last four are scratch buffers."""
-    _plane_bits(vol, thr, k0, bits[k0 & 1], lo[k0 & 1], hi[k0 & 1])
+def _count_chunk(k0, k1, bits, words, lo, hi, tri_count, cxy, czc, ctri):
+    """Pass 1 for padded planes ``k0..k1-1`` from prepared planes ``k0..k1`` (slots ``0..k1-k0``)."""
     for plane in range(k0, k1):
-        s0 = plane & 1
-        s1 = 1 - s0
-        _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
+        s0 = plane - k0
+        s1 = s0 + 1
         a, b, t = _count_plane(bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1], hi[s1],
                                tri_count)
         cxy[plane] = a
@@ -216,10 +252,11 @@ def _lerp_t(va, vb, level):
 
 
 @njit(cache=True, nogil=True)
-def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase, v0, verts, write):
+def _fill_xy(vals, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase, v0, verts, write):
     """Assign ids (from ``v0``) to the crossed x- then y-edges of padded plane; write coordinates
-    when ``write`` (the plane is owned by this chunk)."""
-    nz, ny, nx = vol.shape
+    when ``write`` (the plane is owned by this chunk). ``vals`` are the plane's values (padded)."""
+    ny = bits.shape[0] - 2
+    nx = vals.shape[1] - 2
     width = nx + 2
     k = plane - 1
     dz, dy, dx = spacing[0], spacing[1], spacing[2]
@@ -233,7 +270,7 @@ def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase,
         brow = bits[jj]
         wrow = words[jj]
         yc = np.float32((jj - 1) * dy)
-        row = vol[k, jj - 1]
+        row = vals[jj]
         for w in range((a - 1) >> 3, (b >> 3) + 1):
             x = wrow[w]
             nxt = brow[8 * w + 8]
@@ -246,7 +283,7 @@ def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase,
                         if ii == 0 or ii == nx:
                             t = 0.5
                         else:
-                            t = _lerp_t(float(row[ii - 1]), float(row[ii]), level)
+                            t = _lerp_t(float(row[ii]), float(row[ii + 1]), level)
                         verts[n, 0] = zc
                         verts[n, 1] = yc
                         verts[n, 2] = np.float32((ii - 1 + t) * dx)
@@ -268,7 +305,7 @@ def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase,
                         if jj == 0 or jj == ny:
                             t = 0.5
                         else:
-                            t = _lerp_t(float(vol[k, jj - 1, ii - 1]), float(vol[k, jj, ii - 1]), level)
+                            t = _lerp_t(float(vals[jj, ii]), float(vals[jj + 1, ii]), level)
                         verts[n, 0] = zc
                         verts[n, 1] = np.float32((jj - 1 + t) * dy)
                         verts[n, 2] = np.float32((ii - 1) * dx)
@@ -277,9 +314,11 @@ def _fill_xy(vol, level, spacing, plane, bits, words, lo, hi, ids, xbase, ybase,
 
 
 @njit(cache=True, nogil=True)
-def _fill_z(vol, level, spacing, plane, bits, words, lo, hi, bits1, words1, lo1, hi1, ids, zbase, v0, verts):
+def _fill_z(nz, vals, vals1, level, spacing, plane, bits, words, lo, hi, bits1, words1, lo1, hi1, ids, zbase, v0,
+            verts):
     """Assign ids (from ``v0``) to the crossed z-edges between padded planes ``plane`` and ``plane+1``."""
-    nz, ny, nx = vol.shape
+    ny = bits.shape[0] - 2
+    nx = vals.shape[1] - 2
     width = nx + 2
     dz, dy, dx = spacing[0], spacing[1], spacing[2]
     n = v0
@@ -301,7 +340,7 @@ def _fill_z(vol, level, spacing, plane, bits, words, lo, hi, bits1, words1, lo1,
                     if border:
                         t = 0.5
                     else:
-                        t = _lerp_t(float(vol[plane - 1, jj - 1, ii - 1]), float(vol[plane, jj - 1, ii - 1]), level)
+                        t = _lerp_t(float(vals[jj, ii]), float(vals1[jj, ii]), level)
                     verts[n, 0] = np.float32((plane - 1 + t) * dz)
                     verts[n, 1] = yc
                     verts[n, 2] = np.float32((ii - 1) * dx)
@@ -368,35 +407,36 @@ def _edge_offsets(eoff, s0, psize, width):
 
 
 @njit(cache=True, nogil=True)
-def _fill_chunk(vol, thr, level, spacing, tables, k0, k1, offsets, verts, faces, scratch, ids):
-    """Pass 2 for padded planes ``k0..k1-1`` (one work item).
+def _fill_chunk(nz, level, spacing, tables, k0, k1, offsets, verts, faces, prepared, ids, eoff):
+    """Pass 2 for padded planes ``k0..k1-1`` from prepared planes ``k0..k1`` (one work item).
 
     ``tables = (tri_count, tri_edges)``, ``offsets = (voff, cxy, toff)``,
-    ``scratch = (bits, words, lo, hi, eoff)`` and ``ids`` are preallocated by the caller (allocating
-    and viewing arrays inside the kernel costs seconds of compile time).
+    ``prepared = (bits, words, lo, hi, vals)`` from :func:`_prepare_planes`; ``ids`` and ``eoff`` are
+    scratch. Nothing here depends on the volume's dtype, so it compiles once.
     """
     tri_count, tri_edges = tables
     voff, cxy, toff = offsets
-    bits, words, lo, hi, eoff = scratch
-    nz, ny, nx = vol.shape
+    bits, words, lo, hi, vals = prepared
+    ny = bits.shape[1] - 2
+    nx = vals.shape[2] - 2
     width = nx + 2
     psize = (ny + 2) * width
-    s = k0 & 1
     own = k0 < k1  # always true; a runtime bool so _fill_xy compiles once
-    _plane_bits(vol, thr, k0, bits[s], lo[s], hi[s])
-    _fill_xy(vol, level, spacing, k0, bits[s], words[s], lo[s], hi[s], ids, s * psize, (2 + s) * psize,
-             voff[k0], verts, own)
+    zero = 0 * psize  # not a literal, so _fill_xy compiles once
+    _fill_xy(vals[0], level, spacing, k0, bits[0], words[0], lo[0], hi[0], ids, zero, 2 * psize, voff[k0], verts,
+             own)
     for plane in range(k0, k1):
-        s0 = plane & 1
-        s1 = 1 - s0
-        _plane_bits(vol, thr, plane + 1, bits[s1], lo[s1], hi[s1])
+        s0 = plane - k0
+        s1 = s0 + 1
+        b0 = s0 & 1  # id-buffer slot of the plane
+        b1 = 1 - b0
         if plane + 1 <= nz:
             own = plane + 1 < k1
-            _fill_xy(vol, level, spacing, plane + 1, bits[s1], words[s1], lo[s1], hi[s1], ids, s1 * psize,
-                     (2 + s1) * psize, voff[plane + 1], verts, own)
-        _fill_z(vol, level, spacing, plane, bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1],
-                hi[s1], ids, 4 * psize, voff[plane] + cxy[plane], verts)
-        _edge_offsets(eoff, s0, psize, width)
+            _fill_xy(vals[s1], level, spacing, plane + 1, bits[s1], words[s1], lo[s1], hi[s1], ids, b1 * psize,
+                     (2 + b1) * psize, voff[plane + 1], verts, own)
+        _fill_z(nz, vals[s0], vals[s1], level, spacing, plane, bits[s0], words[s0], lo[s0], hi[s0], bits[s1],
+                words[s1], lo[s1], hi[s1], ids, 4 * psize, voff[plane] + cxy[plane], verts)
+        _edge_offsets(eoff, b0, psize, width)
         _fill_tris(bits[s0], words[s0], lo[s0], hi[s0], bits[s1], words[s1], lo[s1], hi[s1], ids, eoff,
                    tri_count, tri_edges, toff[plane], faces)
 
@@ -508,12 +548,22 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     ctri = np.zeros(nplanes, dtype=np.int64)
     nz, ny, nx = vol.shape
     wpad = _bits_width(nx)
+    no_values = np.empty((1, 1, 1), np.float32)
 
-    def scratch():
-        bits = np.empty((2, ny + 2, wpad), dtype=np.uint8)
-        return (bits, bits.view(np.uint64), np.empty((2, ny + 2), np.int64), np.empty((2, ny + 2), np.int64))
+    def prepare(k0, k1, with_values):
+        n = k1 - k0 + 1
+        bits = np.empty((n, ny + 2, wpad), dtype=np.uint8)
+        lo = np.empty((n, ny + 2), np.int64)
+        hi = np.empty((n, ny + 2), np.int64)
+        vals = np.empty((n, ny + 2, nx + 2), np.float32) if with_values else no_values
+        _prepare_planes(vol, thr, k0, bits, lo, hi, vals, with_values)
+        return bits, bits.view(np.uint64), lo, hi, vals
 
-    run_chunks(lambda k0, k1: _count_chunk(vol, thr, count, k0, k1, cxy, czc, ctri, *scratch()), chunks)
+    def count_chunk(k0, k1):
+        bits, words, lo, hi, _ = prepare(k0, k1, False)
+        _count_chunk(k0, k1, bits, words, lo, hi, count, cxy, czc, ctri)
+
+    run_chunks(count_chunk, chunks)
     voff = np.zeros(len(cxy) + 1, dtype=np.int64)
     np.cumsum(cxy + czc, out=voff[1:])
     toff = np.zeros(len(ctri) + 1, dtype=np.int64)
@@ -525,9 +575,13 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     faces = np.empty((nfaces, 3), dtype=np.int32)
     if nfaces:
         tables, offsets = (count, table), (voff, cxy, toff)
-        run_chunks(lambda k0, k1: _fill_chunk(vol, thr, level, sp, tables, k0, k1, offsets, verts, faces,
-                                              scratch() + (np.empty(12, np.int64),),
-                                              np.empty(5 * (ny + 2) * (nx + 2), np.int32)), chunks)
+
+        def fill_chunk(k0, k1):
+            prepared = prepare(k0, k1, True)
+            ids = np.empty(5 * (ny + 2) * (nx + 2), np.int32)
+            _fill_chunk(nz, level, sp, tables, k0, k1, offsets, verts, faces, prepared, ids, np.empty(12, np.int64))
+
+        run_chunks(fill_chunk, chunks)
     return verts, faces
 
 
