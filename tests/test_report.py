@@ -1,0 +1,142 @@
+"""The QA report: pictures, tables, no identifiers, renders in headless Chromium with no broken image."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+import trimesh
+
+from printpipe.export import part_color
+from printpipe.report import _canonical, write_report
+from printpipe.volume import Volume
+
+SPACING = (2.5, 0.8, 0.8)  # anisotropic on purpose: pictures must keep the mm aspect ratio
+CENTRES = {1: ((50.0, 25.0, 20.0), 15.0), 2: ((40.0, 30.0, 45.0), 10.0)}  # (z, y, x) grid mm, radius
+NAMES = {1: "hip_left", 2: "fragment_1"}
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    nz, ny, nx = 40, 64, 80
+    k, j, i = np.mgrid[:nz, :ny, :nx]
+    grid = np.stack([k * SPACING[0], j * SPACING[1], i * SPACING[2]], axis=-1)
+    hu = np.full((nz, ny, nx), -1000, np.int16)
+    hu[:, 5:60, 5:75] = 20
+    labels = np.zeros(hu.shape, np.uint8)
+    for lab, (c, r) in CENTRES.items():
+        labels[(((grid - c) ** 2).sum(-1) < r * r) & (labels == 0)] = lab
+    hu[labels > 0] = 900
+    # slice index running towards the feet, as many scanners store it
+    vol = Volume(hu, SPACING, origin=(-30.0, -20.0, 60.0), direction=np.diag([1.0, 1.0, -1.0]),
+                 meta={"PatientName": "DOE^JANE", "series_uid_hash": "0123456789abcdef"})
+    parts = {}
+    for lab, (c, r) in CENTRES.items():
+        m = trimesh.creation.icosphere(3, radius=r)
+        v = vol.mm_to_patient(np.asarray(m.vertices)[:, ::-1] + np.asarray(c))
+        f = np.asarray(m.faces)[:, ::-1] if vol.handedness < 0 else np.asarray(m.faces)
+        parts[NAMES[lab]] = trimesh.Trimesh(v, f, process=False)
+    manifest = {
+        "printpipe_version": "0.1.0", "created": "2026-11-22T17:00:00+00:00", "status": "ok",
+        "parameters": {"segment": {"threshold_hu": 250}},
+        "input": {"series_uid_hash": "0123456789abcdef", "modality": "CT", "slice_count": nz,
+                  "shape": [nz, ny, nx], "spacing_mm": list(SPACING), "tilt_deg": 0.0, "corrections": [],
+                  "skipped": {"2": "scout"}, "choice_reason": "only axial CT stack", "warnings": []},
+        "segmentation": {"preset": "bone", "hu_range": [250, None], "metal": []},
+        "parts": [{"name": n, "triangles": len(m.faces), "vertices": len(m.vertices), "watertight": True,
+                   "volume_mm3": float(m.volume), "area_mm2": float(m.area),
+                   "bbox_mm": {"min": m.bounds[0].tolist(), "max": m.bounds[1].tolist(),
+                               "size": np.ptp(m.bounds, axis=0).tolist()},
+                   "color": list(part_color(n)), "report": {"shells": 1, "self_intersections": 0},
+                   "fidelity": {"mean_mm": 0.1, "p95_mm": 0.2, "max_mm": 0.4, "volume_change_pct": -0.5},
+                   "decimation": None} for n, m in parts.items()],
+        "outputs": [],
+        "print": {"printer": "test-printer", "material": "PLA", "time_s": 5400.0, "filament_mm": 3000.0,
+                  "filament_g": 9.0, "layer_count": 300, "plates": 1},
+        "warnings": ["a <warning> with markup"], "timings_s": {"read": 0.5},
+    }
+    outdir = tmp_path_factory.mktemp("report")
+    extra = outdir / "toolpaths_src.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(extra)
+    written = write_report(outdir, manifest=manifest, volume=vol, labels=labels, names=NAMES, parts=parts,
+                           extra_images={"G-code toolpaths": extra})
+    return outdir, written, vol, labels
+
+
+def test_files_written(case):
+    outdir, written, _, _ = case
+    paths = {w["path"] for w in written}
+    assert {"report.html", "pictures/axial.png", "pictures/coronal.png", "pictures/sagittal.png",
+            "pictures/3d_all.png", "pictures/3d_hip_left.png", "pictures/3d_fragment_1.png"} == paths
+    for w in written:
+        assert (outdir / w["path"]).stat().st_size > 1000
+    assert {w["kind"] for w in written} == {"png", "report"}
+
+
+def test_html_self_contained_without_identifiers(case):
+    outdir, written, _, _ = case
+    doc = (outdir / "report.html").read_text()
+    n_png = sum(1 for w in written if w["kind"] == "png")
+    assert doc.count('src="data:image/png;base64,') == n_png + 1  # + the toolpath picture
+    assert not re.search(r'src="(?!data:)', doc)  # nothing loaded from outside the file
+    assert "DOE" not in doc and "JANE" not in doc
+    assert "&lt;warning&gt;" in doc and "<warning>" not in doc  # text is escaped
+    assert "test-printer" in doc and "1 h 30 min" in doc
+
+
+def test_slice_aspect_ratio(case):
+    from PIL import Image
+
+    outdir, _, vol, _ = case
+    # coronal: 100 mm (z) tall and 64 mm (x) wide, so taller than wide despite 40 x 80 voxels
+    w, h = Image.open(outdir / "pictures" / "coronal.png").size
+    assert h > w
+
+
+def test_canonical_orientation(case):
+    _, _, vol, labels = case
+    hu, lab, spacing = _canonical(vol, labels)
+    assert spacing == SPACING
+    # direction z = -1: the canonical array runs superior-wards, so it is the flipped grid
+    assert np.array_equal(lab, labels[::-1])
+    # part 1 (grid z 50 mm) lies below part 2 (grid z 40 mm) in the patient: smaller canonical z
+    z1 = np.argwhere(lab == 1)[:, 0].mean()
+    z2 = np.argwhere(lab == 2)[:, 0].mean()
+    assert z1 < z2
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.slow
+def test_renders_in_headless_chromium_without_broken_images(case, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("chromium not installed (Debian: apt-get install chromium)")
+    outdir, _, _, _ = case
+    probe = ("<script>window.addEventListener('load', () => {"
+             "const imgs = Array.from(document.images);"
+             "const broken = imgs.filter(i => !i.complete || i.naturalWidth === 0).length;"
+             "document.body.setAttribute('data-images', imgs.length);"
+             "document.body.setAttribute('data-broken', broken);});</script>")
+    page = tmp_path / "probe.html"
+    page.write_text((outdir / "report.html").read_text().replace("</body>", probe + "</body>"))
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
+           page.as_uri()]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    m = re.search(r'data-images="(\d+)"[^>]*data-broken="(\d+)"', res.stdout)
+    assert m, f"no probe result in the DOM dump (rc {res.returncode}): {res.stderr[-500:]}"
+    images, broken = int(m.group(1)), int(m.group(2))
+    assert images == 7 and broken == 0
