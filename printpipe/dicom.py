@@ -244,6 +244,13 @@ class SeriesInfo:
         ``axial``, ``coronal``, ``sagittal`` or ``oblique`` (from the slice normal).
     iop : tuple of 6 float
         ImageOrientationPatient shared by the stack.
+    gantry_tilt_tag : float or None
+        GantryDetectorTilt as written (informative; the geometry comes from the positions).
+    manufacturer, model, kernel, patient_position : str
+        Scanner and reconstruction facts (not identifying).
+    size_conflict : str or None
+        Set when images of the same series and orientation but another size lie between this
+        stack's slices; :func:`read_series` refuses such a stack.
     files : tuple of str
         Files holding the stack (relative to the folder, or zip member names). File names can carry
         patient names on some exports: printpipe prints them only with ``--show-phi``.
