@@ -33,6 +33,7 @@ All functions here are ``@njit(cache=True)`` kernels on arrays and never raise; 
 from __future__ import annotations
 
 import math
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -549,18 +550,33 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     nz, ny, nx = vol.shape
     wpad = _bits_width(nx)
     no_values = np.empty((1, 1, 1), np.float32)
+    # scratch buffers are reused by each thread for all its chunks: fresh multi-MB arrays per chunk
+    # cost more in page faults than the marching itself
+    local = threading.local()
+
+    def scratch(with_values):
+        """This thread's (bits, lo, hi, vals, ids) for up to _CHUNK + 1 planes."""
+        buf = getattr(local, "buf", None)
+        if buf is None or (with_values and buf[3] is no_values):
+            m = _CHUNK + 1
+            buf = (np.empty((m, ny + 2, wpad), dtype=np.uint8),
+                   np.empty((m, ny + 2), np.int64),
+                   np.empty((m, ny + 2), np.int64),
+                   np.empty((m, ny + 2, nx + 2), np.float32) if with_values else no_values,
+                   np.empty(5 * (ny + 2) * (nx + 2), np.int32) if with_values else None)
+            local.buf = buf
+        return buf
 
     def prepare(k0, k1, with_values):
         n = k1 - k0 + 1
-        bits = np.empty((n, ny + 2, wpad), dtype=np.uint8)
-        lo = np.empty((n, ny + 2), np.int64)
-        hi = np.empty((n, ny + 2), np.int64)
-        vals = np.empty((n, ny + 2, nx + 2), np.float32) if with_values else no_values
+        bits_all, lo_all, hi_all, vals_all, ids = scratch(with_values)
+        bits, lo, hi = bits_all[:n], lo_all[:n], hi_all[:n]
+        vals = vals_all[:n] if with_values else no_values
         _prepare_planes(vol, thr, k0, bits, lo, hi, vals, with_values)
-        return bits, bits.view(np.uint64), lo, hi, vals
+        return (bits, bits.view(np.uint64), lo, hi, vals), ids
 
     def count_chunk(k0, k1):
-        bits, words, lo, hi, _ = prepare(k0, k1, False)
+        (bits, words, lo, hi, _), _ = prepare(k0, k1, False)
         _count_chunk(k0, k1, bits, words, lo, hi, count, cxy, czc, ctri)
 
     run_chunks(count_chunk, chunks)
@@ -577,8 +593,7 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
         tables, offsets = (count, table), (voff, cxy, toff)
 
         def fill_chunk(k0, k1):
-            prepared = prepare(k0, k1, True)
-            ids = np.empty(5 * (ny + 2) * (nx + 2), np.int32)
+            prepared, ids = prepare(k0, k1, True)
             _fill_chunk(nz, level, sp, tables, k0, k1, offsets, verts, faces, prepared, ids, np.empty(12, np.int64))
 
         run_chunks(fill_chunk, chunks)
