@@ -316,7 +316,7 @@ def repair(mesh: trimesh.Trimesh, config: RepairConfig = RepairConfig(), name: s
         shell_vol = np.where(flip_shell, -shell_vol, shell_vol)
 
     # compact vertices
-    used = np.unique(faces)
+    used = _used_vertices(faces, len(vertices))
     remap = np.full(len(vertices), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     vertices, faces = vertices[used], remap[faces]
@@ -588,7 +588,7 @@ class _SurfaceIndex:
         self.proxy_face = np.concatenate(face)
         self.tree = cKDTree(np.concatenate(pts))
         # faces around each vertex, padded with -1 (at most max_valence kept per vertex)
-        used = np.unique(tf)
+        used = _used_vertices(tf, len(tv))
         self.vtree = cKDTree(tv[used])
         self.vids = used
         flat_v = tf.ravel()
@@ -631,7 +631,7 @@ def _distance_stats(d: np.ndarray) -> dict:
 # -- wall thickness ------------------------------------------------------------------------------
 
 def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random.Generator | None = None,
-                   cloud: int = 40_000, k: int = 24, iterations: int = 40,
+                   cloud: int = 300_000, k: int = 24, iterations: int = 40,
                    opposite_cos: float = -0.5, max_wall_mm: float = 20.0) -> np.ndarray:
     """Local wall thickness (mm) at random surface points, measured across to the opposite wall.
 
@@ -643,8 +643,9 @@ def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random
         Number of surface points to measure.
     rng : numpy Generator, optional
     cloud : int
-        Oriented points standing in for the surface (face centroids plus area samples, at least
-        this many up to the face count): the result is accurate to about sqrt(area / cloud).
+        Most oriented points standing in for the surface: every face centroid (plus area samples
+        up to 40 000 points on small meshes), or ``cloud`` area samples on meshes with more faces: the result is accurate to about
+        sqrt(area / cloud) (0.45 mm on a 60 000 mm^2 pelvis) and errs on the thick side.
     k : int
         Neighbours examined per iteration.
     iterations : int
@@ -678,13 +679,17 @@ def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random
     p, fid = _sample_surface(mesh, samples, rng)
     fn = np.asarray(mesh.face_normals, dtype=np.float64)
     n = fn[fid]
-    tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
-    cloud_pts, cloud_face = [tri.mean(axis=1)], [np.arange(len(tri))]
-    extra = max(0, cloud - len(tri))
-    if extra:
-        q, f = _sample_surface(mesh, extra, rng)
-        cloud_pts.append(q)
-        cloud_face.append(f)
+    if len(fn) <= cloud:  # every face centroid, plus area samples up to 40 000 points
+        tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+        cloud_pts, cloud_face = [tri.mean(axis=1)], [np.arange(len(tri))]
+        extra = max(0, min(cloud, 40_000) - len(tri))
+        if extra:
+            q, f = _sample_surface(mesh, extra, rng)
+            cloud_pts.append(q)
+            cloud_face.append(f)
+    else:  # large meshes: ``cloud`` area samples (a KD-tree over every face would cost seconds)
+        q, f = _sample_surface(mesh, cloud, rng)
+        cloud_pts, cloud_face = [q], [f]
     cloud_pts = np.concatenate(cloud_pts)
     cloud_n = fn[np.concatenate(cloud_face)]
     tree = cKDTree(cloud_pts)
@@ -839,7 +844,7 @@ class _EdgeTable:
 
 def _merge_vertices(vertices: np.ndarray, faces: np.ndarray, tol: float):
     """Merge vertices that round to the same point on a ``tol`` grid; drop unreferenced vertices."""
-    used = np.unique(faces)
+    used = _used_vertices(faces, len(vertices))
     q = np.round(vertices[used] / tol).astype(np.int64)
     _, first, inverse = _unique_rows(q, return_inverse=True)
     remap = np.full(len(vertices), -1, dtype=np.int64)
@@ -847,6 +852,11 @@ def _merge_vertices(vertices: np.ndarray, faces: np.ndarray, tol: float):
     new_vertices = vertices[used][first]
     merged = int(len(used) - len(first))
     return new_vertices, remap[faces], merged
+
+
+def _used_vertices(faces: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Sorted indices of the vertices that faces refer to (a bincount: faster than np.unique)."""
+    return np.flatnonzero(np.bincount(np.asarray(faces).ravel(), minlength=n_vertices))
 
 
 def _unique_rows(rows: np.ndarray, return_inverse: bool = False):
