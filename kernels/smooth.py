@@ -131,22 +131,40 @@ def _linear_step(x, y, indptr, indices, coef, out, acc, v0, v1):
     for v in range(v0, v1):
         s = indptr[v]
         e = indptr[v + 1]
-        inv = 1.0 / (e - s) if e > s else 0.0
-        for k in range(3):
-            xv = x[v, k]
-            if e > s:
-                m = 0.0
-                for q in range(s, e):
-                    m += x[indices[q], k]
-                m *= inv
-            else:
-                m = xv
-            r = a * xv + b * m
-            if c != 0.0:
-                r += c * y[v, k]
-            out[v, k] = r
-            if d != 0.0:
-                acc[v, k] += d * r
+        x0 = x[v, 0]
+        x1 = x[v, 1]
+        x2 = x[v, 2]
+        if e > s:
+            m0 = 0.0
+            m1 = 0.0
+            m2 = 0.0
+            for q in range(s, e):
+                u = indices[q]
+                m0 += x[u, 0]
+                m1 += x[u, 1]
+                m2 += x[u, 2]
+            inv = 1.0 / (e - s)
+            m0 *= inv
+            m1 *= inv
+            m2 *= inv
+        else:
+            m0 = x0
+            m1 = x1
+            m2 = x2
+        r0 = a * x0 + b * m0
+        r1 = a * x1 + b * m1
+        r2 = a * x2 + b * m2
+        if c != 0.0:
+            r0 += c * y[v, 0]
+            r1 += c * y[v, 1]
+            r2 += c * y[v, 2]
+        out[v, 0] = r0
+        out[v, 1] = r1
+        out[v, 2] = r2
+        if d != 0.0:
+            acc[v, 0] += d * r0
+            acc[v, 1] += d * r1
+            acc[v, 2] += d * r2
 
 
 def _run_step(x, y, indptr, indices, coef, out, acc) -> None:
