@@ -34,6 +34,8 @@ __all__ = [
     "order_segments",
     "segments_cross_polygon",
     "scanline_spans",
+    "scanline_spans_edges",
+    "connect_lines",
     "support_columns",
     "support_runs",
     "warmup",
@@ -335,17 +337,8 @@ def warmup() -> None:
 
 
 @njit(cache=True)
-def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
-    """Even-odd spans of closed rings along horizontal scanlines ``y = y0[g] + j * dy``.
-
-    pts (n, 2) float64 ring vertices (rings not closed, ring ``r`` is
-    ``pts[ring_off[r]:ring_off[r + 1]]``), geom_ring (n_geoms + 1,) int64: geometry ``g`` owns rings
-    ``geom_ring[g]:geom_ring[g + 1]``; y0 (n_geoms,) first scanline of each geometry, n_rows
-    (n_geoms,) number of scanlines. An edge counts for a scanline when ``ya <= y < yb`` (half-open,
-    so a vertex on a scanline is counted once). Returns ``geom (s,), row (s,), x0 (s,), x1 (s,)``:
-    the inside intervals, sorted by geometry, row and x.
-    """
-    # pass 1: number of crossings per geometry
+def _scan_crossings(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
+    """Crossings of ring edges with the scanlines (see :func:`scanline_spans_edges`)."""
     total = 0
     for g in range(n_geoms):
         for r in range(geom_ring[g], geom_ring[g + 1]):
@@ -368,6 +361,8 @@ def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
     key_g = np.empty(total, np.int64)
     key_r = np.empty(total, np.int64)
     xs = np.empty(total, np.float64)
+    edge = np.empty(total, np.int64)
+    tt = np.empty(total, np.float64)
     c = 0
     for g in range(n_geoms):
         for r in range(geom_ring[g], geom_ring[g + 1]):
@@ -393,6 +388,8 @@ def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
                     key_g[c] = g
                     key_r[c] = k
                     xs[c] = xa + t * (xb - xa)
+                    edge[c] = i
+                    tt[c] = t
                     c += 1
     # sort crossings by (geometry, row, x)
     order = np.argsort(xs, kind="mergesort")
@@ -400,33 +397,294 @@ def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
     order = order[np.argsort(kr, kind="mergesort")]
     kg = key_g[order]
     order = order[np.argsort(kg, kind="mergesort")]
+    return key_g[order], key_r[order], xs[order], edge[order], tt[order]
+
+
+@njit(cache=True)
+def scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
+    """Even-odd spans of closed rings along horizontal scanlines ``y = y0[g] + j * dy``.
+
+    pts (n, 2) float64 ring vertices (rings not closed, ring ``r`` is
+    ``pts[ring_off[r]:ring_off[r + 1]]``), geom_ring (n_geoms + 1,) int64: geometry ``g`` owns rings
+    ``geom_ring[g]:geom_ring[g + 1]``; y0 (n_geoms,) first scanline of each geometry, n_rows
+    (n_geoms,) number of scanlines. An edge counts for a scanline when ``ya <= y < yb`` (half-open,
+    so a vertex on a scanline is counted once). Returns ``geom, row, x0, x1, e0, t0, e1, t1`` (each
+    (s,)): the inside intervals sorted by geometry, row and x, and for each end the ring edge it
+    lies on (index ``i`` of its first vertex in ``pts``; the edge runs to the ring's next vertex)
+    and the fraction ``t`` along that edge.
+    """
+    kg, kr, xs, ke, kt = _scan_crossings(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows)
+    total = kg.shape[0]
     n_sp = total // 2
     og = np.empty(n_sp, np.int64)
     orow = np.empty(n_sp, np.int64)
     ox0 = np.empty(n_sp, np.float64)
     ox1 = np.empty(n_sp, np.float64)
+    oe0 = np.empty(n_sp, np.int64)
+    oe1 = np.empty(n_sp, np.int64)
+    ot0 = np.empty(n_sp, np.float64)
+    ot1 = np.empty(n_sp, np.float64)
     s = 0
     i = 0
     while i < total:
         # a run of crossings with the same (geometry, row)
-        g = key_g[order[i]]
-        k = key_r[order[i]]
+        g = kg[i]
+        k = kr[i]
         j = i
-        while j < total and key_g[order[j]] == g and key_r[order[j]] == k:
+        while j < total and kg[j] == g and kr[j] == k:
             j += 1
         q = i
         while q + 1 < j:
-            xa = xs[order[q]]
-            xb = xs[order[q + 1]]
-            if xb > xa:
+            if xs[q + 1] > xs[q]:
                 og[s] = g
                 orow[s] = k
-                ox0[s] = xa
-                ox1[s] = xb
+                ox0[s] = xs[q]
+                ox1[s] = xs[q + 1]
+                oe0[s] = ke[q]
+                ot0[s] = kt[q]
+                oe1[s] = ke[q + 1]
+                ot1[s] = kt[q + 1]
                 s += 1
             q += 2
         i = j
-    return og[:s], orow[:s], ox0[:s], ox1[:s]
+    return og[:s], orow[:s], ox0[:s], ox1[:s], oe0[:s], ot0[:s], oe1[:s], ot1[:s]
+
+
+@njit(cache=True)
+def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
+    """Like :func:`scanline_spans_edges` without the edge information: ``geom, row, x0, x1``."""
+    g, row, x0, x1, e0, t0, e1, t1 = scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows)
+    return g, row, x0, x1
+
+
+@njit(cache=True)
+def _find(parent, a):
+    while parent[a] != a:
+        parent[a] = parent[parent[a]]
+        a = parent[a]
+    return a
+
+
+@njit(cache=True)
+def _emit(xy, npt, x, y):
+    """Append a point unless it repeats the previous one; returns the new count."""
+    if npt > 0 and xy[npt - 1, 0] == x and xy[npt - 1, 1] == y:
+        return npt
+    xy[npt, 0] = x
+    xy[npt, 1] = y
+    return npt + 1
+
+
+@njit(cache=True)
+def _anchor(xy, npt, pts, a, b, cum, ring_len, la, x0, y0, length, forward):
+    """Append the ring path that leaves arc position ``la`` (the point ``x0, y0``) forwards or
+    backwards along ring ``pts[a:b]`` for ``length`` mm (its last point interpolated)."""
+    nv = b - a
+    if forward:
+        v = a
+        while v < b and cum[v] <= la:
+            v += 1
+        if v == b:
+            v = a
+    else:
+        v = b - 1
+        while v >= a and cum[v] >= la:
+            v -= 1
+        if v < a:
+            v = b - 1
+    px = x0
+    py = y0
+    d_prev = 0.0
+    for step in range(nv):
+        if forward:
+            idx = a + (v - a + step) % nv
+            d = cum[idx] - la
+        else:
+            idx = a + (v - a - step) % nv
+            d = la - cum[idx]
+        if d <= 0.0:
+            d += ring_len
+        vx = pts[idx, 0]
+        vy = pts[idx, 1]
+        if d >= length:
+            f = (length - d_prev) / (d - d_prev) if d > d_prev else 0.0
+            return _emit(xy, npt, px + f * (vx - px), py + f * (vy - py))
+        npt = _emit(xy, npt, vx, vy)
+        px = vx
+        py = vy
+        d_prev = d
+    return npt
+
+
+@njit(cache=True)
+def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_arc, anchor):
+    """Join infill lines into zig-zag polylines along the region boundary they end on.
+
+    seg_geom (m,) int64 geometry of each line, sorted; seg_xy (m, 2, 2) line ends; end_ring (m, 2)
+    ring of each end (-1: never joined); end_arc (m, 2) arc length of each end from its ring's
+    first vertex; pts (n, 2) ring vertices, ring ``r`` = ``pts[ring_off[r]:ring_off[r+1]]`` (not
+    closed); cum (n,) arc length of each vertex from its ring's first vertex.
+
+    Two ends that follow each other along a ring (no other line ends between them) and belong to
+    lines of the same geometry are joined by the boundary path between them when it is at most
+    ``max_arc`` long; the shortest joins are taken first, each end is joined at most once and no
+    join closes a cycle. A line end left free gets an anchor: the boundary path from it for
+    ``anchor`` mm (at most half the way to the next line end) on the side with more room.
+    Returns ``(xy (k, 2), off (p + 1,), geom (p,))``: the polylines.
+    """
+    m = seg_geom.shape[0]
+    n_ends = 2 * m
+    n_rings = ring_off.shape[0] - 1
+    ring_len = np.empty(n_rings, np.float64)
+    for r in range(n_rings):
+        a = ring_off[r]
+        b = ring_off[r + 1]
+        dx = pts[a, 0] - pts[b - 1, 0]
+        dy = pts[a, 1] - pts[b - 1, 1]
+        ring_len[r] = cum[b - 1] + np.sqrt(dx * dx + dy * dy)
+    # ends sorted by (ring, arc)
+    ring_flat = np.empty(n_ends, np.int64)
+    arc_flat = np.empty(n_ends, np.float64)
+    for s in range(m):
+        for k in range(2):
+            ring_flat[2 * s + k] = end_ring[s, k]
+            arc_flat[2 * s + k] = end_arc[s, k]
+    order = np.argsort(arc_flat, kind="mergesort")
+    order = order[np.argsort(ring_flat[order], kind="mergesort")]
+    # candidate joins: consecutive ends on a ring (forward from end a to end b)
+    cand_a = np.empty(n_ends, np.int64)
+    cand_b = np.empty(n_ends, np.int64)
+    cand_len = np.empty(n_ends, np.float64)
+    gap_next = np.zeros(n_ends, np.float64)  # arc to the next / previous end on the ring
+    gap_prev = np.zeros(n_ends, np.float64)
+    nc = 0
+    i = 0
+    while i < n_ends:
+        r = ring_flat[order[i]]
+        j = i
+        while j < n_ends and ring_flat[order[j]] == r:
+            j += 1
+        if r >= 0:
+            for q in range(i, j):
+                ea = order[q]
+                eb = order[q + 1] if q + 1 < j else order[i]
+                d = arc_flat[eb] - arc_flat[ea]
+                if q + 1 >= j:
+                    d += ring_len[r]
+                gap_next[ea] = d
+                gap_prev[eb] = d
+                if j - i < 2:
+                    continue
+                if d <= max_arc and ea // 2 != eb // 2 and seg_geom[ea // 2] == seg_geom[eb // 2]:
+                    cand_a[nc] = ea
+                    cand_b[nc] = eb
+                    cand_len[nc] = d
+                    nc += 1
+        i = j
+    link = np.full(n_ends, -1, np.int64)
+    fwd = np.zeros(n_ends, np.bool_)  # the join leaves this end forward along the ring
+    parent = np.arange(m)
+    corder = np.argsort(cand_len[:nc], kind="mergesort")
+    n_extra = 0
+    for q in range(nc):
+        c = corder[q]
+        ea = cand_a[c]
+        eb = cand_b[c]
+        if link[ea] >= 0 or link[eb] >= 0:
+            continue
+        ra = _find(parent, ea // 2)
+        rb = _find(parent, eb // 2)
+        if ra == rb:
+            continue
+        parent[ra] = rb
+        link[ea] = eb
+        link[eb] = ea
+        fwd[ea] = True
+        r = ring_flat[ea]
+        n_extra += ring_off[r + 1] - ring_off[r]
+    for e in range(n_ends):
+        if link[e] < 0 and ring_flat[e] >= 0:
+            r = ring_flat[e]
+            n_extra += ring_off[r + 1] - ring_off[r] + 1
+    # walk the chains: from every line with a free end
+    xy = np.empty((2 * m + n_extra, 2), np.float64)
+    off = np.empty(m + 1, np.int64)
+    geom = np.empty(m, np.int64)
+    done = np.zeros(m, np.bool_)
+    npt = 0
+    npl = 0
+    off[0] = 0
+    for start in range(m):
+        if done[start]:
+            continue
+        if link[2 * start] >= 0 and link[2 * start + 1] >= 0:
+            continue  # interior of a chain
+        e_in = 2 * start if link[2 * start] < 0 else 2 * start + 1
+        geom[npl] = seg_geom[start]
+        first = True
+        while True:
+            s = e_in // 2
+            done[s] = True
+            k_in = e_in - 2 * s
+            e_out = 2 * s + 1 - k_in
+            if first and anchor > 0.0 and ring_flat[e_in] >= 0:
+                # anchor before the chain's first line, walked outwards then reversed
+                r = ring_flat[e_in]
+                fw = gap_next[e_in] >= gap_prev[e_in]
+                room = 0.5 * (gap_next[e_in] if fw else gap_prev[e_in])
+                p0 = npt
+                npt = _anchor(xy, npt, pts, ring_off[r], ring_off[r + 1], cum, ring_len[r], arc_flat[e_in],
+                              seg_xy[s, k_in, 0], seg_xy[s, k_in, 1], min(anchor, room), fw)
+                xy[p0:npt] = xy[p0:npt][::-1].copy()
+            first = False
+            npt = _emit(xy, npt, seg_xy[s, k_in, 0], seg_xy[s, k_in, 1])
+            xy[npt, 0] = seg_xy[s, 1 - k_in, 0]
+            xy[npt, 1] = seg_xy[s, 1 - k_in, 1]
+            npt += 1
+            nxt = link[e_out]
+            if nxt < 0:
+                if anchor > 0.0 and ring_flat[e_out] >= 0:
+                    r = ring_flat[e_out]
+                    fw = gap_next[e_out] >= gap_prev[e_out]
+                    room = 0.5 * (gap_next[e_out] if fw else gap_prev[e_out])
+                    npt = _anchor(xy, npt, pts, ring_off[r], ring_off[r + 1], cum, ring_len[r], arc_flat[e_out],
+                                  seg_xy[s, 1 - k_in, 0], seg_xy[s, 1 - k_in, 1], min(anchor, room), fw)
+                break
+            # boundary vertices strictly between the two ends
+            r = ring_flat[e_out]
+            a = ring_off[r]
+            b = ring_off[r + 1]
+            nv = b - a
+            la = arc_flat[e_out]
+            lb = arc_flat[nxt]
+            if fwd[e_out]:
+                if lb >= la:
+                    for v in range(a, b):
+                        if la < cum[v] < lb:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+                else:  # through the ring's first vertex
+                    for v in range(a, b):
+                        if cum[v] > la:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+                    for v in range(a, b):
+                        if cum[v] < lb:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+            else:
+                if lb <= la:
+                    for v in range(b - 1, a - 1, -1):
+                        if lb < cum[v] < la:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+                else:
+                    for v in range(b - 1, a - 1, -1):
+                        if cum[v] < la:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+                    for v in range(b - 1, a - 1, -1):
+                        if cum[v] > lb:
+                            npt = _emit(xy, npt, pts[v, 0], pts[v, 1])
+            e_in = nxt
+        npl += 1
+        off[npl] = npt
+    return xy[:npt], off[:npl + 1], geom[:npl]
 
 
 @njit(cache=True)

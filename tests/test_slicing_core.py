@@ -13,7 +13,7 @@ from printpipe.errors import InputError
 from printpipe.kernels import slice as kslice
 from printpipe.slicing.config import SliceConfig
 from printpipe.slicing.layers import layer_planes, slice_outlines
-from printpipe.slicing.toolpaths import slice_mesh
+from printpipe.slicing.toolpaths import hatch, slice_mesh
 
 
 class _Nozzle:
@@ -103,6 +103,58 @@ def test_cube_skin_and_infill_layers(cube_sliced):
             assert not isl.infill
         else:
             assert not isl.skin and isl.infill
+
+
+def test_infill_joins_follow_the_boundary():
+    # an 18 mm square, grid at 15 %: joined lines are the same straight lines plus boundary paths
+    sq = shapely.box(0, 0, 18, 18)
+    reg = np.array([sq], dtype=object)
+    fams = [np.array([math.pi / 4]), np.array([3 * math.pi / 4])]
+    sp = 2 * S / 0.15
+    straight = hatch(reg, fams, sp)[0]
+    joined = hatch(reg, fams, sp, connect_mm=50.0)[0]
+    assert len(joined) < len(straight) / 2
+    pts = np.concatenate(joined)
+    # every vertex (line end or boundary corner) lies on the square's boundary (1e-9: float round-off)
+    assert np.all(shapely.distance(sq.boundary, shapely.points(pts)) < 1e-9)
+    # the pieces that cross the interior are exactly the straight lines
+    inner = []
+    for pl in joined:
+        for a, b in zip(pl[:-1], pl[1:]):
+            mid = shapely.Point((a + b) / 2)
+            if sq.boundary.distance(mid) > 1e-9:
+                inner.append(np.round(np.sort(np.r_[a, b].reshape(2, 2), axis=0), 6).tobytes())
+    ref = [np.round(np.sort(s, axis=0), 6).tobytes() for s in straight]
+    assert sorted(inner) == sorted(ref)
+    # joins run along the boundary, each at most once: at most the perimeter is added
+    extra = sum(shapely.LineString(p).length for p in joined) - sum(shapely.LineString(p).length for p in straight)
+    assert 0 < extra <= 4 * 18 + 1e-9
+    # anchors: each free chain end continues along the boundary by at most anchor_mm
+    anchored = hatch(reg, fams, sp, connect_mm=50.0, anchor_mm=1.0)[0]
+    added = sum(shapely.LineString(p).length for p in anchored) - sum(shapely.LineString(p).length for p in joined)
+    assert len(anchored) == len(joined)
+    assert 0 < added <= 2 * len(joined) * 1.0 + 1e-9
+
+
+def test_skin_on_sloped_surface():
+    # a cone (45 degree flank) : a layer's skin must cover at least the band of its fill region not
+    # covered by the top_layers layers above: on a 45 degree slope the outline steps in by h per
+    # layer, so the band is top_layers * h wide, ringing the fill region
+    cone = _placed(trimesh.creation.cone(radius=20.0, height=20.0, sections=128))
+    cfg = SliceConfig(support=False)
+    sm = slice_mesh(cone, P, config=cfg)
+    lay = sm.layers[40]  # mid-height, radius ~ 12 mm
+    isl = lay.islands[0]
+    region = shapely.Polygon(isl.outline[0])
+    fill_region = region.buffer(-(W / 2 + (cfg.walls - 1) * S + S / 2))
+    above = shapely.Polygon(sm.layers[40 + cfg.top_layers].islands[0].outline[0])
+    band = fill_region.difference(above)
+    skin = shapely.union_all([shapely.LineString(p).buffer(S / 2, cap_style="flat") for p in isl.skin])
+    # 90 %: the line grid quantises the covered area at the band's edges
+    assert skin.intersection(band).area >= 0.9 * band.area
+    # and the sparse infill stays out of the band (beyond half a spacing of rounding)
+    fill = shapely.union_all([shapely.LineString(p) for p in isl.infill])
+    assert fill.intersection(band.buffer(-S)).length == pytest.approx(0.0, abs=1e-6)
 
 
 def test_sphere_islands_and_area():

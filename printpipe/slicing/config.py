@@ -47,6 +47,13 @@ class SliceConfig:
         inside the outline.
     top_layers, bottom_layers : int
         Solid skin layers under every top and over every bottom surface (4 and 3).
+    skin_expand_mm : float
+        Top and bottom skin that is exposed inside the walls is extended this far into the infill
+        region (and carried through the solid layers), so that it is anchored on the infill and
+        sloped surfaces get a closed shell (3 mm, PrusaSlicer's external infill margin; 0 = off).
+    solid_infill_below_area_mm2 : float
+        Pieces of sparse infill region smaller than this are printed solid (70 mm2, PrusaSlicer's
+        ``solid_infill_below_area``; 0 = off).
     infill_density : float
         Sparse infill fraction 0..1 (0.15).
     infill_pattern : {"grid", "lines"}
@@ -54,6 +61,14 @@ class SliceConfig:
         alternates by 90 degrees from layer to layer.
     infill_angle_deg : float
         Angle of the first infill (and skin) direction to +x (45).
+    infill_connect_mm : float
+        Sparse infill lines are joined along the infill boundary into zig-zags where the boundary
+        path between two line ends is at most this long (50 mm, PrusaSlicer's
+        ``infill_anchor_max``; 0 = separate lines). Fewer travels and retractions, better bonding.
+    infill_anchor_mm : float or None
+        With joins on, an infill line end left unjoined continues along the boundary this far
+        (at most half the way to the next line end); ``None`` = 6 line widths (PrusaSlicer's
+        ``infill_anchor`` 600 %).
     support : bool
         Generate supports from the bed under overhangs (True).
     support_angle_deg : float
@@ -90,9 +105,13 @@ class SliceConfig:
     walls: int = 2
     top_layers: int = 4
     bottom_layers: int = 3
+    skin_expand_mm: float = 3.0
+    solid_infill_below_area_mm2: float = 70.0
     infill_density: float = 0.15
     infill_pattern: str = "grid"
     infill_angle_deg: float = 45.0
+    infill_connect_mm: float = 50.0
+    infill_anchor_mm: float | None = None
     support: bool = True
     support_angle_deg: float = 55.0
     support_density: float = 0.2
@@ -121,6 +140,10 @@ class SliceConfig:
                 raise bad(name, v, f"give a number in (0, {hi}]")
 
         positive("layer_height_mm", 1.0)
+        if self.infill_anchor_mm is not None:
+            v = self.infill_anchor_mm
+            if not isinstance(v, (int, float)) or not 0 <= v <= 1000:
+                raise bad("infill_anchor_mm", v, "give a length from 0 to 1000 mm, or None for 6 line widths")
         for name in ("first_layer_height_mm", "line_width_mm"):
             if getattr(self, name) is not None:
                 positive(name, 2.0)
@@ -144,7 +167,8 @@ class SliceConfig:
                       "give the overhang threshold from the vertical in [0, 90) degrees (55 is usual)")
         if not isinstance(self.infill_angle_deg, (int, float)) or not math.isfinite(self.infill_angle_deg):
             raise bad("infill_angle_deg", self.infill_angle_deg, "give a finite angle in degrees")
-        for name, hi in (("support_xy_gap_mm", 10.0), ("skirt_distance_mm", 100.0),
+        for name, hi in (("skin_expand_mm", 50.0), ("infill_connect_mm", 1000.0), ("solid_infill_below_area_mm2", 1e4),
+                         ("support_xy_gap_mm", 10.0), ("skirt_distance_mm", 100.0),
                          ("brim_width_mm", 50.0), ("retract_min_travel_mm", 100.0)):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v <= hi:

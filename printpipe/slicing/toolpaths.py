@@ -9,12 +9,22 @@ Python only loops to gather the resulting coordinates. Geometry rules:
   a solid region of area ``A`` receives ``A * h`` of plastic.
 * **Walls.** Wall ``k`` (0 = outer) follows the outline offset inwards by ``w / 2 + k * s``; the
   region left for skin and infill is the outline offset by ``w / 2 + (walls - 1) * s + s / 2``.
-* **Skin.** A point of that region is solid when any of the ``bottom_layers`` layers below or the
-  ``top_layers`` layers above does not contain it (the layers beyond the part count as empty),
-  i.e. skin = region minus the intersection of the outlines of the window of layers around it.
+* **Skin.** (PrusaSlicer 2.5's rules, with ``ensure_vertical_shell_thickness`` off.) A point of the
+  fill region of layer ``k`` is solid when it leaves the part within ``top_layers`` layers above
+  or ``bottom_layers`` below (region minus the intersection of the outlines of those layers; the
+  layers beyond the part count as empty). The surface a layer exposes inside its own fill region
+  is grown by ``skin_expand_mm`` (3 mm, PrusaSlicer's external infill margin) within that region
+  and carried through the next ``top_layers - 1`` layers below (``bottom_layers - 1`` above), so
+  skin is anchored on the infill. Skin bands narrower than ``2 * _NARROW_LINES`` line widths are
+  widened by ``_NARROW_LINES`` widths into the fill region (too few lines otherwise; sloped bone
+  surfaces make many such bands), slivers under half a spacing are dropped, and sparse pieces
+  smaller than ``solid_infill_below_area_mm2`` become solid.
 * **Infill.** Straight lines on a global grid (so layers stack), clipped to the region: ``grid``
-  lays both directions on every layer at ``2 * s / density``; ``lines`` one direction at
-  ``s / density``, turning by 90 degrees every layer. Skin uses ``s`` and alternates 45/135.
+  lays both directions on every layer at ``2 * s / density`` (the density split between them);
+  ``lines`` one direction at ``s / density``, turning by 90 degrees every layer. Line ends that
+  follow each other along the region's boundary are joined by the boundary path when it is at
+  most ``infill_connect_mm`` long (shortest first, no cycles) and free ends get an anchor of
+  ``infill_anchor_mm`` along it, as PrusaSlicer does. Skin uses ``s`` and alternates 45/135.
 * **Supports.** Overhang of layer ``m``: its outline minus the layer below grown by
   ``h * tan(threshold)`` (a surface leaning more than the threshold from the vertical steps out
   further than that per layer). Going down from the top, the support column under each overhang
@@ -44,6 +54,11 @@ _EMPTY = shapely.Polygon()
 _SIMPLIFY_MM = 0.02
 # Bed pixel of the support column computation, mm.
 _SUPPORT_PX = 0.25
+# Skin pieces thinner than 2 x _SLIVER x spacing are dropped (they print nothing but travel).
+_SLIVER = 0.25
+# A skin band narrower than 2 x _NARROW_LINES line widths is widened by that many widths
+# (PrusaSlicer's discover_horizontal_shells uses 3 solid-infill widths).
+_NARROW_LINES = 3.0
 
 
 @dataclass(eq=False)
@@ -162,40 +177,20 @@ def slice_mesh(mesh, printer, material=None, config: SliceConfig | None = None, 
     return _toolpaths(stack, r, name, warnings)
 
 
-def hatch(regions: np.ndarray, angles_rad: np.ndarray, spacing: float) -> list:
-    """Parallel lines on a global grid, clipped to each region.
-
-    Parameters
-    ----------
-    regions : (n,) object ndarray of shapely polygons
-    angles_rad : (n,) float
-        Line direction of each region, radians from +x.
-    spacing : float
-        Distance between lines in mm; lines lie at ``k * spacing`` along the normal, so regions
-        on different layers share the grid.
-
-    Returns
-    -------
-    list of list of (2, 2) ndarray
-        For each region its line segments.
-
-    Notes
-    -----
-    The region's rings are rotated so that the lines run along +x and cut with the even-odd
-    scanline kernel :func:`printpipe.kernels.slice.scanline_spans` (exact interval ends, no
-    polygon boolean per line).
-    """
+def _hatch_spans(regions: np.ndarray, angles_rad: np.ndarray, spacing: float):
+    """Scanline spans of every region along its angle: ``(g, seg (k, 2, 2), e (k, 2), t (k, 2),
+    coords, ring_off)`` with the ring edge (index into ``coords``) and fraction of each end."""
     n = len(regions)
-    out: list = [[] for _ in range(n)]
+    none = (np.zeros(0, np.int64), np.zeros((0, 2, 2)), np.zeros((0, 2), np.int64), np.zeros((0, 2)),
+            np.zeros((0, 2)), np.zeros(1, np.int64))
     if n == 0 or spacing <= 0:
-        return out
-    regions = np.asarray(regions, dtype=object)
+        return none
     angles_rad = np.broadcast_to(np.asarray(angles_rad, dtype=np.float64), (n,))
     parts, pidx = shapely.get_parts(regions, return_index=True)
     poly = shapely.get_type_id(parts) == 3
     parts, pidx = parts[poly], pidx[poly]
     if parts.size == 0:
-        return out
+        return none
     rings, ridx = shapely.get_rings(parts, return_index=True)
     coords, cidx = shapely.get_coordinates(rings, return_index=True)
     ring_geom = pidx[ridx]  # region of each ring (rings come grouped by region)
@@ -214,8 +209,9 @@ def hatch(regions: np.ndarray, angles_rad: np.ndarray, spacing: float) -> list:
     k0 = np.where(ok, np.ceil(np.where(ok, vmin, 0) / spacing), 0)
     k1 = np.where(ok, np.floor(np.where(ok, vmax, 0) / spacing), -1)
     n_rows = np.maximum(k1 - k0 + 1, 0).astype(np.int64)
-    g, row, x0, x1 = kslice.scanline_spans(np.ascontiguousarray(np.stack([u, v], axis=1)), ring_off,
-                                           geom_ring, n, k0 * spacing, float(spacing), n_rows)
+    g, row, x0, x1, e0, t0, e1, t1 = kslice.scanline_spans_edges(
+        np.ascontiguousarray(np.stack([u, v], axis=1)), ring_off, geom_ring, n, k0 * spacing,
+        float(spacing), n_rows)
     keep = (x1 - x0) > 1e-3
     g, row, x0, x1 = g[keep], row[keep], x0[keep], x1[keep]
     vv = (k0[g] + row) * spacing
@@ -225,9 +221,84 @@ def hatch(regions: np.ndarray, angles_rad: np.ndarray, spacing: float) -> list:
     seg[:, 0, 1] = x0 * sg + vv * cg
     seg[:, 1, 0] = x1 * cg - vv * sg
     seg[:, 1, 1] = x1 * sg + vv * cg
-    bounds = np.searchsorted(g, np.arange(n + 1))
-    for i in np.flatnonzero(np.diff(bounds)):
-        out[i] = list(seg[bounds[i]:bounds[i + 1]])
+    e = np.stack([e0[keep], e1[keep]], axis=1)
+    t = np.stack([t0[keep], t1[keep]], axis=1)
+    return g, seg, e, t, np.ascontiguousarray(coords, dtype=np.float64), ring_off
+
+
+def hatch(regions: np.ndarray, angles_rad, spacing: float, connect_mm: float = 0.0,
+          anchor_mm: float = 0.0) -> list:
+    """Parallel lines on a global grid, clipped to each region, optionally joined into zig-zags.
+
+    Parameters
+    ----------
+    regions : (n,) object ndarray of shapely polygons
+    angles_rad : (n,) float, or a list of such arrays
+        Line direction of each region, radians from +x. Several arrays give several families of
+        lines in the same region (``grid``: two crossing directions), joined together.
+    spacing : float
+        Distance between lines in mm; lines lie at ``k * spacing`` along the normal, so regions
+        on different layers share the grid.
+    connect_mm : float
+        When > 0, lines whose ends follow each other along the region's boundary are joined by
+        that boundary path if it is at most this long (shortest joins first, no cycles), as
+        PrusaSlicer connects its infill lines; the result is fewer, longer polylines.
+    anchor_mm : float
+        With ``connect_mm``: a line end left unjoined continues along the boundary for this
+        length (at most half the way to the next line end), anchoring it on the walls.
+
+    Returns
+    -------
+    list of list of (k, 2) ndarray
+        For each region its polylines (two points each when not connected).
+
+    Notes
+    -----
+    The region's rings are rotated so that the lines run along +x and cut with the even-odd
+    scanline kernel :func:`printpipe.kernels.slice.scanline_spans_edges` (exact interval ends, no
+    polygon boolean per line); the kernel also tells the boundary edge of every line end, which
+    :func:`printpipe.kernels.slice.connect_lines` uses to follow the boundary.
+    """
+    n = len(regions)
+    out: list = [[] for _ in range(n)]
+    if n == 0 or spacing <= 0:
+        return out
+    regions = np.asarray(regions, dtype=object)
+    families = angles_rad if isinstance(angles_rad, list) else [angles_rad]
+    spans = [_hatch_spans(regions, a, spacing) for a in families]
+    g = np.concatenate([sp[0] for sp in spans])
+    if g.size == 0:
+        return out
+    seg = np.concatenate([sp[1] for sp in spans])
+    if connect_mm <= 0:
+        order = np.argsort(g, kind="stable")
+        g, seg = g[order], seg[order]
+        bounds = np.searchsorted(g, np.arange(n + 1))
+        for i in np.flatnonzero(np.diff(bounds)):
+            out[i] = list(seg[bounds[i]:bounds[i + 1]])
+        return out
+    # the rings are the same (same order) for every family: arc length along them
+    coords, ring_off = spans[0][4], spans[0][5]
+    e = np.concatenate([sp[2] for sp in spans])
+    t = np.concatenate([sp[3] for sp in spans])
+    n_pts = coords.shape[0]
+    vring = np.repeat(np.arange(ring_off.size - 1), np.diff(ring_off))
+    nxt = np.arange(1, n_pts + 1)
+    last = ring_off[1:] - 1
+    nxt[last] = ring_off[:-1]
+    elen = np.hypot(*(coords[nxt] - coords).T)
+    cum = np.cumsum(elen) - elen
+    cum -= cum[ring_off[:-1]][vring]
+    end_arc = cum[e] + t * elen[e]
+    end_ring = vring[e]
+    order = np.argsort(g, kind="stable")
+    xy, off, pg = kslice.connect_lines(g[order], np.ascontiguousarray(seg[order]),
+                                       np.ascontiguousarray(end_ring[order]),
+                                       np.ascontiguousarray(end_arc[order]), coords, ring_off,
+                                       np.ascontiguousarray(cum), float(connect_mm),
+                                       float(anchor_mm))
+    for k in range(pg.size):
+        out[pg[k]].append(xy[off[k]:off[k + 1]])
     return out
 
 
@@ -282,21 +353,115 @@ def _lines_by_geom(geoms: np.ndarray, min_len: float = 1e-3) -> list:
     return out
 
 
-def _skin_cover(regions: np.ndarray, below: int, above: int) -> np.ndarray:
-    """Per layer, the intersection of the outlines from ``i - below`` to ``i + above`` (empty when
-    the window leaves the part): points outside it belong to a top or bottom surface."""
+def _per_layer(geoms: np.ndarray, lay: np.ndarray, n: int) -> np.ndarray:
+    """Union of the island geometries of each layer (islands of a layer do not overlap)."""
+    parts, pidx = shapely.get_parts(geoms, return_index=True)
+    poly = shapely.get_type_id(parts) == 3
+    parts, pidx = parts[poly], pidx[poly]
+    out = np.empty(n, dtype=object)
+    out[:] = [_EMPTY] * n
+    if parts.size:
+        layer_of = lay[pidx]
+        order = np.argsort(layer_of, kind="stable")
+        has = np.unique(layer_of)
+        out[has] = shapely.multipolygons(parts[order], indices=np.searchsorted(has, layer_of[order]))
+    return out
+
+
+def _skin_and_fill(regions: np.ndarray, inner: np.ndarray, lay: np.ndarray, r: Resolved):
+    """Solid skin and sparse infill regions of every island (see the module docstring, *Skin*).
+
+    ``regions`` are the layer outlines, ``inner`` the islands' regions inside the walls and
+    ``lay`` the layer of each island. Returns ``(skin, fill)``, one geometry per island.
+    """
+    cfg = r.config
+    w, s = r.line_width, r.spacing
     n = len(regions)
-    cover = np.empty(n, dtype=object)
-    cover[:] = [_EMPTY] * n
-    idx = np.arange(below, n - above)
-    if idx.size == 0:
-        return cover
     simple = shapely.simplify(regions, _SIMPLIFY_MM)
-    acc = simple[idx - below]
-    for off in range(-below + 1, above + 1):
-        acc = shapely.intersection(acc, simple[idx + off])
-    cover[idx] = acc
-    return cover
+    inner_l = shapely.simplify(_per_layer(inner, lay, n), _SIMPLIFY_MM)
+    solid = np.empty(n, dtype=object)
+    solid[:] = [_EMPTY] * n
+    for count, step in ((cfg.top_layers, 1), (cfg.bottom_layers, -1)):
+        if count <= 0:
+            continue
+        # the layer beyond the part on this side (empty), then the neighbours in the window
+        nb = np.empty(n, dtype=object)
+        nb[:] = [_EMPTY] * n
+        if step == 1:
+            nb[:-1] = simple[1:]
+        else:
+            nb[1:] = simple[:-1]
+        # exposed surface of each layer's fill region, grown by the skin margin into the fill
+        # region (anchors the skin in the infill, as PrusaSlicer's 3 mm external infill margin)
+        exposed = shapely.difference(inner_l, nb)
+        exposed = shapely.buffer(shapely.buffer(exposed, -0.1 * w, join_style="mitre"),
+                                 0.1 * w, join_style="mitre")  # PrusaSlicer: opening by w / 10
+        grown = exposed
+        big = np.flatnonzero(shapely.area(exposed) > 0)
+        if cfg.skin_expand_mm > 0 and big.size:
+            grown = exposed.copy()
+            grown[big] = shapely.intersection(
+                shapely.buffer(exposed[big], cfg.skin_expand_mm, join_style="mitre"), inner_l[big])
+        # cover: intersection of the outlines of the `count` layers above (below); a point of the
+        # region outside it is exposed within `count` layers
+        cover = np.empty(n, dtype=object)
+        cover[:] = [_EMPTY] * n
+        idx = np.arange(n)
+        ok = (idx + step * count >= 0) & (idx + step * count < n)
+        idx = idx[ok]
+        if idx.size:
+            acc = simple[idx + step]
+            for off in range(2, count + 1):
+                acc = shapely.intersection(acc, simple[idx + step * off])
+            cover[idx] = acc
+        band = shapely.difference(inner_l, cover)
+        # the grown exposed surfaces of this layer and the `count - 1` next ones propagate into it
+        prop = grown.copy()
+        for off in range(1, count):
+            src = np.full(n, _EMPTY, dtype=object)
+            if step == 1:
+                src[:n - off] = grown[off:]
+            else:
+                src[off:] = grown[:n - off]
+            has = np.flatnonzero(shapely.area(src) > 0)
+            if has.size:
+                prop[has] = shapely.union(prop[has], src[has])
+        has = np.flatnonzero(shapely.area(prop) > 0)
+        if has.size:
+            band[has] = shapely.union(band[has], shapely.intersection(prop[has], inner_l[has]))
+        solid = shapely.union(solid, band)
+    # a skin band narrower than 2 x _NARROW_LINES lines (it collapses to a few short lines) is
+    # widened by _NARROW_LINES lines into the infill region (PrusaSlicer's horizontal shells)
+    has = np.flatnonzero(shapely.area(solid) > 0)
+    if has.size:
+        m = _NARROW_LINES * w
+        sub = solid[has]
+        opened = shapely.buffer(shapely.buffer(sub, -m, join_style="mitre"), m, join_style="mitre")
+        narrow = shapely.difference(sub, shapely.buffer(opened, 1e-3, join_style="mitre"))
+        wide = np.flatnonzero(shapely.area(narrow) > 0)
+        if wide.size:
+            sub[wide] = shapely.union(sub[wide], shapely.intersection(
+                shapely.buffer(narrow[wide], m, join_style="mitre"), inner_l[has[wide]]))
+        solid[has] = sub
+    skin = shapely.intersection(inner, solid[lay])
+    # drop skin slivers thinner than half a line, they would print nothing but travel
+    skin = shapely.buffer(shapely.buffer(skin, -_SLIVER * s, join_style="mitre"), _SLIVER * s, join_style="mitre")
+    skin = shapely.intersection(skin, inner)
+    fill = shapely.difference(inner, skin)
+    if cfg.solid_infill_below_area_mm2 > 0:
+        # sparse pieces smaller than the threshold are printed solid (PrusaSlicer's rule)
+        parts, pidx = shapely.get_parts(fill, return_index=True)
+        small = (shapely.get_type_id(parts) == 3) & (shapely.area(parts) < cfg.solid_infill_below_area_mm2)
+        if np.any(small):
+            tiny = np.empty(len(inner), dtype=object)
+            tiny[:] = [_EMPTY] * len(inner)
+            k = np.unique(pidx[small])
+            sel = small.copy()
+            order = np.argsort(pidx[sel], kind="stable")
+            tiny[k] = shapely.multipolygons(parts[sel][order], indices=np.searchsorted(k, pidx[sel][order]))
+            skin[k] = shapely.union(skin[k], tiny[k])
+            fill[k] = shapely.difference(fill[k], tiny[k])
+    return skin, fill
 
 
 def _ring_arrays_of(geoms: np.ndarray):
@@ -403,25 +568,20 @@ def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> Sli
     shapely.prepare(parts)
     walls = [shapely.buffer(parts, -(0.5 * w + k * s), join_style="mitre") for k in range(cfg.walls)]
     inner = shapely.buffer(parts, -(0.5 * w + (cfg.walls - 1) * s + 0.5 * s), join_style="mitre")
-    cover = _skin_cover(regions, cfg.bottom_layers, cfg.top_layers)
-    skin_reg = shapely.difference(inner, cover[lay])
-    fill_reg = shapely.intersection(inner, cover[lay])
-    # drop skin slivers thinner than a line, they would print nothing but travel
-    skin_reg = shapely.buffer(shapely.buffer(skin_reg, -0.25 * s, join_style="mitre"), 0.25 * s, join_style="mitre")
-    skin_reg = shapely.intersection(skin_reg, inner)
-    fill_reg = shapely.difference(inner, skin_reg)
+    skin_reg, fill_reg = _skin_and_fill(regions, inner, lay, r)
 
     base = math.radians(cfg.infill_angle_deg)
     odd = (lay % 2).astype(np.float64)
     skin_paths = hatch(skin_reg, base + odd * (math.pi / 2), s)
     if cfg.infill_density > 0:
+        join = cfg.infill_connect_mm
+        anchor = cfg.infill_anchor_mm if cfg.infill_anchor_mm is not None else 6.0 * w
         if cfg.infill_pattern == "grid":
             sp = 2.0 * s / cfg.infill_density
-            fa = hatch(fill_reg, np.full(len(parts), base), sp)
-            fb = hatch(fill_reg, np.full(len(parts), base + math.pi / 2), sp)
-            fill_paths = [a + b for a, b in zip(fa, fb)]
+            fill_paths = hatch(fill_reg, [np.full(len(parts), base), np.full(len(parts), base + math.pi / 2)],
+                               sp, join, anchor)
         else:
-            fill_paths = hatch(fill_reg, base + odd * (math.pi / 2), s / cfg.infill_density)
+            fill_paths = hatch(fill_reg, base + odd * (math.pi / 2), s / cfg.infill_density, join, anchor)
     else:
         fill_paths = [[] for _ in range(len(parts))]
     outline_rings = _rings_by_geom(parts)
