@@ -33,6 +33,7 @@ All functions here are ``@njit(cache=True)`` kernels on arrays and never raise; 
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -442,6 +443,37 @@ def _fill_chunk(nz, level, spacing, tables, k0, k1, offsets, verts, faces, prepa
                    tri_count, tri_edges, toff[plane], faces)
 
 
+_POOL: dict = {}  # {"key": (pid, threads), "pool": ThreadPoolExecutor}
+_POOL_LOCK = threading.Lock()
+_SCRATCH = threading.local()  # per pool thread: {(kind, shape...): arrays}, reused between calls
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    """A persistent pool of ``threads`` workers (recreated after a fork or a thread-count change)."""
+    key = (os.getpid(), threads)
+    with _POOL_LOCK:
+        if _POOL.get("key") != key:
+            old = _POOL.get("pool")
+            if old is not None and _POOL["key"][0] == key[0]:
+                old.shutdown(wait=False)
+            _POOL["pool"] = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="printpipe-kernels")
+            _POOL["key"] = key
+        return _POOL["pool"]
+
+
+def thread_scratch(key, make):
+    """This thread's scratch arrays for ``key``, made by ``make()`` on first use and then reused.
+
+    The kernels need a few slices of scratch per thread; allocating them for every chunk (or every
+    call) costs more in page faults than the work itself. Only the latest key per thread is kept.
+    """
+    cached = getattr(_SCRATCH, "item", None)
+    if cached is None or cached[0] != key:
+        cached = (key, make())
+        _SCRATCH.item = cached
+    return cached[1]
+
+
 def run_chunks(fn, chunks) -> None:
     """Call ``fn(start, stop)`` for every chunk on ``numba.get_num_threads()`` threads.
 
@@ -455,9 +487,9 @@ def run_chunks(fn, chunks) -> None:
         for k0, k1 in chunks:
             fn(k0, k1)
         return
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for future in [pool.submit(fn, k0, k1) for k0, k1 in chunks]:
-            future.result()
+    pool = _pool(numba.get_num_threads())
+    for future in [pool.submit(fn, k0, k1) for k0, k1 in chunks]:
+        future.result()
 
 
 def _threshold(volume: np.ndarray, level: float):
@@ -550,22 +582,20 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     nz, ny, nx = vol.shape
     wpad = _bits_width(nx)
     no_values = np.empty((1, 1, 1), np.float32)
-    # scratch buffers are reused by each thread for all its chunks: fresh multi-MB arrays per chunk
-    # cost more in page faults than the marching itself
-    local = threading.local()
+    # scratch buffers are reused by each thread for all its chunks (see thread_scratch)
 
     def scratch(with_values):
         """This thread's (bits, lo, hi, vals, ids) for up to _CHUNK + 1 planes."""
-        buf = getattr(local, "buf", None)
-        if buf is None or (with_values and buf[3] is no_values):
-            m = _CHUNK + 1
-            buf = (np.empty((m, ny + 2, wpad), dtype=np.uint8),
-                   np.empty((m, ny + 2), np.int64),
-                   np.empty((m, ny + 2), np.int64),
-                   np.empty((m, ny + 2, nx + 2), np.float32) if with_values else no_values,
-                   np.empty(5 * (ny + 2) * (nx + 2), np.int32) if with_values else None)
-            local.buf = buf
-        return buf
+        m = _CHUNK + 1
+
+        def make():
+            return (np.empty((m, ny + 2, wpad), dtype=np.uint8),
+                    np.empty((m, ny + 2), np.int64),
+                    np.empty((m, ny + 2), np.int64),
+                    np.empty((m, ny + 2, nx + 2), np.float32),
+                    np.empty(5 * (ny + 2) * (nx + 2), np.int32))
+
+        return thread_scratch(("mc", ny, nx), make)
 
     def prepare(k0, k1, with_values):
         n = k1 - k0 + 1
