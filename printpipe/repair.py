@@ -136,6 +136,7 @@ class MeshReport:
     degenerate_removed: int = 0
     duplicate_faces_removed: int = 0
     faces_flipped: int = 0
+    nonmanifold_edges_split: int = 0
     self_intersections: int | None = None
     self_intersections_checked: float = 0.0
     volume_mm3: float = 0.0
@@ -157,6 +158,9 @@ class MeshReport:
         out["bbox_mm"] = {k: [round(float(x), 4) for x in v] for k, v in self.bbox_mm.items()}
         out["warnings"] = [str(w) for w in self.warnings]
         return out
+
+
+_QUICK_REPAIR = RepairConfig(min_shell_mm3=0.0, check_self_intersections=False, wall_samples=0)
 
 
 # -- repair --------------------------------------------------------------------------------------
@@ -246,8 +250,15 @@ def repair(mesh: trimesh.Trimesh, config: RepairConfig = RepairConfig(), name: s
     if len(faces) == 0:
         raise MeshError(f"part {name!r}: no faces left after removing degenerate and duplicate faces")
 
-    # 5. edges shared by more than two faces cannot be made manifold here
+    # 5. edges shared by more than two faces: give each fan of faces around a vertex its own copy
     edges = _EdgeTable(faces)
+    if edges.n_nonmanifold:
+        n_nm = edges.n_nonmanifold
+        vertices, faces = _split_nonmanifold(vertices, faces, edges)
+        edges = _EdgeTable(faces)
+        rep.nonmanifold_edges_split = n_nm - edges.n_nonmanifold
+        rep.warnings.append(f"{n_nm} non-manifold edge(s) (surfaces touching along an edge) split by "
+                            "duplicating their vertices")
     if edges.n_nonmanifold:
         raise MeshError(
             f"part {name!r}: {edges.n_nonmanifold} edges are shared by more than two faces (non-manifold); "
@@ -416,10 +427,15 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int | None = None, max_error_m
         f = np.asarray(f, dtype=np.int64)
         if len(f) < 4:
             return None
+        out = trimesh.Trimesh(vertices=np.asarray(v, dtype=np.float64), faces=f, process=False)
         e = _EdgeTable(f)
         if e.n_open or e.n_nonmanifold or e.n_inconsistent:
-            return None
-        out = trimesh.Trimesh(vertices=np.asarray(v, dtype=np.float64), faces=f, process=False)
+            # quadric collapse can pinch thin parts into edges shared by four faces: repair
+            try:
+                out, _ = repair(out, _QUICK_REPAIR, name="decimated")
+            except MeshError as exc:
+                log.debug("decimate: reduction %.3f not repairable (%s)", reduction, exc)
+                return None
         return out if out.volume > 0 else None
 
     def closed_at(reduction: float) -> tuple[trimesh.Trimesh | None, float]:
@@ -488,7 +504,7 @@ def decimate(mesh: trimesh.Trimesh, target_faces: int | None = None, max_error_m
 
 # -- fidelity ------------------------------------------------------------------------------------
 
-def fidelity(final: trimesh.Trimesh, raw: trimesh.Trimesh, *, samples: int = 100_000, seed: int = 0) -> dict:
+def fidelity(final: trimesh.Trimesh, raw: trimesh.Trimesh, *, samples: int = 50_000, seed: int = 0) -> dict:
     """Distance from the final mesh to the unsmoothed marching-cubes surface, and the volume change.
 
     Parameters
@@ -574,7 +590,7 @@ class _SurfaceIndex:
     """
 
     def __init__(self, target: trimesh.Trimesh, *, min_proxies: int = 100_000,
-                 rng: np.random.Generator | None = None, max_valence: int = 12):
+                 rng: np.random.Generator | None = None, max_valence: int = 10):
         rng = rng or np.random.default_rng(0)
         tv = np.asarray(target.vertices, dtype=np.float64)
         tf = np.asarray(target.faces, dtype=np.int64)
@@ -899,6 +915,31 @@ def _shells(faces: np.ndarray, edges: _EdgeTable) -> tuple[np.ndarray, int]:
     g = sparse.coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(nf, nf)).tocsr()
     n, labels = csgraph.connected_components(g, directed=False)
     return labels.astype(np.int64), int(n)
+
+
+def _split_nonmanifold(vertices: np.ndarray, faces: np.ndarray, edges: _EdgeTable):
+    """Give every fan of faces around a vertex (faces joined through two-face edges) its own vertex.
+
+    Corners of faces that meet at a vertex are linked when their faces share a manifold edge at
+    that vertex; each connected group of corners becomes one vertex (a copy at the same position).
+    An edge shared by 2k faces of k solids touching along it thus becomes k manifold edges, each
+    shared by the two faces of one solid; elsewhere nothing changes.
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    nf = len(f)
+    ha, hb = edges.pair_a, edges.pair_b  # half-edge id = face * 3 + corner, from corner to corner + 1
+    fa, ca, fb, cb = ha // 3, ha % 3, hb // 3, hb % 3
+    ca1, cb1 = (ca + 1) % 3, (cb + 1) % 3
+    same_dir = f[fa, ca] == f[fb, cb]
+    # corners at the same vertex: start-start and end-end (same direction) or start-end (opposite)
+    src = np.concatenate([fa * 3 + ca, fa * 3 + ca1])
+    dst = np.concatenate([np.where(same_dir, fb * 3 + cb, fb * 3 + cb1), np.where(same_dir, fb * 3 + cb1, fb * 3 + cb)])
+    g = sparse.coo_matrix((np.ones(len(src), dtype=np.int8), (src, dst)), shape=(3 * nf, 3 * nf)).tocsr()
+    _, comp = csgraph.connected_components(g, directed=False)
+    # number the components; the vertex of a component is the vertex of its corners
+    uniq, first, inverse = np.unique(comp, return_index=True, return_inverse=True)
+    new_vertices = vertices[f.ravel()[first]]
+    return new_vertices, inverse.reshape(nf, 3).astype(np.int64)
 
 
 def _orient_consistently(faces: np.ndarray, edges: _EdgeTable) -> tuple[np.ndarray, int, int]:

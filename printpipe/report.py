@@ -201,6 +201,7 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
+    from matplotlib import patheffects
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
@@ -240,7 +241,9 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
             m = np.asarray(lplane == label, dtype=np.float32)
             if m.any() and (m.min() == 0):
                 rgb = np.asarray(part_color(name)) / 255.0
-                ax.contour(m, levels=[0.5], colors=[rgb], linewidths=1.2, extent=extent, origin=origin)
+                cs = ax.contour(m, levels=[0.5], colors=[rgb], linewidths=1.3, extent=extent, origin=origin)
+                # a dark rim keeps light part colours (bone beige) visible on bright bone
+                cs.set(path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")])
                 handles.append(Line2D([0], [0], color=rgb, lw=2, label=name))
         if handles:
             ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.6)

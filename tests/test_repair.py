@@ -131,14 +131,29 @@ def test_open_sheet_raises_and_names_the_problem():
         repair(_mesh(v, f), FAST, name="sheet")
 
 
-def test_non_manifold_edge_raises():
+def test_non_manifold_edge_is_split():
+    # two cubes touching along one edge: after merging, that edge is shared by four faces
+    a = trimesh.creation.box(bounds=((0, 0, 0), (10, 10, 10)))
+    b = trimesh.creation.box(bounds=((10, 10, 0), (20, 20, 10)))
+    v = np.vstack([a.vertices, b.vertices])
+    f = np.vstack([a.faces, np.asarray(b.faces) + 8])
+    out, rep = repair(_mesh(v, f), FAST, name="touching")
+    assert rep.nonmanifold_edges_split == 1 and rep.vertices_merged == 2
+    assert rep.watertight and rep.shells == 2
+    assert out.volume == pytest.approx(2000.0)
+    assert out.is_watertight and out.is_winding_consistent
+
+
+def test_loose_fin_on_an_edge_is_removed():
     a = trimesh.creation.box((10, 10, 10))
-    # a fin: one extra triangle on an existing edge makes it shared by three faces
+    # a fin: one extra triangle on an existing edge, which is then shared by three faces; split
+    # off, it is a zero-volume debris shell and dropped
     e = a.edges_unique[0]
     v = np.vstack([a.vertices, [[20.0, 20.0, 20.0]]])
     f = np.vstack([a.faces, [[e[0], e[1], 8]]])
-    with pytest.raises(MeshError, match="shared by more than two faces"):
-        repair(_mesh(v, f), FAST, name="fin")
+    out, rep = repair(_mesh(v, f), FAST, name="fin")
+    assert rep.nonmanifold_edges_split == 1 and rep.shells_dropped == 1
+    assert len(out.faces) == 12 and out.volume == pytest.approx(1000.0)
 
 
 def test_empty_mesh_raises():
