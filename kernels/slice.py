@@ -318,7 +318,9 @@ def segments_cross_polygon(seg, pts, offsets):
 
 
 def warmup() -> None:
-    """Compile (or load from the cache) every kernel on a tiny tetrahedron."""
+    """Compile (or load from the cache) every kernel on a tiny tetrahedron, and the numba G-code
+    scanner and planner of :mod:`printpipe.slicing.validate` / :mod:`~printpipe.slicing.estimate`
+    on a three-line program."""
     verts = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
     faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
     face_edges = np.array([[1, 3, 0], [0, 4, 2], [2, 5, 1], [3, 5, 4]], dtype=np.int64)
@@ -334,6 +336,23 @@ def warmup() -> None:
     fm, fb, over = support_columns(np.zeros(g.shape[0], np.int64), np.zeros(g.shape[0], np.int64), row,
                                    x0, x1, 1, 0.0, 0.5, 2, 2)
     support_runs(np.zeros((2, 2), np.int64), 1, np.array([0], np.int64), 1)
+    g, row, x0, x1, e0, t0, e1, t1 = scanline_spans_edges(pts, np.array([0, 4], np.int64),
+                                                          np.array([0, 1], np.int64), 1,
+                                                          np.array([0.25]), 0.5, np.array([2], np.int64))
+    seg = np.zeros((g.shape[0], 2, 2))
+    seg[:, 0, 0] = x0
+    seg[:, 1, 0] = x1
+    end_ring = np.zeros((g.shape[0], 2), np.int64)
+    end_arc = np.zeros((g.shape[0], 2))
+    cum = np.array([0.0, 1.0, 2.0, 3.0])
+    connect_lines(g, seg, end_ring, end_arc, pts, np.array([0, 4], np.int64), cum, 1.0, 0.5)
+    # the G-code scanner and the time planner of printpipe.slicing (validate.py, estimate.py) are
+    # numba functions too: compile them here, so that batch workers never compile
+    try:
+        from printpipe.slicing.estimate import estimate
+    except ImportError:  # pragma: no cover - kernels used without the slicing package
+        return
+    estimate(";FLAVOR:Marlin\nG28\nM83\nG1 X1 Y1 Z0.2 F1200\nG1 X2 Y1 E0.1\n", "ender3")
 
 
 @njit(cache=True)

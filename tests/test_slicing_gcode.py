@@ -140,8 +140,8 @@ def test_paths_inside_cross_section(shape, printer, material):
     cfg = SliceConfig(support=False)
     sm = slice_mesh(mesh, printer, material, cfg)
     text = to_gcode([sm], printer, material, cfg)
-    res = check_inside_outline(text, mesh, W)
-    assert res["moves"] > 100
+    res = check_inside_outline(text, mesh, W, max_layers=None)  # every layer
+    assert res["moves"] > 100 and res["layers"] == res["layers_total"]
     assert res["outside"] == 0, res
     # the outer wall centreline sits w/2 inside the outline (0.01 mm: loop simplification)
     assert res["outer_wall_offset_median_mm"] == pytest.approx(W / 2, abs=0.01)
@@ -150,9 +150,15 @@ def test_paths_inside_cross_section(shape, printer, material):
 
 def test_inside_check_catches_a_stray_extrusion(cube_gcode, cube):
     bad = cube_gcode.replace(";LAYER:50\n", ";LAYER:50\n;TYPE:FILL\nG0 X95 Y110\nG1 X90 Y110 E0.2\n", 1)
-    res = check_inside_outline(bad, cube, W)
+    res = check_inside_outline(bad, cube, W, max_layers=None)
     assert res["outside"] == 1
     assert res["max_outside_mm"] == pytest.approx(5.0 - W / 2 - 0.05, abs=1e-3)
+    # sampled layers: 11 of 100 evenly spread, the first and the last always among them
+    # (inserted after the move up to the last layer's height)
+    bad = re.sub(r"(;LAYER:99\n(?:.*\n)*?G0[^\n]*Z[\d.]+\n)", r"\1;TYPE:FILL\nG0 X95 Y110\nG1 X90 Y110 E0.2\n",
+                 cube_gcode, count=1)
+    res = check_inside_outline(bad, cube, W, max_layers=11)
+    assert res["layers"] == 11 and res["layers_total"] == 100 and res["outside"] == 1
 
 
 def test_supports_in_gcode(printer, material):
