@@ -4,14 +4,18 @@ For each model (the sample pelvis, a femur from the real pelvic CT when availabl
 slices with both at the same settings -- Ender-3 bed and motion limits, 0.2 mm layers, 2 walls,
 4 top / 3 bottom layers, 15 % grid infill at 45 degrees, 0.45 mm lines, the same speeds,
 accelerations, jerk and retraction, supports off (and, with ``--supports``, on at the same
-threshold) -- and prints one table:
+threshold; the skin/infill rules that PrusaSlicer leaves to defaults -- solid infill below
+70 mm2, infill anchors, no vertical-shell thickening, no support sheath -- are written out
+explicitly from printpipe's config) -- and prints one table:
 
 - slicing wall time (median of ``--repeat`` runs, after one warm-up run for ours, which compiles
   the numba kernels; PrusaSlicer's process start-up is included in its time);
 - estimated print time and filament: ours (printpipe's ``;TIME:``), PrusaSlicer's own
   (``; estimated printing time (normal mode)``, ``; filament used [mm]``), and printpipe's
   estimator run on PrusaSlicer's G-code (the estimator checked on the same toolpaths);
-- the ratios ours / PrusaSlicer.
+- the ratios ours / PrusaSlicer;
+- then the filament of each feature (walls, skin, sparse infill, supports) for both, from the
+  ``;TYPE:`` labels of the two G-code files.
 
 It also runs :func:`printpipe.slicing.gcode.check_inside_outline` on both slicers' G-code for the
 torus (the acceptance check: both must keep every model extrusion inside the cross-section).
@@ -112,6 +116,7 @@ def prusa_ini(cfg: SliceConfig, printer, material, height_mm: float) -> str:
     sp = r.speeds
     f, a, j = printer.max_feedrate_mm_s, printer.max_accel_mm_s2, printer.jerk_mm_s
     support_spacing = LINE_W / max(cfg.support_density, 1e-3) - LINE_W
+    anchor = cfg.infill_anchor_mm if cfg.infill_anchor_mm is not None else 6 * r.line_width
     start = printer.render_start(material, relative_e=True)
     end = printer.render_end(material, max_layer_z_mm=height_mm)
     esc = lambda s: s.strip().replace("\n", "\\n")  # noqa: E731
@@ -155,6 +160,14 @@ def prusa_ini(cfg: SliceConfig, printer, material, height_mm: float) -> str:
         "bottom_fill_pattern": "rectilinear", "infill_every_layers": "1",
         "perimeter_generator": "classic", "thin_walls": "0", "gap_fill_enabled": "0",
         "extra_perimeters": "0", "ensure_vertical_shell_thickness": "0", "overhangs": "0",
+        # skin and infill rules printpipe implements the same way (explicit, not left to defaults)
+        "top_solid_min_thickness": "0", "bottom_solid_min_thickness": "0",
+        "solid_infill_below_area": f"{cfg.solid_infill_below_area_mm2:g}",
+        "solid_infill_every_layers": "0", "infill_overlap": "25%",
+        "infill_anchor": f"{anchor:g}" if cfg.infill_connect_mm > 0 else "0",
+        "infill_anchor_max": f"{cfg.infill_connect_mm:g}",
+        "support_material_with_sheath": "0", "support_material_closing_radius": "0",
+        "raft_layers": "0", "support_material_interface_contact_loops": "0",
         "seam_position": "aligned", "avoid_crossing_perimeters": "0",
         "only_retract_when_crossing_perimeters": "0", "infill_only_where_needed": "0",
         "extrusion_width": f"{LINE_W}", "first_layer_extrusion_width": f"{LINE_W}",
@@ -197,6 +210,32 @@ def prusa_slice(model: Path, ini: Path, out: Path) -> float:
     if r.returncode != 0 or not out.is_file():
         raise RuntimeError(f"prusa-slicer failed ({r.returncode}): {r.stdout[-2000:]}")
     return dt
+
+
+# PrusaSlicer's ;TYPE: names -> printpipe's
+_PRUSA_TYPES = {"External perimeter": "WALL-OUTER", "Overhang perimeter": "WALL-OUTER",
+                "Perimeter": "WALL-INNER", "Solid infill": "SKIN", "Top solid infill": "SKIN",
+                "Bridge infill": "SKIN", "Gap fill": "SKIN", "Internal infill": "FILL",
+                "Support material": "SUPPORT", "Support material interface": "SUPPORT",
+                "Skirt/Brim": "SKIRT"}
+
+
+def filament_by_type(text: str) -> dict:
+    """Filament (mm) of the extruding XY moves of a G-code file by printpipe feature name
+    (PrusaSlicer's names mapped; retractions and purge lines not counted)."""
+    from printpipe.slicing.validate import parse_gcode
+
+    pg = parse_gcode(text)
+    sx = np.r_[pg.start_xyz[0], pg.x[:-1]]
+    sy = np.r_[pg.start_xyz[1], pg.y[:-1]]
+    moved = np.hypot(pg.x - sx, pg.y - sy) > 1e-6
+    names = np.array(list(pg.types) + ["other"], dtype=object)[np.where(pg.type_id >= 0, pg.type_id, len(pg.types))]
+    ext = moved & (pg.de > 0)
+    out: dict = {}
+    for name, de in zip(names[ext], pg.de[ext]):
+        key = _PRUSA_TYPES.get(str(name), str(name))
+        out[key] = out.get(key, 0.0) + float(de)
+    return out
 
 
 def prusa_figures(text: str) -> dict:
@@ -384,6 +423,7 @@ def main(argv=None) -> int:
             "fil_ours_mm": res.filament_mm, "fil_prusa_mm": pf["filament_mm"],
             "fil_est_on_prusa_mm": ours_on_prusa["filament_mm"],
             "g_ours": res.filament_g, "g_prusa": pf["filament_g"],
+            "types_ours": filament_by_type(o_out.read_text()), "types_prusa": filament_by_type(p_text),
         })
         if name == "torus":
             from printpipe.slicing.gcode import check_inside_outline
@@ -410,6 +450,16 @@ def main(argv=None) -> int:
               f"{r['fil_ours_mm'] / 1000:>12.2f}{r['fil_prusa_mm'] / 1000:>8.2f}"
               f"{r['fil_ours_mm'] / r['fil_prusa_mm']:>7.3f}{r['g_ours']:>8.1f}{r['g_prusa']:>7.1f}")
     print("\nest(prusa gc): printpipe's estimator on PrusaSlicer's G-code vs PrusaSlicer's own estimate")
+    kinds = ("WALL-OUTER", "WALL-INNER", "SKIN", "FILL", "SUPPORT")
+    print("\nfilament by feature, m (ours / PrusaSlicer = ratio); SKIN = PrusaSlicer's solid, top solid, "
+          "bridge infill and gap fill")
+    print(f"{'model':<20}" + "".join(f"{k:>24}" for k in kinds))
+    for r in rows:
+        cells = []
+        for k in kinds:
+            a, b = r["types_ours"].get(k, 0.0) / 1000, r["types_prusa"].get(k, 0.0) / 1000
+            cells.append(f"{a:.2f} / {b:.2f} = {a / b:.3f}" if b > 0 else f"{a:.2f} / {b:.2f}")
+        print(f"{r['model']:<20}" + "".join(f"{c:>24}" for c in cells))
     if checks:
         print("\ncheck_inside_outline on the torus (line width 0.45 mm):")
         for who, c in checks.items():

@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     Destinations (all default ``None`` = the SliceConfig/profile default): ``printer`` (str),
     ``material`` (str), ``layer_height`` (float, mm), ``walls`` (int), ``infill`` (float, percent),
     ``infill_pattern`` (str), ``support`` (bool), ``support_angle`` (float, deg), ``orient`` (str),
-    ``brim`` (float, mm).
+    ``brim`` (float, mm), ``skin_expand`` (float, mm), ``infill_connect`` (float, mm).
     """
     group = parser.add_argument_group("slicing", "G-code for a desktop printer (see `printpipe printers`)")
     group.add_argument("--printer", metavar="NAME|FILE.toml", default=None, dest="printer",
@@ -35,6 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="sparse infill density in percent (default 15)")
     group.add_argument("--infill-pattern", choices=("grid", "lines"), default=None, dest="infill_pattern",
                        help="sparse infill pattern (default grid)")
+    group.add_argument("--skin-expand", type=float, default=None, metavar="MM", dest="skin_expand",
+                       help="extend exposed top/bottom skin this far into the infill (default 3)")
+    group.add_argument("--infill-connect", type=float, default=None, metavar="MM", dest="infill_connect",
+                       help="join infill lines along the boundary where the path is at most this "
+                            "long (default 50; 0 = separate lines)")
     group.add_argument("--supports", action=argparse.BooleanOptionalAction, default=None, dest="support",
                        help="supports under overhangs (default on)")
     group.add_argument("--support-angle", type=float, default=None, metavar="DEG", dest="support_angle",
@@ -61,7 +66,8 @@ def config_from_args(args: argparse.Namespace):
     mapping = (("layer_height", "layer_height_mm"), ("walls", "walls"),
                ("infill_pattern", "infill_pattern"), ("support", "support"),
                ("support_angle", "support_angle_deg"), ("orient", "orient"),
-               ("brim", "brim_width_mm"))
+               ("brim", "brim_width_mm"), ("skin_expand", "skin_expand_mm"),
+               ("infill_connect", "infill_connect_mm"))
     for dest, field in mapping:
         value = getattr(args, dest, None)
         if value is not None:
