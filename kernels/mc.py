@@ -14,9 +14,12 @@ Layout of the computation (Flying-Edges-like, see Schroeder et al. 2015):
   thread count.
 * Both passes run over chunks of 4 planes, in parallel: the chunk kernels are serial
   ``@njit(nogil=True)`` functions handed to ``numba.get_num_threads()`` Python threads
-  (:func:`run_chunks`). A ``prange`` driver did the same but more than doubled the cold compile
-  time. Each chunk keeps two planes of classification and vertex-id buffers (about
-  ``22 * ny * nx`` bytes), so the extra memory is the output plus a few slices per thread.
+  (:func:`run_chunks`, a persistent pool). A ``prange`` driver did the same but more than doubled
+  the cold compile time. Each thread keeps scratch for 5 planes (classification, the float32
+  values interpolation reads, vertex ids: about ``46 * ny * nx`` bytes, 12 MB at 512 x 512, reused
+  between calls), so the extra memory is the output plus a few slices per thread.
+* Only :func:`_prepare_planes` / :func:`_plane_bits` read the volume (classification, and a float32
+  copy of just the row segments next to above voxels), so only they compile once per dtype.
 * Every scan walks the classification rows 8 columns at a time through ``uint64`` views and skips
   words where nothing can change, so empty space between bones costs little.
 
@@ -26,8 +29,8 @@ Values equal to the level count as above; the interpolation parameter is clamped
 ``[T_EPS, 1 - T_EPS]`` so that no vertex sits on a grid point and no triangle degenerates (three
 points inside three distinct edges of a cube are never collinear).
 
-All functions here are ``@njit(cache=True)`` kernels on arrays and never raise; the public wrapper
-:func:`marching_cubes` validates its inputs.
+All ``_``-prefixed functions here are ``@njit(cache=True, nogil=True)`` kernels on arrays and never
+raise; the public Python wrapper :func:`marching_cubes` validates its inputs.
 """
 
 from __future__ import annotations
