@@ -310,29 +310,23 @@ def femoral_head_diameter(mask_or_mesh, volume: Volume | None = None, *, iterati
     else:
         if volume is None:
             raise InputError("femoral_head_diameter needs the volume when given a mask")
-        mask = np.asarray(mask_or_mesh, dtype=bool)
-        if not mask.any():
-            raise SegmentationError("femoral_head_diameter got an empty femur mask")
-        zz = np.flatnonzero(mask.any(axis=(1, 2)))
-        zsup = np.asarray(volume.index_to_patient(np.c_[zz, np.zeros(len(zz)), np.zeros(len(zz))]))[:, 2]
-        import edt as _edt
+        return _head_from_mask(np.asarray(mask_or_mesh, dtype=bool), volume, iterations)
+    return _fit_head(surface, c0, r0, None, iterations)
 
-        d = _edt.edt(np.ascontiguousarray(mask), anisotropy=volume.spacing, parallel=1)
-        # restrict to the most superior third of the femur's slices
-        order = np.argsort(zsup)
-        keep = zz[order[int(len(order) * 2 / 3):]]
-        dz = np.zeros_like(d)
-        dz[keep] = d[keep]
-        k = np.unravel_index(np.argmax(dz), dz.shape)
-        r0 = float(dz[k])
-        c0 = volume.index_to_patient(np.array(k, dtype=float))[0]
-        surf = mask & ~ndi.binary_erosion(mask)
-        surface = volume.index_to_patient(np.argwhere(surf).astype(float))
-    # the inscribed radius underestimates the head (trabecular pockets, the fovea), so start wide
-    sel = surface[np.linalg.norm(surface - c0, axis=1) < 1.6 * max(r0, 1.0) + 4.0]
-    if len(sel) < 10:
+
+def _fit_head(surface: np.ndarray, c0: np.ndarray, r0: float, neck_dir: np.ndarray | None,
+              iterations: int) -> dict[str, Any]:
+    """Sphere fit to the surface points around a head centre guess, dropping the neck."""
+    d0 = surface - c0
+    near = np.linalg.norm(d0, axis=1) < 1.6 * max(r0, 1.0) + 4.0
+    if neck_dir is not None:
+        # the articular surface: points more than 55 degrees away from the neck axis
+        cosang = (d0 @ neck_dir) / np.maximum(np.linalg.norm(d0, axis=1), 1e-9)
+        near &= cosang < np.cos(np.deg2rad(55.0))
+    surface = surface[near]
+    if len(surface) < 10:
         raise SegmentationError("too few surface points near the femoral head to fit a sphere")
-    c, r = fit_sphere(sel)
+    c, r = fit_sphere(surface)
     for _ in range(iterations):
         dc = np.linalg.norm(surface - c, axis=1)
         keep = (np.abs(dc - r) < 0.12 * r) & (dc < 1.2 * r)
@@ -344,3 +338,58 @@ def femoral_head_diameter(mask_or_mesh, volume: Volume | None = None, *, iterati
     rms = float(np.sqrt(np.mean((np.linalg.norm(kept - c, axis=1) - r) ** 2))) if len(kept) else float("nan")
     return {"diameter_mm": round(2 * r, 2), "center_lps": [round(float(v), 2) for v in c],
             "rms_mm": round(rms, 3), "points": int(len(kept))}
+
+
+def _head_from_mask(mask: np.ndarray, volume: Volume, iterations: int) -> dict[str, Any]:
+    """Femoral head from a femur mask: outer surface (sub-voxel, marching cubes of the filled mask)
+    around the deepest point of the upper third, without the neck."""
+    import edt as _edt
+    from skimage.measure import marching_cubes
+
+    if not mask.any():
+        raise SegmentationError("femoral_head_diameter got an empty femur mask")
+    zz = np.flatnonzero(mask.any(axis=(1, 2)))
+    zsup = np.asarray(volume.index_to_patient(np.c_[zz, np.zeros(len(zz)), np.zeros(len(zz))]))[:, 2]
+    order = np.argsort(zsup)
+    top = zz[order[int(len(order) * 2 / 3):]]
+    lo = [int(top.min()), 0, 0]
+    hi = [int(top.max()) + 1, mask.shape[1], mask.shape[2]]
+    # the upper third of the femur, filled: cancellous bone below the threshold and a marrow that
+    # reaches the surface through a gap in a thin cortex would pull the fit inwards
+    sub = mask[lo[0]:hi[0]]
+    idx = np.argwhere(sub)
+    b0, b1 = idx.min(axis=0), idx.max(axis=0) + 1
+    sub = np.pad(sub[:, b0[1]:b1[1], b0[2]:b1[2]], 2)
+    lo = [lo[0] - 2, b0[1] - 2, b0[2] - 2]
+    sub = ndi.binary_fill_holes(sub)
+    for k in range(sub.shape[0]):
+        sub[k] = ndi.binary_fill_holes(sub[k])
+    d = _edt.edt(sub, anisotropy=volume.spacing, parallel=1)
+    # the head is the thick part at the top: its centre lies within about a head radius (~25 mm)
+    # of the femur's highest point, the greater trochanter's thickest part well below that
+    zs = volume.index_to_patient(np.c_[np.arange(sub.shape[0]) + lo[0], np.zeros(sub.shape[0]),
+                                       np.zeros(sub.shape[0])].astype(float))[:, 2]
+    has = sub.any(axis=(1, 2))
+    z_top = float(zs[has].max())
+    band = zs < z_top - 35.0
+    d_band = d.copy()
+    d_band[band] = 0
+    k = np.array(np.unravel_index(np.argmax(d_band), d.shape))
+    del d_band
+    r0 = float(d[tuple(k)])
+    c0 = volume.index_to_patient((k + lo).astype(float))[0]
+    # neck axis: from the centre to the bone in a shell just outside the head
+    shell = (d > 0)
+    pts_idx = np.argwhere(shell)
+    pts = volume.index_to_patient((pts_idx + lo).astype(float))
+    dist_c = np.linalg.norm(pts - c0, axis=1)
+    ring = pts[(dist_c > 1.3 * r0 + 3.0) & (dist_c < 2.0 * r0 + 8.0)]
+    neck_dir = None
+    if len(ring) > 20:
+        v = ring.mean(axis=0) - c0
+        if np.linalg.norm(v) > 1e-6:
+            neck_dir = v / np.linalg.norm(v)
+    verts, _, _, _ = marching_cubes(sub.astype(np.float32), 0.5)
+    surface = volume.index_to_patient(verts + np.asarray(lo, dtype=float))
+    # the largest inscribed ball is smaller than the head (the fovea, thin slices): start wide
+    return _fit_head(surface, c0, r0 + 2.0, neck_dir, iterations)

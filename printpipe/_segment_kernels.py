@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-__all__ = ["valley_points", "neighbour_dirs"]
+__all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
+           "refine_surface", "cut_gaps"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -19,52 +20,303 @@ def neighbour_dirs() -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-@njit(cache=True)
-def valley_points(hu, points, dirs, steps, bright, delta):
-    """For each (z, y, x) point flag whether it sits in a thin dark gap between bright bone.
+@njit(cache=True, inline="always")
+def _ray_max(hu, k, j, i, dk, dj, di, n):
+    nz, ny, nx = hu.shape
+    best = -32768.0
+    for s in range(1, n + 1):
+        kk = k + dk * s
+        jj = j + dj * s
+        ii = i + di * s
+        if kk < 0 or kk >= nz or jj < 0 or jj >= ny or ii < 0 or ii >= nx:
+            break
+        v = hu[kk, jj, ii]
+        if v > best:
+            best = v
+    return best
 
-    A point is in a gap when, along at least one of the directions, both the forward and the
-    backward ray reach a voxel of at least ``max(hu[p] + delta, bright)`` HU within ``steps[d]``
-    voxels: that is the profile across a joint space (subchondral plate, cartilage, plate).
+
+@njit(cache=True, parallel=True)
+def valley_map(hu, mask, dirs, steps, cap, bright, delta):
+    """Flag mask voxels that lie in a thin dark sheet between two bright plates (a joint space).
+
+    A voxel of HU ``h < cap`` is flagged when, along at least one of the 13 directions, the
+    brightest voxel within ``steps[d]`` voxels forward and the brightest within ``steps[d]``
+    backward both reach ``max(h + delta, bright)``. Returns a uint8 map (1 = valley).
     """
     nz, ny, nx = hu.shape
-    n = points.shape[0]
-    out = np.zeros(n, dtype=np.bool_)
-    for p in range(n):
-        k = points[p, 0]
-        j = points[p, 1]
-        i = points[p, 2]
-        h = hu[k, j, i]
-        need = h + delta
-        if need < bright:
-            need = bright
-        for d in range(dirs.shape[0]):
-            dk = dirs[d, 0]
-            dj = dirs[d, 1]
-            di = dirs[d, 2]
-            fwd = False
-            for s in range(1, steps[d] + 1):
-                kk = k + dk * s
-                jj = j + dj * s
-                ii = i + di * s
-                if kk < 0 or kk >= nz or jj < 0 or jj >= ny or ii < 0 or ii >= nx:
-                    break
-                if hu[kk, jj, ii] >= need:
-                    fwd = True
-                    break
-            if not fwd:
-                continue
-            bwd = False
-            for s in range(1, steps[d] + 1):
-                kk = k - dk * s
-                jj = j - dj * s
-                ii = i - di * s
-                if kk < 0 or kk >= nz or jj < 0 or jj >= ny or ii < 0 or ii >= nx:
-                    break
-                if hu[kk, jj, ii] >= need:
-                    bwd = True
-                    break
-            if bwd:
-                out[p] = True
-                break
+    out = np.zeros((nz, ny, nx), np.uint8)
+    nd = dirs.shape[0]
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if not mask[k, j, i]:
+                    continue
+                h = float(hu[k, j, i])
+                if h >= cap:
+                    continue
+                need = h + delta
+                if need < bright:
+                    need = bright
+                for d in range(nd):
+                    f = _ray_max(hu, k, j, i, dirs[d, 0], dirs[d, 1], dirs[d, 2], steps[d])
+                    if f < need:
+                        continue
+                    b = _ray_max(hu, k, j, i, -dirs[d, 0], -dirs[d, 1], -dirs[d, 2], steps[d])
+                    if b >= need:
+                        out[k, j, i] = 1
+                        break
     return out
+
+
+@njit(cache=True)
+def grow_labels(labels, mask):
+    """Give every unlabelled voxel of ``mask`` the label of the nearest labelled voxel, nearest in
+    6-connected steps inside the mask (a breadth-first flood from all labels at once). Voxels of the
+    mask not connected to any label keep 0. Works in place on ``labels`` and returns it."""
+    nz, ny, nx = labels.shape
+    n = labels.size
+    queue = np.empty(n, np.int64)
+    head = 0
+    tail = 0
+    flat = labels.ravel()
+    mflat = mask.ravel()
+    sz = ny * nx
+    # seed the queue with labelled voxels that touch an unlabelled mask voxel
+    for p in range(n):
+        if flat[p] == 0:
+            continue
+        k = p // sz
+        r = p - k * sz
+        j = r // nx
+        i = r - j * nx
+        touch = False
+        if k > 0 and flat[p - sz] == 0 and mflat[p - sz]:
+            touch = True
+        elif k < nz - 1 and flat[p + sz] == 0 and mflat[p + sz]:
+            touch = True
+        elif j > 0 and flat[p - nx] == 0 and mflat[p - nx]:
+            touch = True
+        elif j < ny - 1 and flat[p + nx] == 0 and mflat[p + nx]:
+            touch = True
+        elif i > 0 and flat[p - 1] == 0 and mflat[p - 1]:
+            touch = True
+        elif i < nx - 1 and flat[p + 1] == 0 and mflat[p + 1]:
+            touch = True
+        if touch:
+            queue[tail] = p
+            tail += 1
+    while head < tail:
+        p = queue[head]
+        head += 1
+        lab = flat[p]
+        k = p // sz
+        r = p - k * sz
+        j = r // nx
+        i = r - j * nx
+        for q in (p - sz if k > 0 else -1, p + sz if k < nz - 1 else -1, p - nx if j > 0 else -1,
+                  p + nx if j < ny - 1 else -1, p - 1 if i > 0 else -1, p + 1 if i < nx - 1 else -1):
+            if q >= 0 and flat[q] == 0 and mflat[q]:
+                flat[q] = lab
+                queue[tail] = q
+                tail += 1
+    return labels
+
+
+@njit(cache=True)
+def boundary_pairs(regions, value, nlab):
+    """For each pair of 6-adjacent regions (a < b), the largest ``min(value[p], value[q])`` over
+    their touching voxel pairs (the saddle) and the number of touching pairs. Returns a dense
+    ``(nlab + 1, nlab + 1)`` float32 saddle matrix and int64 count matrix (upper triangle)."""
+    nz, ny, nx = regions.shape
+    sad = np.full((nlab + 1, nlab + 1), -1.0, np.float32)
+    cnt = np.zeros((nlab + 1, nlab + 1), np.int64)
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                a = regions[k, j, i]
+                if a == 0:
+                    continue
+                va = value[k, j, i]
+                for t in range(3):
+                    kk, jj, ii = k, j, i
+                    if t == 0:
+                        kk += 1
+                    elif t == 1:
+                        jj += 1
+                    else:
+                        ii += 1
+                    if kk >= nz or jj >= ny or ii >= nx:
+                        continue
+                    b = regions[kk, jj, ii]
+                    if b == 0 or b == a:
+                        continue
+                    v = min(va, value[kk, jj, ii])
+                    lo = min(a, b)
+                    hi = max(a, b)
+                    cnt[lo, hi] += 1
+                    if v > sad[lo, hi]:
+                        sad[lo, hi] = v
+    return sad, cnt
+
+
+@njit(cache=True)
+def region_peaks(regions, value, nlab):
+    """Largest ``value`` in each region (index = label)."""
+    out = np.zeros(nlab + 1, np.float32)
+    flat = regions.ravel()
+    vflat = value.ravel()
+    for p in range(flat.size):
+        a = flat[p]
+        if a and vflat[p] > out[a]:
+            out[a] = vflat[p]
+    return out
+
+
+@njit(cache=True)
+def facing_counts(regions, valley, hu, reach, ray, dip, area, nlab):
+    """Contacts between regions along the three axes, in both directions.
+
+    From every labelled, non-valley voxel ``p`` the kernel walks along +-z, +-y, +-x over at most
+    ``reach[axis]`` voxels, skipping background and valley voxels, to the first labelled non-valley
+    voxel ``q``. When ``q`` belongs to another region the pair counts as *joint* contact if a gap
+    (joint space, dark or below the threshold) lies between them, or if ``p`` and ``q`` are direct
+    neighbours but the darker of the two is a dip: the brightest voxel within ``ray[axis]`` voxels
+    beyond ``p`` (away from ``q``) and the brightest within ``ray[axis]`` beyond ``q`` are both at
+    least ``dip`` HU brighter (a thin dark layer between two plates). Otherwise it is *bone*
+    contact (the bone runs on). Each contact adds ``area[axis]`` (the voxel face it crosses, mm^2).
+    Returns ``(bone, joint)`` as dense ``(nlab + 1, nlab + 1)`` float64 matrices (each contact
+    counted from both sides).
+    """
+    nz, ny, nx = regions.shape
+    bone = np.zeros((nlab + 1, nlab + 1), np.float64)
+    joint = np.zeros((nlab + 1, nlab + 1), np.float64)
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                a = regions[k, j, i]
+                if a == 0 or valley[k, j, i]:
+                    continue
+                for t in range(6):
+                    ax = t // 2
+                    sg = 1 if t % 2 == 0 else -1
+                    dk = sg if ax == 0 else 0
+                    dj = sg if ax == 1 else 0
+                    di = sg if ax == 2 else 0
+                    for s in range(1, reach[ax] + 1):
+                        kk = k + dk * s
+                        jj = j + dj * s
+                        ii = i + di * s
+                        if kk < 0 or kk >= nz or jj < 0 or jj >= ny or ii < 0 or ii >= nx:
+                            break
+                        b = regions[kk, jj, ii]
+                        if b == 0 or valley[kk, jj, ii]:
+                            continue
+                        if b != a:
+                            if s == 1:
+                                low = min(hu[k, j, i], hu[kk, jj, ii]) + dip
+                                back = _ray_max(hu, k, j, i, -dk, -dj, -di, ray[ax])
+                                fwd = _ray_max(hu, kk, jj, ii, dk, dj, di, ray[ax])
+                                if back >= low and fwd >= low:
+                                    joint[a, b] += area[ax]
+                                else:
+                                    bone[a, b] += area[ax]
+                            else:
+                                joint[a, b] += area[ax]
+                        break
+    return bone, joint
+
+
+@njit(cache=True)
+def refine_surface(hu, labels, open_, rk, rj, ri, background, floor, passes):
+    """Peel the outer surface of labelled parts back to a local half-maximum edge.
+
+    A labelled voxel with a 6-neighbour outside every part that is open (``open_``: background or
+    joint space, not bone cut by a border between parts) is kept only if its HU reaches half-way
+    between ``background`` and the brightest voxel within ``(rk, rj, ri)`` voxels (and at least
+    ``floor``): the 50 % point of the partial-volume ramp, which is where the surface of the object
+    lies. ``passes`` layers are tested, one after the other. Works in place; returns the number
+    of voxels removed.
+    """
+    nz, ny, nx = labels.shape
+    removed = 0
+    for _ in range(passes):
+        cand = []
+        for k in range(nz):
+            for j in range(ny):
+                for i in range(nx):
+                    if labels[k, j, i] == 0:
+                        continue
+                    edge = (k == 0 or k == nz - 1 or j == 0 or j == ny - 1 or i == 0 or i == nx - 1
+                            or (labels[k - 1, j, i] == 0 and open_[k - 1, j, i])
+                            or (labels[k + 1, j, i] == 0 and open_[k + 1, j, i])
+                            or (labels[k, j - 1, i] == 0 and open_[k, j - 1, i])
+                            or (labels[k, j + 1, i] == 0 and open_[k, j + 1, i])
+                            or (labels[k, j, i - 1] == 0 and open_[k, j, i - 1])
+                            or (labels[k, j, i + 1] == 0 and open_[k, j, i + 1]))
+                    if not edge:
+                        continue
+                    h = hu[k, j, i]
+                    best = -32768.0
+                    for kk in range(max(k - rk, 0), min(k + rk + 1, nz)):
+                        for jj in range(max(j - rj, 0), min(j + rj + 1, ny)):
+                            for ii in range(max(i - ri, 0), min(i + ri + 1, nx)):
+                                v = hu[kk, jj, ii]
+                                if v > best:
+                                    best = v
+                    thr = background + 0.5 * (best - background)
+                    if thr < floor:
+                        thr = floor
+                    if h < thr:
+                        cand.append((k, j, i))
+        if len(cand) == 0:
+            break
+        for c in cand:
+            labels[c[0], c[1], c[2]] = 0
+        removed += len(cand)
+    return removed
+
+
+@njit(cache=True)
+def cut_gaps(hu, labels):
+    """Separate touching parts by clearing, of every pair of 26-adjacent voxels with different
+    non-zero labels, the darker one (ties: the lower label). The gap then lies in the joint space,
+    the cortex on both sides stays. In place; returns the number of voxels cleared."""
+    nz, ny, nx = labels.shape
+    mark = np.zeros(labels.shape, np.bool_)
+    n = 0
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                a = labels[k, j, i]
+                if a == 0:
+                    continue
+                h = hu[k, j, i]
+                done = False
+                for dk in range(-1, 2):
+                    kk = k + dk
+                    if kk < 0 or kk >= nz or done:
+                        continue
+                    for dj in range(-1, 2):
+                        jj = j + dj
+                        if jj < 0 or jj >= ny or done:
+                            continue
+                        for di in range(-1, 2):
+                            ii = i + di
+                            if ii < 0 or ii >= nx:
+                                continue
+                            b = labels[kk, jj, ii]
+                            if b == 0 or b == a:
+                                continue
+                            g = hu[kk, jj, ii]
+                            if h < g or (h == g and a < b):
+                                mark[k, j, i] = True
+                                done = True
+                                break
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if mark[k, j, i]:
+                    labels[k, j, i] = 0
+                    n += 1
+    return n

@@ -74,6 +74,49 @@ PART_NAMES = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_
 
 _REGIONS = ("pelvis",)
 
+# -- separation constants (see _separate) --------------------------------------------------------
+#: joint-space voxels are darker than this (a 2-3 mm joint sampled at 2 mm still reads ~450 HU)
+_VALLEY_CAP = 650.0
+#: ... and lie between two plates at least this bright (subchondral cortex) ...
+_VALLEY_BRIGHT = 450.0
+#: ... and at least this much brighter than the voxel itself
+_VALLEY_DELTA = 150.0
+#: how far (mm) each way the plates are looked for: half a joint space plus the partial-volume blur
+_JOINT_RAY_MM = 4.0
+#: distance (mm) from the carved surface that makes a bone core (a bony bridge is thinner)
+_CORE_MM = 8.0
+#: HU levels tried for cortical seeds
+_SEED_LEVELS = (300, 400, 500, 600, 700, 850, 1000)
+#: smallest seed (mm^3; and at least 1 % of the bone) and smallest part a seed splits into
+_MIN_SEED_MM3 = 5000.0
+_MIN_CHILD_MM3 = 2000.0
+#: pieces of the intersection smaller than this (mm^3) are grown over by their neighbours
+_MIN_PIECE_MM3 = 200.0
+#: seeds closer than core radius + this (mm) to a core are released to the watershed
+_RELEASE_MM = 4.0
+#: widest gap (mm) across which two regions count as facing each other at a joint
+_JOINT_GAP_MM = 5.0
+#: two regions are one bone when direct bone contact is at least this multiple of their joint contact
+_MERGE_RATIO = 1.0
+#: regions smaller than this (mm^3) do not take part in the merge but are grown over afterwards
+_LARGE_MM3 = 10000.0
+#: joint contact (mm^2) every pair is assumed to have before counting
+_MERGE_PRIOR_MM2 = 50.0
+#: a direct contact whose darker voxel is this much below bright plates on both sides is a joint
+_DIP_HU = 100.0
+#: two cores stay apart when the distance map between them dips below this fraction of the shallower
+_NECK_RATIO = 0.5
+
+# -- surface refinement (see segment, step 7b) ----------------------------------------------------
+#: HU of the soft tissue around bone (muscle, 30-60 HU): the low end of the partial-volume ramp
+_SOFT_TISSUE_HU = 40.0
+#: how far (mm) the brightest voxel of the cortex is looked for around a surface voxel
+_EDGE_REACH_MM = 2.5
+#: surface layers tested
+_EDGE_PASSES = 2
+#: hip voxels this many voxels (largest spacing) inside the fitted femoral-head sphere go to the femur
+_HEAD_MARGIN_VOXELS = 0.5
+
 
 def resolve_preset(name: str) -> tuple[float, float, str]:
     """Look up a preset by name (case, spaces and underscores do not matter)."""
@@ -121,6 +164,11 @@ class SegmentConfig:
         Keep only bone inside the body (removes the couch, cables, external markers).
     metal_hu : float
         Voxels above this are reported as metal (implants, which streak into fake bone).
+    refine_surface : bool
+        Move each part's outer surface from the preset's threshold to the local half-maximum
+        edge (half-way between soft tissue and the nearby cortex), where the bone surface is.
+        A fixed 226 HU threshold lies on the outer foot of the partial-volume ramp of cortical
+        bone and makes every part about half a voxel too fat.
     """
 
     preset: str = "bone"
@@ -138,6 +186,7 @@ class SegmentConfig:
     region: str | None = None
     remove_table: bool = True
     metal_hu: float = 2500.0
+    refine_surface: bool = True
 
     def __post_init__(self) -> None:
         low, high, _ = resolve_preset(self.preset)
@@ -399,10 +448,11 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
 
     # -- 6. separation ------------------------------------------------------------------------------
     if config.separate:
-        regions, sep_info = _separate(hu, bone, vol.spacing)
+        regions, sep_info, gap_ok = _separate(hu, bone, vol.spacing)
     else:
-        regions = cc3d.connected_components(bone, connectivity=26).astype(np.uint16)
+        regions = cc3d.connected_components(bone, connectivity=26).astype(np.int32)
         sep_info = {"method": "none (connected components)"}
+        gap_ok = None
     info["separation"] = sep_info
     t = step("separate", t, 0.7)
 
@@ -410,6 +460,9 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     labels, names, name_info = _name_parts(regions, vol, min_vox, config.separate)
     del regions
     info["naming"] = name_info
+    if config.separate:
+        labels, heads = _restore_heads(labels, names, bone, vol)
+        info["femoral_heads"] = heads
     plane = None
     pelvic = [lab for lab, n in names.items() if n in ("pelvis", "hip_left", "hip_right", "sacrum")]
     try:
@@ -421,10 +474,23 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     info["midsagittal_plane"] = plane.as_dict() if plane is not None else None
     t = step("plane", t, 0.8)
 
-    # -- 8. split, gap, hollow, select --------------------------------------------------------------
+    # -- 8. split, gap, surface, hollow, select -----------------------------------------------------
     if config.split_hemipelvis:
         labels, names = _split_pelvis(labels, names, vol, plane, warnings)
-    labels = _cut_gaps(labels)
+    labels = _cut_gaps(labels, hu)
+    if config.refine_surface:
+        # the outer surface and the faces towards a joint space move to the half-maximum edge;
+        # a face cut through bone (a bony bridge, the hemipelvis split) stays where it is
+        from printpipe._segment_kernels import refine_surface
+
+        if gap_ok is None:
+            gap_ok = ~bone
+        else:
+            gap_ok |= ~bone
+        r = [max(1, int(round(_EDGE_REACH_MM / s))) for s in vol.spacing]
+        peeled = refine_surface(hu, labels, gap_ok, r[0], r[1], r[2], _SOFT_TISSUE_HU, float(low), _EDGE_PASSES)
+        info["surface_refined"] = {"voxels_removed": int(peeled), "volume_mm3": round(peeled * vox_mm3, 1)}
+    del gap_ok
     labels, names, frag_info = _clean_parts(labels, names, min_vox)
     info["parts_cleanup"] = frag_info
     if config.hollow_wall_mm is not None:
@@ -625,196 +691,236 @@ def _pelvis_box(vol: Volume, low: float, high: float) -> tuple[list[int], list[i
 
 
 def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float]
-              ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Split the (filled) bone mask into one region per bone; returns uint16 region labels."""
+              ) -> tuple[np.ndarray, dict[str, Any], np.ndarray]:
+    """Split the (filled) bone mask into one region per bone; returns int32 region labels, a record
+    and the bool map of joint-space voxels.
+
+    1. *Joint space.* A joint is a thin layer of lower HU between two cortical plates. A voxel of
+       the mask below ``_VALLEY_CAP`` HU whose rays (``_JOINT_RAY_MM`` long, both ways along one of
+       the 13 directions of a 26-neighbourhood) both reach cortex (at least ``_VALLEY_BRIGHT`` HU and
+       ``_VALLEY_DELTA`` above the voxel) is a joint-space ("valley") voxel and is carved out.
+    2. *Two over-segmentations of the carved mask*, each grown by a watershed on the negated
+       distance map (borders settle at narrow necks):
+
+       - *cortical seeds*: the carved mask is thresholded again at the lowest of several HU levels
+         that gives the most large components; a seed that still splits into sizeable parts at a
+         higher level is split (partial-volume welds are darker than cortex). Thick cores (points
+         deeper than ``_CORE_MM``, e.g. a femoral head) take back their thick region from the seeds,
+         so a head welded to its cup at the dome is a region of its own;
+       - *cores*: the components of the distance map above ``_CORE_MM``. A bony bridge across a
+         joint is narrower than that, so sacrum and ilium get different cores even where bridges
+         join them into one seed.
+
+       Their intersection (split into connected pieces) is grown back into the carved joint-space
+       voxels (nearest region in 6-connected steps).
+    3. *Merge.* Two regions are one bone when they mostly touch directly (bone runs on across the
+       border) rather than face each other across a gap of up to ``_JOINT_GAP_MM`` (a joint space,
+       carved or below the threshold): the pair with the largest ratio ``bone / joint`` is merged
+       while that ratio is at least ``_MERGE_RATIO``. Pieces of one bone score far above it, a
+       femoral head and its cup, or sacrum and ilium joined by a few bony bridges, far below.
+    """
     import cc3d
     import edt
     from skimage.segmentation import watershed
 
-    vox = float(np.prod(spacing))
+    from printpipe._segment_kernels import (boundary_pairs, facing_counts, grow_labels, neighbour_dirs,
+                                            region_peaks, valley_map)
+
+    sp = np.asarray(spacing, dtype=float)
+    aniso = tuple(map(float, spacing))
+    vox = float(np.prod(sp))
     total = int(np.count_nonzero(bone))
-    min_seed = max(int(5000.0 / vox), int(0.01 * total))
-    # bones already apart at the bone threshold stay apart: each 26-connected component is a group
-    base, n_base = cc3d.connected_components(bone, connectivity=26, return_N=True)
-    # seed level: the lowest HU that gives the most large components, counting a group without any
-    # large component at that level as one (it keeps its own seed: the whole group)
-    best = None
-    levels = []
-    for level in (300, 400, 500, 600, 700, 850):
-        comp, n = cc3d.connected_components(bone & (hu >= level), connectivity=6, return_N=True)
-        counts = np.bincount(comp.ravel(), minlength=n + 1)
-        counts[0] = 0
-        big_ids = np.flatnonzero(counts >= min_seed)
-        covered = np.zeros(n_base + 1, bool)
-        if len(big_ids):
-            lut = np.zeros(n + 1, bool)
-            lut[big_ids] = True
-            covered[np.unique(base[lut[comp]])] = True
-        covered[0] = False
-        big = int(len(big_ids)) + int(n_base - covered[1:].sum())
-        levels.append({"hu": level, "large_components": big})
-        if best is None or big > best[1]:
-            best = (level, big, comp, counts, covered)
-        else:
-            del comp
-    level, nbig, comp, counts, covered = best
-    keep = counts >= min_seed
-    keep[0] = False
-    relabel = np.zeros(len(counts), np.uint16)
-    relabel[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint16)
-    markers = relabel[comp]
-    del comp
-    n_seed = int(keep.sum())
-    # refine: a seed that still splits into two or more sizeable parts at a higher level holds fused
-    # bones (a bony bridge across a joint is brighter than a joint space but thinner than a bone)
-    min_child = max(int(2000.0 / vox), int(0.005 * total))
-    refined = []
-    for higher in (600, 700, 850, 1000):
-        if higher <= level:
-            continue
-        comp, n = cc3d.connected_components((markers > 0) & (hu >= higher), connectivity=6, return_N=True)
-        counts_h = np.bincount(comp.ravel(), minlength=n + 1)
-        counts_h[0] = 0
-        big_h = np.flatnonzero(counts_h >= min_child)
-        objs = ndi.find_objects(comp)
-        parent = {}
-        for c in big_h:
-            sl = objs[c - 1]
-            parent.setdefault(int(markers[sl][comp[sl] == c][0]), []).append(int(c))
-        for seed, kids in parent.items():
-            if len(kids) < 2:
-                continue
-            markers[markers == seed] = 0
-            for i, c in enumerate(kids):
-                if i:
-                    n_seed += 1
-                markers[comp == c] = seed if i == 0 else n_seed
-            refined.append({"hu": higher, "seed": int(seed), "children": len(kids)})
-        del comp
-    for g in np.flatnonzero(~covered[1:]) + 1:  # groups without a seed at this level seed themselves
-        n_seed += 1
-        markers[base == g] = n_seed
-    # groups holding two or more seeds are fused bones: only there look for femoral-head cores
-    seeds_per_group = np.zeros(n_base + 1, np.int64)
-    mz = markers > 0
-    pairs = np.unique(np.stack([base[mz], markers[mz].astype(np.int64)]), axis=1)
-    np.add.at(seeds_per_group, pairs[0], 1)
-    fused_groups = np.flatnonzero(seeds_per_group >= 2)
-    del mz, pairs
-    # joint-space voxels (thin dark gaps between bright plates) are carved out before the distance
-    # transform, so a core cannot straddle a fused joint
-    from printpipe._segment_kernels import neighbour_dirs, valley_points
-
     dirs = neighbour_dirs()
-    steps = np.array([max(1, int(round(5.0 / float(np.linalg.norm(dd * np.asarray(spacing)))))) for dd in dirs],
+    steps = np.array([max(1, int(round(_JOINT_RAY_MM / float(np.linalg.norm(d * sp))))) for d in dirs],
                      dtype=np.int64)
-    cand_pts = np.argwhere(bone & (hu < 400))
-    carved = bone.copy()
-    if len(cand_pts):
-        vflag = valley_points(hu, cand_pts.astype(np.int64), dirs, steps, 400.0, 100.0)
-        carved[tuple(cand_pts[vflag].T)] = False
-        n_valley = int(vflag.sum())
+    # 1. joint space
+    valley = valley_map(hu, bone, dirs, steps, _VALLEY_CAP, _VALLEY_BRIGHT, _VALLEY_DELTA)
+    n_valley = int(np.count_nonzero(valley))
+    carved = bone & (valley == 0)
+    dist = edt.edt(carved, anisotropy=aniso, parallel=_threads()).astype(np.float32)
+    core_mm = max(_CORE_MM, 2.0 * float(sp.max()))
+    cores, n_core = cc3d.connected_components(dist > core_mm, connectivity=6, return_N=True)
+    # 2a. cortical seeds
+    seeds, n_seed, seed_level, refined = _level_seeds(hu, carved, total, vox)
+    if n_core:
+        near = edt.edt(cores == 0, anisotropy=aniso, parallel=_threads())
+        ball = (near < core_mm - float(sp.max())) & carved
+        # around a core the seeds let go (the watershed decides there): a femoral head's cortex,
+        # part of a seed welded to the cup, goes with the head's core unless a neck is narrower
+        seeds[near < core_mm + _RELEASE_MM] = 0
+        del near
+        grown = grow_labels(cores.astype(np.int32), ball)
+        seeds[grown > 0] = grown[grown > 0] + n_seed
+        del grown, ball
+    np.negative(dist, out=dist)
+    if n_seed + n_core == 0:
+        regions = np.zeros(bone.shape, np.int32)
     else:
-        n_valley = 0
-    del cand_pts
-    # cores from the uncarved mask: valley flags also fire inside trabecular bone and would erode
-    # the cores away; the carved mask only limits how far a core grows back
-    d = edt.edt(bone, anisotropy=spacing, parallel=2)
-    dmax = float(d.max())
-    core_r = max(8.0, 0.5 * dmax)
-    log.debug("carved distance max %.1f mm, core radius %.1f mm", dmax, core_r)
-    cores, n_cores = cc3d.connected_components(d > core_r, connectivity=6, return_N=True)
-    del d
-    core_ids = []
-    min_core = max(1, int(500.0 / vox))
-    ccounts = np.bincount(cores.ravel(), minlength=n_cores + 1)
-    next_label = n_seed + 1
-    good = [c for c in range(1, n_cores + 1) if ccounts[c] >= min_core]
-    if good:
-        in_fused = np.zeros(n_cores + 1, bool)
-        fz = np.isin(base, fused_groups) & (cores > 0)
-        in_fused[np.unique(cores[fz])] = True
-        good = [c for c in good if in_fused[c]]
-        del fz
-    if good:
-        # each core grows back to (almost) its ball: the union of balls of radius core_r - 1 voxel
-        # around it, inside the carved mask. The head's own cortex then belongs to the head marker
-        # and the seed of the acetabulum cannot flood it across a fused joint.
-        dist_to_core = edt.edt(~np.isin(cores, good), anisotropy=spacing, parallel=2)
-        grow = (dist_to_core < core_r - max(spacing)) & carved
-        del dist_to_core
-        near = cc3d.connected_components(grow, connectivity=6)
-        for c in good:
-            # every core gets its own marker, also one inside a seed (a vertebral body, say): the
-            # merge step joins it back across an interface without joint space
-            m = cores == c
-            ids = np.unique(near[m])
-            ids = ids[ids > 0]
-            region = np.isin(near, ids) if len(ids) else m
-            markers[region] = next_label
-            core_ids.append(next_label)
-            next_label += 1
-        del near, grow
-    del cores, carved, base
-    img = ndi.uniform_filter(hu.astype(np.float32), size=(1, 3, 3)) if hu.shape[1] > 3 else hu.astype(np.float32)
-    img = -np.clip(img, -1024, 4000)
-    regions = watershed(img, markers.astype(np.int32), mask=bone, connectivity=1).astype(np.uint16)
-    del markers
+        regions = watershed(dist, seeds, mask=carved).astype(np.int32)
+    del seeds
+    # 2b. cores, and the intersection of the two
+    if n_core:
+        by_core = watershed(dist, cores.astype(np.int32), mask=carved).astype(np.int32)
+        # core regions stay apart only across a narrow neck (a bony bridge): saddle of the distance
+        # map below _NECK_RATIO of the smaller core's depth
+        np.negative(dist, out=dist)
+        sad, _ = boundary_pairs(by_core, dist, n_core)
+        peak = region_peaks(by_core, dist, n_core)
+        np.negative(dist, out=dist)
+        root = np.arange(n_core + 1)
+        for a, b in sorted(zip(*np.nonzero(sad >= 0)), key=lambda ab: -sad[ab[0], ab[1]]):
+            ra, rb = int(a), int(b)
+            while root[ra] != ra:
+                ra = root[ra]
+            while root[rb] != rb:
+                rb = root[rb]
+            if ra != rb and sad[a, b] >= _NECK_RATIO * min(peak[ra], peak[rb]):
+                root[rb] = ra
+                peak[ra] = max(peak[ra], peak[rb])
+        for a in range(n_core + 1):
+            r = a
+            while root[r] != r:
+                r = root[r]
+            root[a] = r
+        by_core = root.astype(np.int32)[by_core]
+        pair = regions.astype(np.int64) * (n_core + 1) + by_core
+        del by_core
+        _, inv = np.unique(pair, return_inverse=True)
+        del pair
+        regions = inv.reshape(bone.shape).astype(np.int32)
+        regions[~carved] = 0
+        del inv
+    del cores, dist
+    regions, n = cc3d.connected_components(regions, connectivity=6, return_N=True)
+    regions = regions.astype(np.int32)
+    counts = np.bincount(regions.ravel(), minlength=n + 1)
+    small = counts < max(1, int(_MIN_PIECE_MM3 / vox))
+    small[0] = True
+    lut = np.cumsum(~small).astype(np.int32)
+    lut[small] = 0
+    regions = lut[regions]
+    n = int(lut.max())
+    del carved
+    regions = grow_labels(regions, bone)
+    # components of the mask that hold no region (thin bones) keep their own labels
+    rest = bone & (regions == 0)
+    n_extra = 0
+    if rest.any():
+        extra, n_extra = cc3d.connected_components(rest, connectivity=26, return_N=True)
+        regions[rest] = extra[rest].astype(np.int32) + n
+        del extra
+    del rest
+    n_all = n + int(n_extra)
+    # 3. merge
+    reach = np.array([max(1, int(math.ceil(_JOINT_GAP_MM / s))) for s in spacing], dtype=np.int64)
+    ray = np.array([max(1, int(round(_JOINT_RAY_MM / s))) for s in spacing], dtype=np.int64)
+    area = np.array([sp[1] * sp[2], sp[0] * sp[2], sp[0] * sp[1]], dtype=np.float64)
+    bone_c, joint_c = facing_counts(regions, valley, hu, reach, ray, _DIP_HU, area, n_all)
+    bone_c = (bone_c + bone_c.T).astype(np.float64)
+    joint_c = (joint_c + joint_c.T).astype(np.float64)
+    # a few contacts prove nothing: every pair starts as if it faced across a joint over about
+    # _MERGE_PRIOR_MM2 (both sides counted)
+    prior = 2.0 * _MERGE_PRIOR_MM2
+    # only regions that could be a bone of their own take part; smaller pieces are grown over by
+    # their neighbours afterwards (they would otherwise tip the balance at a weld)
+    size = np.bincount(regions.ravel(), minlength=n_all + 1).astype(np.float64)
+    large = size >= _LARGE_MM3 / vox
+    large[0] = False
+    parent = np.arange(n_all + 1)
     merges = []
-    if core_ids:
-        regions, merges = _merge_cores(regions, hu, core_ids, spacing)
-    info = {"method": "cortical seeds + intensity watershed", "seed_hu": level, "seed_levels": levels,
-            "seeds": n_seed, "refined": refined, "head_cores": len(core_ids), "joint_space_voxels": n_valley, "core_radius_mm": round(core_r, 2),
-            "core_merges": merges}
-    return regions, info
+    while True:
+        ratio = np.where((bone_c > 0) & large[:, None] & large[None, :], bone_c / (joint_c + prior), 0.0)
+        k = int(np.argmax(ratio))
+        a, b = divmod(k, n_all + 1)
+        if ratio[a, b] < _MERGE_RATIO:
+            break
+        a, b = min(a, b), max(a, b)
+        merges.append({"regions": [a, b], "bone": int(bone_c[a, b] // 2), "joint": int(joint_c[a, b] // 2)})
+        parent[b] = a
+        for m in (bone_c, joint_c):
+            m[a] += m[b]
+            m[:, a] += m[:, b]
+            m[a, a] = 0
+            m[b] = 0
+            m[:, b] = 0
+    ia, ib = np.nonzero(np.triu((bone_c + joint_c) >= 20))
+    apart = [{"regions": [int(a), int(b)], "bone": int(bone_c[a, b] // 2), "joint": int(joint_c[a, b] // 2)}
+             for a, b in zip(ia, ib)]
+    for a in range(1, n_all + 1):
+        r = a
+        while parent[r] != r:
+            r = parent[r]
+        parent[a] = r
+    lut = parent.astype(np.int32)
+    lut[~large] = 0
+    regions = lut[regions]
+    regions = grow_labels(regions, bone)
+    rest = bone & (regions == 0)
+    if rest.any():
+        extra, n_more = cc3d.connected_components(rest, connectivity=26, return_N=True)
+        regions[rest] = extra[rest].astype(np.int32) + n_all
+        del extra
+    del rest
+    info = {"method": "joint-space carving + cortical seeds and cores + contact merge",
+            "joint_space_voxels": n_valley, "seed_hu": seed_level, "seeds": int(n_seed), "refined": refined,
+            "cores": int(n_core), "core_radius_mm": round(core_mm, 2), "regions_before_merge": int(n_all),
+            "merges": len(merges), "kept_apart": apart[:50]}
+    return regions, info, valley.astype(bool)
 
 
-def _merge_cores(regions: np.ndarray, hu: np.ndarray, core_ids: list[int], spacing: tuple[float, float, float]
-                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Join each core region to the neighbouring region whose shared boundary is brightest (a
-    femoral head joins its neck, not the acetabulum across the dark joint space)."""
-    from printpipe._segment_kernels import neighbour_dirs, valley_points
+def _level_seeds(hu: np.ndarray, carved: np.ndarray, total: int, vox: float
+                 ) -> tuple[np.ndarray, int, int, list[dict[str, int]]]:
+    """Seeds from re-thresholding the carved mask: the lowest level of ``_SEED_LEVELS`` that gives
+    the most components of at least ``max(_MIN_SEED_MM3, 1 %)`` of the bone, then each seed split
+    into its parts at higher levels when it falls into two or more of at least ``_MIN_CHILD_MM3``."""
+    import cc3d
 
-    merges = []
-    lut = np.arange(int(regions.max()) + 1, dtype=np.uint16)
-    dirs = neighbour_dirs()
-    # rays of about 5 mm: a joint space with its two subchondral plates fits inside
-    steps = np.array([max(1, int(round(5.0 / float(np.linalg.norm(d * np.asarray(spacing))))))
-                      for d in dirs], dtype=np.int64)
-    for cid in core_ids:
-        m = regions == cid
-        if not m.any():
+    min_seed = max(int(_MIN_SEED_MM3 / vox), int(0.01 * total), 1)
+    best = None
+    for level in _SEED_LEVELS:
+        comp, nc = cc3d.connected_components(carved & (hu >= level), connectivity=6, return_N=True)
+        cnt = np.bincount(comp.ravel(), minlength=nc + 1)
+        cnt[0] = 0
+        keep = cnt >= min_seed
+        if best is None or int(keep.sum()) > best[0]:
+            lut = np.zeros(nc + 1, np.int32)
+            lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            best = (int(keep.sum()), level, lut[comp])
+        del comp
+    n, level, seeds = best
+    min_child = max(int(_MIN_CHILD_MM3 / vox), int(0.005 * total), 1)
+    refined = []
+    for higher in _SEED_LEVELS:
+        if higher <= level or n == 0:
             continue
-        lo, hi = _bbox(m, pad=2)
-        sl = tuple(slice(a, b) for a, b in zip(lo, hi))
-        r = regions[sl]
-        mm = m[sl]
-        ring = ndi.binary_dilation(mm, structure=ndi.generate_binary_structure(3, 1)) & ~mm
-        neigh = r[ring]
-        pts = np.argwhere(ring) + np.asarray(lo)
-        hsub = hu[sl]
-        valley = valley_points(hu, pts.astype(np.int64), dirs, steps, 400.0, 100.0)
-        vals = hsub[ring]
-        best, best_score = None, np.inf
-        cand = {}
-        for lab in np.unique(neigh):
-            if lab == 0 or lab == cid:
+        comp, nc = cc3d.connected_components((seeds > 0) & (hu >= higher), connectivity=6, return_N=True)
+        cnt = np.bincount(comp.ravel(), minlength=nc + 1)
+        cnt[0] = 0
+        big = np.flatnonzero(cnt >= min_child)
+        if len(big) < 2:
+            continue
+        parent = np.zeros(nc + 1, np.int64)
+        np.maximum.at(parent, comp.ravel(), seeds.ravel())
+        kids: dict[int, list[int]] = {}
+        for c in big:
+            kids.setdefault(int(parent[c]), []).append(int(c))
+        for seed, ch in kids.items():
+            if len(ch) < 2:
                 continue
-            sel = neigh == lab
-            if sel.sum() < 10:
-                continue
-            frac = float(valley[sel].mean())
-            cand[int(lab)] = {"valley_fraction": round(frac, 3), "median_hu": float(np.median(vals[sel])),
-                              "voxels": int(sel.sum())}
-            if frac < best_score:
-                best, best_score = int(lab), frac
-        if best is not None:
-            lut[cid] = best
-            merges.append({"core": int(cid), "into": best, "candidates": {str(k): v for k, v in cand.items()}})
-    # resolve chains
-    for _ in range(len(core_ids)):
-        lut = lut[lut]
-    return lut[regions], merges
+            seeds[seeds == seed] = 0
+            for i, c in enumerate(ch):
+                if i:
+                    n += 1
+                seeds[comp == c] = seed if i == 0 else n
+            refined.append({"hu": int(higher), "seed": int(seed), "children": len(ch)})
+        del comp
+    return seeds, int(n), int(level), refined
+
+
+def _threads() -> int:
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
 
 
 def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
@@ -834,7 +940,7 @@ def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
         p = vol.index_to_patient(idx.astype(float)) if len(idx) < 2_000_000 else \
             vol.index_to_patient(idx[:: max(1, len(idx) // 1_000_000)].astype(float))
         rec.append({"id": int(lab), "n": int(len(idx)), "c": p.mean(axis=0), "lo": p.min(axis=0),
-                    "hi": p.max(axis=0)})
+                    "hi": p.max(axis=0), "x": p[:: max(1, len(p) // 20000), 0]})
     if not rec:
         raise SegmentationError("no bone region large enough after separation; lower --min-island or --hu")
     total = sum(r["n"] for r in rec)
@@ -848,7 +954,9 @@ def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
         mid = [r for r in big if abs(r["c"][0] - xm) < 35.0]
         left = [r for r in big if r["c"][0] - xm >= 35.0]
         right = [r for r in big if xm - r["c"][0] >= 35.0]
-        pelvis_whole = [r for r in mid if (r["hi"][0] - r["lo"][0]) > 150.0]
+        # a pelvis that was not separated from its other half has much bone far out on both sides;
+        # a sacrum (up to ~130 mm wide) or a vertebra has none
+        pelvis_whole = [r for r in mid if np.mean(r["x"] - xm > 70.0) > 0.1 and np.mean(xm - r["x"] > 70.0) > 0.1]
         for r in pelvis_whole:
             name_of[r["id"]] = "pelvis"
         mid = [r for r in mid if r["id"] not in name_of]
@@ -919,6 +1027,111 @@ def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
     return labels, names, ninfo
 
 
+def _restore_heads(labels: np.ndarray, names: dict[int, str], bone: np.ndarray, vol: Volume
+                   ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Give each femur back the top of its head where the joint separation left it to the cup.
+
+    With thick slices the dome of the femoral head and the acetabular roof meet tangentially and
+    blur into each other; no joint space is visible there, so the separation may leave a cap of the
+    head with the hip. The head is a sphere: it is fitted to the femur's free surface (faces towards
+    soft tissue, not towards another part), without the neck, and every hip voxel deeper than
+    ``_HEAD_MARGIN_VOXELS`` voxels inside that sphere is given to the femur.
+    """
+    out: dict[str, Any] = {}
+    inv = {v: k for k, v in names.items()}
+    hips = [inv[n] for n in ("pelvis", "hip_left", "hip_right") if n in inv]
+    sp = np.asarray(vol.spacing, dtype=float)
+    for side in ("left", "right"):
+        name = f"femur_{side}"
+        if name not in inv or not hips:
+            continue
+        lab = inv[name]
+        fem = labels == lab
+        try:
+            c, r, rms, n_pts = _fit_head_sphere(fem, labels, bone, vol)
+        except SegmentationError as exc:
+            out[side] = {"fitted": False, "why": str(exc)}
+            continue
+        ok = 15.0 <= r <= 35.0 and rms < 2.5
+        rec = {"fitted": bool(ok), "diameter_mm": round(2 * r, 2), "center_lps": [round(float(v), 1) for v in c],
+               "rms_mm": round(rms, 2), "points": n_pts, "voxels_moved": 0}
+        if ok:
+            ck = vol.patient_to_index(c[None])[0]
+            rad = (r / sp) + 1
+            lo = np.maximum(np.floor(ck - rad).astype(int), 0)
+            hi = np.minimum(np.ceil(ck + rad).astype(int) + 1, labels.shape)
+            sub = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            zz, yy, xx = np.ogrid[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+            pts_d = np.sqrt(((zz - ck[0]) * sp[0]) ** 2 + ((yy - ck[1]) * sp[1]) ** 2 + ((xx - ck[2]) * sp[2]) ** 2)
+            inside = pts_d < r - _HEAD_MARGIN_VOXELS * float(sp.max())
+            move = inside & np.isin(sub, hips)
+            sub[move] = lab
+            rec["voxels_moved"] = int(move.sum())
+        out[side] = rec
+    return labels, out
+
+
+def _fit_head_sphere(fem: np.ndarray, labels: np.ndarray, bone: np.ndarray, vol: Volume
+                     ) -> tuple[np.ndarray, float, float, int]:
+    """Sphere of the femoral head from the free surface of a femur mask (see _restore_heads)."""
+    import edt
+
+    if not fem.any():
+        raise SegmentationError("empty femur")
+    lo, hi = _bbox(fem, pad=2)
+    f = fem[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    zs = vol.index_to_patient(np.c_[np.arange(lo[0], hi[0]), np.zeros(hi[0] - lo[0]),
+                                    np.zeros(hi[0] - lo[0])].astype(float))[:, 2]
+    has = f.any(axis=(1, 2))
+    z_top = float(zs[has].max())
+    keep_z = zs >= z_top - 80.0
+    filled = f.copy()
+    for k in np.flatnonzero(keep_z):
+        filled[k] = ndi.binary_fill_holes(filled[k])
+    d = edt.edt(filled, anisotropy=vol.spacing, parallel=1)
+    d[zs < z_top - 35.0] = 0  # the head's centre lies within ~a head radius of the top (not the trochanter)
+    k = np.array(np.unravel_index(np.argmax(d), d.shape))
+    r0 = float(d[tuple(k)]) + 2.0
+    c0 = vol.index_to_patient((k + lo).astype(float))[0]
+    # free surface: femur voxels with a 6-neighbour that is not bone (soft tissue, joint space
+    # below the threshold), not those facing the hip across the separation
+    sub_l = labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    sub_b = bone[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    outside = ~sub_b & (sub_l == 0)
+    free = np.zeros_like(f)
+    for ax in range(3):
+        for sh in (1, -1):
+            free |= f & np.roll(outside, sh, axis=ax)
+    idx = np.argwhere(free)
+    pts = vol.index_to_patient((idx + lo).astype(float))
+    dist_c = np.linalg.norm(pts - c0, axis=1)
+    # neck axis: towards the femur's bone in a shell just outside the head
+    allp = vol.index_to_patient((np.argwhere(f) + lo).astype(float))
+    dc_all = np.linalg.norm(allp - c0, axis=1)
+    ring = allp[(dc_all > 1.3 * r0 + 3.0) & (dc_all < 2.0 * r0 + 8.0)]
+    sel = dist_c < 1.5 * r0 + 4.0
+    if len(ring) > 20:
+        v = ring.mean(axis=0) - c0
+        v /= max(np.linalg.norm(v), 1e-9)
+        cosang = ((pts - c0) @ v) / np.maximum(dist_c, 1e-9)
+        sel &= cosang < np.cos(np.deg2rad(55.0))
+    p = pts[sel]
+    if len(p) < 30:
+        raise SegmentationError(f"only {len(p)} free surface points around the femoral head")
+    c, r = fit_sphere(p)
+    for _ in range(8):
+        dc = np.linalg.norm(p - c, axis=1)
+        keep = np.abs(dc - r) < max(0.1 * r, 1.5 * float(max(vol.spacing)))
+        if keep.sum() < 30:
+            break
+        c, r = fit_sphere(p[keep])
+    dc = np.linalg.norm(p - c, axis=1)
+    keep = np.abs(dc - r) < max(0.1 * r, 1.5 * float(max(vol.spacing)))
+    rms = float(np.sqrt(np.mean((dc[keep] - r) ** 2))) if keep.any() else float("inf")
+    # voxel centres of the outer layer lie about half a voxel inside the surface
+    return c, float(r), rms, int(keep.sum())
+
+
 def _split_pelvis(labels: np.ndarray, names: dict[int, str], vol: Volume, plane: Plane | None,
                   warnings: list[str]) -> tuple[np.ndarray, dict[int, str]]:
     """Cut the pelvis label at the plane into hip_left (+x side) and hip_right."""
@@ -946,11 +1159,13 @@ def _split_pelvis(labels: np.ndarray, names: dict[int, str], vol: Volume, plane:
     return labels, names
 
 
-def _cut_gaps(labels: np.ndarray) -> np.ndarray:
-    """Clear every voxel that has a 26-neighbour with a higher label: different parts then never
-    touch (a gap of at least one voxel, no shared surface)."""
-    mx = ndi.maximum_filter(labels, size=3, mode="constant", cval=0)
-    labels[(labels > 0) & (mx > labels)] = 0
+def _cut_gaps(labels: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """Clear, of every pair of 26-adjacent voxels of different parts, the darker one: different
+    parts then never touch (a gap of at least one voxel, no shared surface) and the gap lies in the
+    joint space rather than in the cortex of whichever part has the higher label."""
+    from printpipe._segment_kernels import cut_gaps
+
+    cut_gaps(hu, labels)
     return labels
 
 
