@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -605,8 +606,8 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
 
     Parameters
     ----------
-    gcode_or_sliced : str, SlicedModel or list of SlicedModel
-        G-code text (features from ``;TYPE:``) or sliced parts.
+    gcode_or_sliced : str, path-like, SlicedModel or list of SlicedModel
+        G-code text or a G-code file (features from ``;TYPE:``), or sliced parts.
     png_path : path
         Output file, written atomically.
     layers : int
@@ -628,6 +629,8 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
 
     from printpipe._atomic import atomic_path
 
+    if isinstance(gcode_or_sliced, os.PathLike):  # a G-code file
+        gcode_or_sliced = Path(gcode_or_sliced).read_text(encoding="utf-8", errors="replace")
     if isinstance(gcode_or_sliced, str):
         seg, z, names = _extrusion_moves(gcode_or_sliced)
         known = np.isin(names.astype(str), list(_COLORS))  # drop purge lines of the start G-code

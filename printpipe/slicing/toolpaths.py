@@ -54,6 +54,8 @@ _EMPTY = shapely.Polygon()
 _SIMPLIFY_MM = 0.02
 # Bed pixel of the support column computation, mm.
 _SUPPORT_PX = 0.25
+# An overhang extends this far along the newly covered band of its layer (mm).
+_SUPPORT_MARGIN_MM = 1.5
 # Skin pieces thinner than 2 x _SLIVER x spacing are dropped (they print nothing but travel).
 _SLIVER = 0.25
 # A skin band narrower than 2 x _NARROW_LINES line widths is widened by that many widths
@@ -509,7 +511,11 @@ def _supports(stack: LayerStack, r: Resolved) -> tuple[list, object, float]:
     overhang = np.empty(n, dtype=object)
     overhang[:] = [_EMPTY] * n
     has = np.flatnonzero(shapely.area(far) > 0)
-    overhang[has] = shapely.intersection(shapely.buffer(far[has], 1.01 * step, join_style="mitre"), simple[has])
+    # (PrusaSlicer grows the overhang by SUPPORT_MATERIAL_MARGIN = 1.5 mm within the part of the
+    # layer that does not rest on the layer below)
+    newly = shapely.difference(simple[has], simple[has - 1])
+    overhang[has] = shapely.intersection(shapely.buffer(far[has], max(_SUPPORT_MARGIN_MM, 1.01 * step),
+                                                        join_style="mitre"), newly)
     px = _SUPPORT_PX
     blocked = shapely.buffer(simple, cfg.support_xy_gap_mm + 0.5 * w + 0.71 * px, join_style="mitre")
     xmin, ymin, xmax, ymax = shapely.total_bounds(blocked)
