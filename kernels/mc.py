@@ -633,11 +633,14 @@ def marching_cubes(volume: np.ndarray, level: float, spacing=(1.0, 1.0, 1.0)) ->
     return verts, faces
 
 
-WARMUP_DTYPES = (np.int16, np.uint8)  # HU volumes and masks; other dtypes compile on first use
+# HU volumes, masks, and the float32 distance fields of masks on anisotropic grids; other dtypes
+# compile on first use (about 2 s: only the two volume-reading kernels are per dtype)
+WARMUP_DTYPES = (np.int16, np.uint8, np.float32)
 
 
 def warmup() -> None:
-    """Compile (or load from the cache) the marching-cubes kernels for int16 (HU) and uint8 (masks)."""
+    """Compile (or load from the cache) the marching-cubes kernels for int16, uint8 and float32."""
     base = np.random.default_rng(0).random((4, 4, 4))
     for dt in WARMUP_DTYPES:
-        marching_cubes((base * 1000).astype(dt) if dt == np.int16 else (base > 0.5).astype(dt), 0.5)
+        vol = (base > 0.5).astype(dt) if dt == np.uint8 else (base * 1000).astype(dt)
+        marching_cubes(vol, 0.5 if dt == np.uint8 else 500.0)

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import trimesh
 
@@ -43,6 +44,16 @@ class SurfaceConfig:
         voxel staircase on binary masks: on a binary sphere of radius 20 mm the mean distance to
         the true sphere is 0.075 mm at 0.8 mm voxels and 0.30 mm at 0.7 x 0.7 x 3 mm, against
         0.03 mm and 0.15 mm with 40 / 0.01 (tests/test_surface.py).
+    mask_vertices : {"auto", "midpoint", "distance"}
+        Where ``mask_to_mesh`` puts a vertex on a grid edge between an inside and an outside voxel.
+        ``"midpoint"``: half-way (plain marching cubes of the 0/1 mask). ``"distance"``: at
+        ``d_in / (d_in + d_out)`` of the edge, with ``d_in``/``d_out`` the Euclidean distances (mm) of
+        the two voxels to the nearest voxel of the other kind. On thick slices this turns the
+        terraces between slices into ramps (binary sphere r = 20 mm at 0.7 x 0.7 x 3 mm: mean
+        distance 0.09-0.13 mm instead of 0.12-0.16 mm after smoothing); the classification, and so
+        the topology, is unchanged. Costs two distance transforms of the mask's bounding box.
+        ``"auto"`` (default) uses ``"distance"`` when the largest spacing is at least 1.5 times the
+        smallest, else ``"midpoint"`` (isotropic grids gain nothing).
     preserve_volume : bool
         After smoothing, offset all vertices along their normals by one distance so that the mesh
         keeps the volume of the mask's voxels (``mask_to_mesh``) or of the raw marching-cubes
@@ -57,6 +68,7 @@ class SurfaceConfig:
     smooth_passband: float = 0.01
     taubin_lambda: float = 0.5
     taubin_mu: float = -0.53
+    mask_vertices: str = "auto"
     preserve_volume: bool = True
 
     def __post_init__(self) -> None:
@@ -70,6 +82,9 @@ class SurfaceConfig:
         if not (isinstance(self.smooth_passband, (int, float)) and 0.0 < float(self.smooth_passband) < 2.0):
             raise InputError(f"SurfaceConfig.smooth_passband must be in (0, 2) (VTK's default is 0.1); "
                              f"got {self.smooth_passband!r}")
+        if self.mask_vertices not in ("auto", "midpoint", "distance"):
+            raise InputError(f"SurfaceConfig.mask_vertices must be auto, midpoint or distance; "
+                             f"got {self.mask_vertices!r}")
         lam, mu = float(self.taubin_lambda), float(self.taubin_mu)
         if not 0.0 < lam < 1.0:
             raise InputError(f"SurfaceConfig.taubin_lambda must be in (0, 1); got {self.taubin_lambda!r}")
@@ -145,6 +160,12 @@ def mask_to_mesh(volume: Volume, mask: np.ndarray, config: SurfaceConfig = Surfa
     lo, hi = box
     sub = mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
     target = float(np.count_nonzero(sub)) * float(np.prod(volume.spacing))
+    mode = config.mask_vertices
+    if mode == "auto":
+        mode = "distance" if max(volume.spacing) >= 1.5 * min(volume.spacing) else "midpoint"
+    if mode == "distance":
+        return _extract(volume, _signed_distance(sub, volume.spacing), 0.0, lo, config, what="the mask",
+                        target_volume=target)
     return _extract(volume, sub, 0.5, lo, config, what="the mask", target_volume=target)
 
 
@@ -221,6 +242,23 @@ def _bbox(mask: np.ndarray):
         lo.append(int(idx[0]))
         hi.append(int(idx[-1]) + 1)
     return tuple(lo), tuple(hi)
+
+
+def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
+    """float32 ``d_in - d_out`` in mm: > 0 exactly on the mask, < 0 off it (same classification at 0).
+
+    ``d_in`` is each inside voxel's distance to the nearest outside voxel (the box border counts as
+    outside, as beyond it there is only background), ``d_out`` each outside voxel's distance to the
+    nearest inside voxel. Marching cubes at level 0 interpolates the crossing at
+    ``d_in / (d_in + d_out)`` along every edge.
+    """
+    import edt
+
+    inside = mask.astype(bool, copy=False)
+    threads = max(1, numba.get_num_threads())
+    sdf = edt.edt(inside, anisotropy=tuple(spacing), black_border=True, parallel=threads)
+    sdf -= edt.edt(~inside, anisotropy=tuple(spacing), black_border=False, parallel=threads)
+    return sdf.astype(np.float32, copy=False)
 
 
 def _grow(box, shape):

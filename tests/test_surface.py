@@ -33,7 +33,7 @@ def check_mesh(mesh):
     assert mesh.volume > 0
 
 
-@pytest.mark.parametrize("spacing,max_mean", [((0.8, 0.8, 0.8), 0.15), ((0.7, 0.7, 3.0), 0.2)])
+@pytest.mark.parametrize("spacing,max_mean", [((0.8, 0.8, 0.8), 0.15), ((0.7, 0.7, 3.0), 0.15)])
 def test_binary_sphere_with_default_smoothing(spacing, max_mean):
     volume, mask, centre = sphere_case(spacing)
     res = mask_to_mesh(volume, mask)
@@ -43,13 +43,26 @@ def test_binary_sphere_with_default_smoothing(spacing, max_mean):
     # digitisation error for r = 20 mm is below 0.5 % at these spacings (0.04 % and -0.18 % here).
     assert res.mesh.volume == pytest.approx(4 / 3 * np.pi * R**3, rel=0.005)
     d = distances_to_sphere(volume, res.mesh, centre)
-    # isotropic 0.8 mm: issue's 0.15 mm (measured 0.03 mm). 0.7 x 0.7 x 3 mm: a binary mask knows
-    # the surface only to +-1.5 mm along x between the 3 mm samples; measured 0.15-0.16 mm depending
-    # on where the sphere sits in the grid, so the bound is 0.2 mm (the raw staircase is 0.39 mm).
+    # issue 3: mean <= 0.15 mm. Isotropic 0.8 mm: measured 0.03 mm. 0.7 x 0.7 x 3 mm: the mask knows
+    # the surface only every 3 mm along x; distance-based vertex placement ("auto" picks it on this
+    # grid) turns the terraces into ramps: measured 0.09-0.13 mm depending on where the sphere
+    # sits in the grid (0.12-0.16 mm with midpoints, 0.39 mm for the raw staircase).
     assert d.mean() <= max_mean
     raw = distances_to_sphere(volume, res.raw, centre)
-    assert d.mean() < 0.6 * raw.mean()
+    assert d.mean() < 0.7 * raw.mean()  # smoothing removes most of the staircase left in the raw mesh
     assert set(res.timings_s) >= {"marching_cubes", "smoothing", "total"}
+
+
+def test_distance_placement_keeps_the_topology_of_the_mask():
+    volume, mask, _ = sphere_case((0.7, 0.7, 3.0))
+    mask[20:25, 20:25, :] = False  # a tunnel and a thin rim: Euler characteristic changes
+    mid = mask_to_mesh(volume, mask, SurfaceConfig(mask_vertices="midpoint", smoothing="none"))
+    dist = mask_to_mesh(volume, mask, SurfaceConfig(mask_vertices="distance", smoothing="none"))
+    assert np.array_equal(mid.raw.faces, dist.raw.faces)  # same cases on the same edges
+    assert mid.raw.euler_number == dist.raw.euler_number
+    check_mesh(dist.raw)
+    moved = np.linalg.norm(mid.raw.vertices - dist.raw.vertices, axis=1)
+    assert moved.max() <= 0.5 * 3.0 + 1e-6  # a vertex stays on its edge, at most half an edge away
 
 
 def test_patient_frame_and_winding_with_a_mirrored_direction():
@@ -115,6 +128,7 @@ def test_empty_inputs_raise_segmentation_errors():
     ({"smooth_iterations": -1}, "smooth_iterations"),
     ({"smooth_passband": 2.5}, "smooth_passband"),
     ({"taubin_mu": -0.4}, "taubin_mu"),
+    ({"mask_vertices": "nearest"}, "mask_vertices"),
 ])
 def test_config_validation_names_the_field(kwargs, field):
     with pytest.raises(InputError, match=f"SurfaceConfig.{field}"):
