@@ -75,7 +75,7 @@ class RepairConfig:
         Look for intersecting face pairs (reported, not repaired). Default True.
     self_intersection_max_faces : int
         Above this many faces the self-intersection check tests a random sample of this many faces
-        against all others, and the report says which fraction was checked. Default 200 000.
+        against all others, and the report says which fraction was checked. Default 100 000.
     wall_samples : int
         Surface samples for the thinnest-wall estimate. Default 4000.
     seed : int
@@ -88,7 +88,7 @@ class RepairConfig:
     target_faces: int | None = None
     max_error_mm: float | None = None
     check_self_intersections: bool = True
-    self_intersection_max_faces: int = 200_000
+    self_intersection_max_faces: int = 100_000
     wall_samples: int = 4000
     seed: int = 0
 
@@ -783,20 +783,34 @@ def count_self_intersections(vertices: np.ndarray, faces: np.ndarray, *, max_fac
     rmax = float(rad.max())
     big = rad > r_cut
     if fraction == 1.0:
-        pairs = [tree.query_pairs(2.0 * r_cut, output_type="ndarray")]
+        pairs = tree.query_pairs(2.0 * r_cut, output_type="ndarray")
+        gap = np.linalg.norm(cen[pairs[:, 0]] - cen[pairs[:, 1]], axis=1)
+        pairs = [pairs[gap <= rad[pairs[:, 0]] + rad[pairs[:, 1]]]]  # bounding spheres overlap
     else:
         in_sample = np.zeros(nf, dtype=bool)
         in_sample[query] = True
         sm = cKDTree(cen[query]).sparse_distance_matrix(tree, 2.0 * r_cut, output_type="ndarray")
         a, b = query[sm["i"]], sm["j"]
-        keep = (a != b) & (~in_sample[b] | (a < b))  # each pair once
+        keep = (a != b) & (~in_sample[b] | (a < b)) & (sm["v"] <= rad[a] + rad[b])  # each pair once
         pairs = [np.stack([a[keep], b[keep]], axis=1)]
     # faces larger than r_cut can reach further: query each with its own radius; pairs whose
-    # centroids are within 2 r_cut were already found above
+    # centroids are within 2 r_cut were already found above (or are outside the sample)
     big_pairs = []
-    for fb in np.flatnonzero(big):
-        near = np.asarray(tree.query_ball_point(cen[fb], rad[fb] + rmax), dtype=np.int64)
-        big_pairs.append(np.stack([np.full(len(near), fb), near], axis=1))
+    big_ids = np.flatnonzero(big)
+    if len(big_ids):
+        # big-small pairs: within rad_big + r_cut of a big face (every other face is within r_cut)
+        near = tree.query_ball_point(cen[big_ids], rad[big_ids] + r_cut)
+        lens = np.fromiter((len(x) for x in near), dtype=np.int64, count=len(near))
+        if lens.sum():
+            big_pairs.append(np.stack([np.repeat(big_ids, lens), np.concatenate(near).astype(np.int64)], axis=1))
+        # big-big pairs: among the big faces only
+        btree = cKDTree(cen[big_ids])
+        rmax_big = float(rad[big_ids].max())
+        near = btree.query_ball_point(cen[big_ids], rad[big_ids] + rmax_big)
+        lens = np.fromiter((len(x) for x in near), dtype=np.int64, count=len(near))
+        if lens.sum():
+            big_pairs.append(np.stack([np.repeat(big_ids, lens), big_ids[np.concatenate(near).astype(np.int64)]],
+                                      axis=1))
     if big_pairs:
         bp = np.sort(np.concatenate(big_pairs), axis=1)
         bp = bp[bp[:, 0] != bp[:, 1]]
