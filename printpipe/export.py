@@ -351,10 +351,11 @@ def emboss_label(mesh: trimesh.Trimesh, text: str, side_marker: str | None = Non
 
     Notes
     -----
-    The site is the face cluster with the largest area whose normals lie within 20 degrees of
-    their area-weighted mean (faces binned by normal direction); the letters are extruded from
-    matplotlib's ``TextPath`` polygons, placed on the plane through that cluster's centroid,
-    sunk 0.5 mm into the surface so they fuse with it, and united with manifold3d.
+    The site is the surface point whose surroundings (a disc the size of the label) hold the most
+    area facing within ~25 degrees of its normal; the letters are extruded from matplotlib's
+    ``TextPath`` polygons along the mean normal there, from 0.5 mm below the lowest point of the
+    surface under their footprint to ``depth_mm`` above its highest point (so they fuse with a
+    curved surface), and united with the mesh by manifold3d.
     """
     import manifold3d as m3d
     from matplotlib.font_manager import FontProperties
@@ -364,42 +365,60 @@ def emboss_label(mesh: trimesh.Trimesh, text: str, side_marker: str | None = Non
     if side_marker not in (None, "L", "R"):
         raise InputError(f"side_marker must be 'L', 'R' or None; got {side_marker!r}")
     full = text + (f" {side_marker}" if side_marker else "")
-    normals = np.asarray(mesh.face_normals)
-    areas = np.asarray(mesh.area_faces)
-    centers = np.asarray(mesh.triangles_center)
-    # bin normals on a coarse sphere grid and pick the largest-area bin
-    theta = np.arccos(np.clip(normals[:, 2], -1, 1))
-    phi = np.arctan2(normals[:, 1], normals[:, 0])
-    bins = (np.floor(theta / np.radians(20)).astype(int) * 100
-            + np.floor((phi + np.pi) / np.radians(20)).astype(int))
-    uniq, inv = np.unique(bins, return_inverse=True)
-    best = int(np.argmax(np.bincount(inv, weights=areas)))
-    sel = inv == best
-    n = (normals[sel] * areas[sel, None]).sum(axis=0)
-    n /= np.linalg.norm(n)
-    origin = (centers[sel] * areas[sel, None]).sum(axis=0) / areas[sel].sum()
-    # the outermost point of the site along n, so the letters sit on top of the surface
-    offset = float(((centers[sel] - origin) @ n).max())
-    origin = origin + n * offset
-    # in-plane axes
-    ref = np.array([0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    u = np.cross(ref, n)
-    u /= np.linalg.norm(u)
-    w = np.cross(n, u)
     tp = TextPath((0, 0), full, size=height_mm, prop=FontProperties(family="DejaVu Sans", weight="bold"))
     polys = [np.asarray(p) for p in tp.to_polygons(closed_only=True) if len(p) >= 3]
     if not polys:
         raise MeshError(f"label {text!r} produced no outline to emboss")
     allp = np.concatenate(polys)
     shift = (allp.min(axis=0) + allp.max(axis=0)) / 2
+    half = (allp.max(axis=0) - allp.min(axis=0)) / 2  # half width, half height of the text (mm)
+    reach = float(np.hypot(*half)) + 1.0
+
+    normals = np.asarray(mesh.face_normals)
+    areas = np.asarray(mesh.area_faces)
+    centers = np.asarray(mesh.triangles_center)
+    # 1. site: the face whose surroundings (within the label's reach) hold the most area facing
+    #    the same way (normals within ~25 degrees), among up to 3000 candidate faces
+    rng = np.random.default_rng(0)
+    cand = rng.choice(len(centers), size=min(3000, len(centers)), replace=False, p=areas / areas.sum())
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(centers)
+    best, best_score = int(cand[0]), -1.0
+    for fi in cand:
+        near = np.asarray(tree.query_ball_point(centers[fi], reach), dtype=np.int64)
+        aligned = near[normals[near] @ normals[fi] > 0.9]
+        score = float(areas[aligned].sum())
+        if score > best_score:
+            best, best_score = int(fi), score
+    near = np.asarray(tree.query_ball_point(centers[best], reach), dtype=np.int64)
+    near = near[normals[near] @ normals[best] > 0.9]
+    n = (normals[near] * areas[near, None]).sum(axis=0)
+    n /= np.linalg.norm(n)
+    origin = centers[best]
+    ref = np.array([0.0, 0.0, 1.0]) if abs(n[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    u = np.cross(ref, n)
+    u /= np.linalg.norm(u)
+    w = np.cross(n, u)
+    # 2. heights of the outward-facing surface under the label's footprint: the letters start
+    #    0.5 mm below its lowest point and stand depth_mm above its highest, so they are fused
+    #    with the surface everywhere
+    rel = centers - origin
+    pu, pw, ph = rel @ u, rel @ w, rel @ n
+    under = ((np.abs(pu) <= half[0] + 0.5) & (np.abs(pw) <= half[1] + 0.5) & (normals @ n > 0.3)
+             & (np.abs(ph) < 5.0))  # the surface near the site, not the far side of the bone
+    h = ph[under] if under.any() else np.zeros(1)
+    h_lo, h_hi = float(h.min()), float(h.max())
+    if h_hi - h_lo > 3.0:
+        log.warning("label site is not flat: the surface under %r varies by %.1f mm", full, h_hi - h_lo)
+    sink = 0.5
     cs = m3d.CrossSection([(p[:-1] if np.allclose(p[0], p[-1]) else p) - shift for p in polys],
                           m3d.FillRule.EvenOdd)
-    sink = 0.5
-    letters = m3d.Manifold.extrude(cs, depth_mm + sink)
+    letters = m3d.Manifold.extrude(cs, (h_hi - h_lo) + depth_mm + sink)
     lm = letters.to_mesh()
     lv = np.asarray(lm.vert_properties)[:, :3]
     rot = np.column_stack([u, w, n])
-    lv = (lv - np.array([0, 0, sink])) @ rot.T + origin
+    lv = (lv + np.array([0.0, 0.0, h_lo - sink])) @ rot.T + origin
     body = _to_manifold(mesh)
     letters_m = _to_manifold(trimesh.Trimesh(lv, np.asarray(lm.tri_verts), process=False))
     union = (body + letters_m).to_mesh()

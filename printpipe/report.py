@@ -328,7 +328,7 @@ def _render_pyvista(group, png: Path) -> None:
     try:
         meshes = []
         for name, mesh in group.items():
-            v, f = _decimated(mesh, 400_000)
+            v, f = _decimated(mesh, 250_000)
             faces = np.column_stack([np.full(len(f), 3), f]).ravel()
             meshes.append((name, pv.PolyData(v, faces)))
         lo = np.min([m.bounds[::2] for _, m in meshes], axis=0)
@@ -423,10 +423,15 @@ def _fmt(x: Any, nd: int = 2) -> str:
     if isinstance(x, float):
         return f"{x:,.{nd}f}"
     if isinstance(x, (list, tuple)):
-        return " × ".join(_fmt(v, nd) for v in x)
+        return ", ".join(_fmt(v, nd) for v in x)
     if isinstance(x, Mapping):
         return ", ".join(f"{k}: {_fmt(v, nd)}" for k, v in x.items())
     return str(x)
+
+
+def _dims(x: Any, nd: int = 2) -> str | None:
+    """``a × b × c`` for a size or shape list."""
+    return None if x is None else " × ".join(_fmt(v, nd) for v in x)
 
 
 def _img(path: Path, alt: str) -> str:
@@ -473,11 +478,11 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
         ("why this series", inp.get("choice_reason")),
         ("modality", inp.get("modality")), ("manufacturer", inp.get("manufacturer")),
         ("model", inp.get("model")), ("kernel", inp.get("kernel")),
-        ("slices", inp.get("slice_count")), ("grid (z, y, x)", inp.get("shape")),
-        ("spacing (dz, dy, dx) mm", inp.get("spacing_mm")),
+        ("slices", inp.get("slice_count")), ("grid (z, y, x)", _dims(inp.get("shape"))),
+        ("spacing (dz, dy, dx) mm", _dims(inp.get("spacing_mm"), 3)),
         ("gantry tilt (deg)", inp.get("tilt_deg")),
-        ("transfer syntax / compression", " / ".join(str(x) for x in (inp.get("transfer_syntax"),
-                                                                          inp.get("compressed")) if x is not None) or None),
+        ("transfer syntax", inp.get("transfer_syntax")),
+        ("compressed pixel data", inp.get("compressed")),
         ("patient position", inp.get("patient_position")),
         ("corrections (gaps, tilt, ...)", "; ".join(_fmt(c) for c in inp.get("corrections") or []) or "none"),
         ("stacks skipped", _fmt(skipped) if skipped else "none"),
@@ -485,7 +490,9 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
     ]))
 
     out.append("<h2>Segmentation</h2>")
-    seg_rows = [("preset", seg.get("preset")), ("HU range", seg.get("hu_range")),
+    hu = seg.get("hu_range")
+    hu_txt = None if not hu else " to ".join("open" if v is None else f"{v:g}" for v in hu) + " HU"
+    seg_rows = [("preset", seg.get("preset")), ("HU range", hu_txt),
                 ("islands dropped", seg.get("islands_dropped")), ("table removed", seg.get("table_removed")),
                 ("metal", seg.get("metal") if seg.get("metal") else "none found"),
                 ("mid-sagittal plane", seg.get("midsagittal_plane"))]
@@ -518,7 +525,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
             f"<td class='num'>{_e(_fmt(p.get('triangles')))}</td>"
             f"<td class='num'>{_e(_fmt((p.get('volume_mm3') or 0) / 1000.0, 2))}</td>"
             f"<td class='num'>{_e(_fmt((p.get('area_mm2') or 0) / 100.0, 1))}</td>"
-            f"<td class='num'>{_e(_fmt((p.get('bbox_mm') or {}).get('size'), 1))}</td>"
+            f"<td class='num'>{_e(_dims((p.get('bbox_mm') or {}).get('size'), 1))}</td>"
             f"<td>{_yesno(p.get('watertight'))}</td><td>{_yesno(r.get('manifold'))}</td>"
             f"<td>{_yesno(r.get('oriented'))}</td>"
             f"<td class='num'>{_e(r.get('shells'))}</td><td class='num'>{_e(r.get('shells_dropped'))}</td>"
