@@ -75,7 +75,10 @@ def test_real_pelvis_end_to_end(realdata, tmp_path):
     assert model.is_watertight
     names = {p["name"] for p in manifest["parts"]}
     assert {"sacrum", "femur_left", "femur_right"} <= names
-    # no table: the couch lies posterior to the patient (+y in LPS). In this scan the skin ends near
-    # y = +150 mm and the couch/pad fills y = +165..+235 mm (read off the centre column of the middle
-    # slice); any part reaching y > 160 mm would include couch.
-    assert model.bounds[1][1] < 160.0
+    # no table: the couch lies posterior to the patient (+y in LPS). In this scan the flat couch top
+    # is at y = +255 mm across the whole z range (its curved shell below it, down to y = +300 mm) and
+    # the skin of the back reaches y = +240 mm at the lumbar spine (read off axial slices). Any part
+    # reaching y > 248 mm would include couch.
+    assert model.bounds[1][1] < 248.0
+    # the bone spans the pelvis: wider than 250 mm (iliac crests) and taller than 200 mm
+    assert model.extents[0] > 250 and model.extents[2] > 200
