@@ -275,6 +275,15 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
             extra["fidelity"] = fidelity(mesh, raws[name])
             parts[name], reports[name], extras[name] = mesh, rep, extra
             report_progress("repair", (i + 1) / len(parts))
+    if config.export.label:
+        with stage("label"):
+            from printpipe.export import emboss_label
+
+            for name in list(parts):
+                side = "L" if name.endswith("_left") else "R" if name.endswith("_right") else None
+                labelled = emboss_label(parts[name], config.export.label, side)
+                parts[name], reports[name] = repair(labelled, config.repair, name=name)
+                extras[name]["label"] = {"text": config.export.label, "side_marker": side}
     return parts, raws, reports, extras
 
 

@@ -1,15 +1,13 @@
 #!/bin/sh
-# Debian packages for off-screen rendering (pyvista/VTK) and the report's headless-browser test.
-# Installs only what is missing; needs root (CI and the dev machines run as root). Without root it
-# says what is missing and carries on: the report falls back to matplotlib pictures and the browser
-# test is skipped with a reason.
+# Debian packages for off-screen 3-D pictures in the QA report (VTK/pyvista through EGL with Mesa's
+# software renderer) and for the report's headless-browser test (chromium). Installs only what is
+# missing; needs root (CI and the dev machines run as root). Without root it says what is missing and
+# carries on: the report falls back to matplotlib pictures and the browser test is skipped with a reason.
 set -u
 need=""
-command -v chromium >/dev/null 2>&1 || need="$need chromium"
-[ -e /usr/lib/x86_64-linux-gnu/libOSMesa.so.8 ] || [ -e /usr/lib/aarch64-linux-gnu/libOSMesa.so.8 ] || need="$need libosmesa6"
-[ -e /usr/lib/x86_64-linux-gnu/libGL.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libGL.so.1 ] || need="$need libgl1"
-[ -e /usr/lib/x86_64-linux-gnu/libEGL.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libEGL.so.1 ] || need="$need libegl1"
-[ -e /usr/lib/x86_64-linux-gnu/libXrender.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libXrender.so.1 ] || need="$need libxrender1"
+for pkg in libgl1 libegl1 libegl-mesa0 libgl1-mesa-dri libxrender1 chromium; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need="$need $pkg"
+done
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "installing system packages:$need"

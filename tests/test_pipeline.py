@@ -82,3 +82,24 @@ def test_real_pelvis_end_to_end(realdata, tmp_path):
     assert model.bounds[1][1] < 248.0
     # the bone spans the pelvis: wider than 250 mm (iliac crests) and taller than 200 mm
     assert model.extents[0] > 250 and model.extents[2] > 200
+
+
+def test_sample_to_gcode_for_ender3(tmp_path):
+    """One command from the DICOM folder to validated G-code, with time and filament in the manifest."""
+    if not any(SAMPLE.rglob("*.dcm")):
+        pytest.skip("sample_dicom/ has no series yet (make sample)")
+    from printpipe.slicing.printers import load_printer
+    from printpipe.slicing.validate import validate_gcode
+
+    rc = main(["run", str(SAMPLE), "-o", str(tmp_path), "--quiet", "--no-report",
+               "--parts", "femur_left", "--printer", "ender3", "--no-supports"])
+    assert rc == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    pr = manifest["print"]
+    assert pr["printer"] and pr["time_s"] > 60 and pr["filament_mm"] > 100 and pr["filament_g"] > 0
+    gcode_files = sorted(tmp_path.glob("*.gcode"))
+    assert [p.name for p in gcode_files] == pr["files"]
+    stats = validate_gcode(gcode_files[0].read_text(), load_printer("ender3"))
+    assert stats  # raises PrinterError on any unsafe move or temperature
+    assert {o["kind"] for o in manifest["outputs"]} >= {"stl", "3mf", "gcode"}
+    assert [p["name"] for p in manifest["parts"]] == ["femur_left"]
