@@ -320,3 +320,85 @@ def cut_gaps(hu, labels):
                     labels[k, j, i] = 0
                     n += 1
     return n
+
+
+@njit(cache=True)
+def flood(markers, level, mask):
+    """Marker watershed by priority flood on integer levels: voxels of higher ``level`` are flooded
+    first (pass a distance map quantised to ``level`` and the borders settle at its saddles, the
+    narrow necks). ``markers`` (int32, 0 = unlabelled) is filled in place within ``mask``,
+    6-connected; returns it."""
+    nz, ny, nx = markers.shape
+    n = markers.size
+    flat = markers.ravel()
+    lev = level.ravel()
+    m = mask.ravel()
+    top = 0
+    for p in range(n):
+        if m[p] and lev[p] > top:
+            top = lev[p]
+    nxt = np.full(n, -1, np.int32)
+    head = np.full(top + 1, -1, np.int64)
+    tail = np.full(top + 1, -1, np.int64)
+    for p in range(n):
+        if flat[p] > 0 and m[p]:
+            lv = lev[p]
+            if tail[lv] < 0:
+                head[lv] = p
+            else:
+                nxt[tail[lv]] = p
+            tail[lv] = p
+    sz = ny * nx
+    cur = top
+    while cur >= 0:
+        while head[cur] >= 0:
+            p = head[cur]
+            head[cur] = nxt[p]
+            if head[cur] < 0:
+                tail[cur] = -1
+            lab = flat[p]
+            k = p // sz
+            r = p - k * sz
+            j = r // nx
+            i = r - j * nx
+            for q in (p - sz if k > 0 else -1, p + sz if k < nz - 1 else -1, p - nx if j > 0 else -1,
+                      p + nx if j < ny - 1 else -1, p - 1 if i > 0 else -1, p + 1 if i < nx - 1 else -1):
+                if q < 0 or flat[q] != 0 or not m[q]:
+                    continue
+                flat[q] = lab
+                lv = lev[q]
+                if lv > cur:
+                    lv = cur
+                nxt[q] = -1
+                if tail[lv] < 0:
+                    head[lv] = q
+                else:
+                    nxt[tail[lv]] = q
+                tail[lv] = q
+        cur -= 1
+    return markers
+
+
+@njit(cache=True)
+def parent_of(child, parent, nchild):
+    """For each label of ``child`` the label of ``parent`` at one of its voxels (0 if absent)."""
+    out = np.zeros(nchild + 1, np.int64)
+    c = child.ravel()
+    p = parent.ravel()
+    for i in range(c.size):
+        if c[i] > 0 and out[c[i]] == 0:
+            out[c[i]] = p[i]
+    return out
+
+
+@njit(cache=True)
+def relabel_split(seeds, comp, split, newlab):
+    """Seeds listed in ``split`` (bool per seed label) take the label ``newlab[comp]`` (0 outside
+    their big children); other seeds stay. In place."""
+    s = seeds.ravel()
+    c = comp.ravel()
+    for i in range(s.size):
+        a = s[i]
+        if a > 0 and split[a]:
+            s[i] = newlab[c[i]]
+    return seeds

@@ -106,6 +106,10 @@ _MERGE_PRIOR_MM2 = 50.0
 _DIP_HU = 100.0
 #: two cores stay apart when the distance map between them dips below this fraction of the shallower
 _NECK_RATIO = 0.5
+#: step (mm) of the distance levels of the priority flood
+_FLOOD_STEP_MM = 0.1
+#: seeds are found on a grid of about this spacing (mm) when the scan is finer
+_SEED_GRID_MM = 1.4
 
 # -- surface refinement (see segment, step 7b) ----------------------------------------------------
 #: HU of the soft tissue around bone (muscle, 30-60 HU): the low end of the partial-volume ramp
@@ -591,11 +595,9 @@ def _body_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.
     and dilated by one coarse voxel so no bone at the skin is lost."""
     import cc3d
 
-    f = (1, max(1, int(round(2.0 / spacing[1]))), max(1, int(round(2.0 / spacing[2]))))
+    f = tuple(max(1, int(round(2.0 / s))) for s in spacing)
     nz, ny, nx = hu.shape
-    py, px = (-ny) % f[1], (-nx) % f[2]
-    h = hu if not (py or px) else np.pad(hu, ((0, 0), (0, py), (0, px)), constant_values=-1024)
-    coarse = h[:, ::f[1], ::f[2]] > -500
+    coarse = hu[::f[0], ::f[1], ::f[2]] > -500
     # opening with a ~4 mm in-plane radius: a couch or cushion touching the skin along a thin
     # contact comes loose, the body itself (tens of centimetres across) survives
     st = ndi.generate_binary_structure(3, 1)
@@ -618,7 +620,11 @@ def _body_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.
                                        bg[:, :, -1].ravel()]))
     inner = ~np.isin(bg, border) & (bg > 0)
     body_c |= inner
-    body = np.repeat(np.repeat(body_c, f[1], axis=1), f[2], axis=2)[:, :ny, :nx]
+    body = body_c
+    for ax, k in enumerate(f):
+        if k > 1:
+            body = np.repeat(body, k, axis=ax)
+    body = body[:nz, :ny, :nx]
     stats = {"voxels": int(np.count_nonzero(body)),
              "volume_cm3": round(float(np.count_nonzero(body) * np.prod(spacing) / 1000.0), 1),
              "grid_step": list(f), "opening_mm": round(it * f[1] * spacing[1], 1)}
@@ -721,9 +727,7 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     """
     import cc3d
     import edt
-    from skimage.segmentation import watershed
-
-    from printpipe._segment_kernels import (boundary_pairs, facing_counts, grow_labels, neighbour_dirs,
+    from printpipe._segment_kernels import (boundary_pairs, facing_counts, flood, grow_labels, neighbour_dirs,
                                             region_peaks, valley_map)
 
     sp = np.asarray(spacing, dtype=float)
@@ -733,17 +737,51 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     dirs = neighbour_dirs()
     steps = np.array([max(1, int(round(_JOINT_RAY_MM / float(np.linalg.norm(d * sp))))) for d in dirs],
                      dtype=np.int64)
+    tm: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    def mark(name: str) -> None:
+        nonlocal t0
+        tm[name] = round(time.perf_counter() - t0, 3)
+        t0 = time.perf_counter()
+
     # 1. joint space
     valley = valley_map(hu, bone, dirs, steps, _VALLEY_CAP, _VALLEY_BRIGHT, _VALLEY_DELTA)
     n_valley = int(np.count_nonzero(valley))
     carved = bone & (valley == 0)
+    mark("valley")
     dist = edt.edt(carved, anisotropy=aniso, parallel=_threads()).astype(np.float32)
     core_mm = max(_CORE_MM, 2.0 * float(sp.max()))
     cores, n_core = cc3d.connected_components(dist > core_mm, connectivity=6, return_N=True)
+    mark("distance")
     # 2a. cortical seeds
-    seeds, n_seed, seed_level, refined = _level_seeds(hu, carved, total, vox)
+    # seeds are markers only: on fine grids they are found on a grid of about _SEED_GRID_MM
+    f = tuple(max(1, int(round(_SEED_GRID_MM / s))) for s in spacing)
+    if f == (1, 1, 1):
+        seeds, n_seed, seed_level, refined = _level_seeds(hu, carved, total, vox)
+    else:
+        sl = tuple(slice(None, None, k) for k in f)
+        seeds, n_seed, seed_level, refined = _level_seeds(hu[sl], carved[sl], total // int(np.prod(f)),
+                                                          vox * float(np.prod(f)))
+        for ax, k in enumerate(f):
+            if k > 1:
+                seeds = np.repeat(seeds, k, axis=ax)
+        seeds = seeds[: bone.shape[0], : bone.shape[1], : bone.shape[2]]
+        seeds[~carved] = 0
+        seeds = np.ascontiguousarray(seeds)
+    mark("seeds")
     if n_core:
-        near = edt.edt(cores == 0, anisotropy=aniso, parallel=_threads())
+        # distance to the nearest core (on the seed grid: the ball and the release zone are
+        # heuristics that a voxel or two do not change)
+        if f == (1, 1, 1):
+            near = edt.edt(cores == 0, anisotropy=aniso, parallel=_threads())
+        else:
+            sl = tuple(slice(None, None, k) for k in f)
+            near = edt.edt(cores[sl] == 0, anisotropy=tuple(a * k for a, k in zip(aniso, f)), parallel=_threads())
+            for ax, k in enumerate(f):
+                if k > 1:
+                    near = np.repeat(near, k, axis=ax)
+            near = near[: bone.shape[0], : bone.shape[1], : bone.shape[2]]
         ball = (near < core_mm - float(sp.max())) & carved
         # around a core the seeds let go (the watershed decides there): a femoral head's cortex,
         # part of a seed welded to the cup, goes with the head's core unless a neck is narrower
@@ -752,21 +790,20 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
         grown = grow_labels(cores.astype(np.int32), ball)
         seeds[grown > 0] = grown[grown > 0] + n_seed
         del grown, ball
-    np.negative(dist, out=dist)
-    if n_seed + n_core == 0:
-        regions = np.zeros(bone.shape, np.int32)
-    else:
-        regions = watershed(dist, seeds, mask=carved).astype(np.int32)
+        mark("core_balls")
+    # distance map in steps of _FLOOD_STEP_MM for the priority flood
+    level = np.minimum(dist * (1.0 / _FLOOD_STEP_MM), 65000).astype(np.uint16)
+    regions = flood(seeds.astype(np.int32, copy=False), level, carved)
     del seeds
+    mark("watershed_seeds")
     # 2b. cores, and the intersection of the two
     if n_core:
-        by_core = watershed(dist, cores.astype(np.int32), mask=carved).astype(np.int32)
+        by_core = flood(cores.astype(np.int32), level, carved)
+        mark("watershed_cores")
         # core regions stay apart only across a narrow neck (a bony bridge): saddle of the distance
         # map below _NECK_RATIO of the smaller core's depth
-        np.negative(dist, out=dist)
         sad, _ = boundary_pairs(by_core, dist, n_core)
         peak = region_peaks(by_core, dist, n_core)
-        np.negative(dist, out=dist)
         root = np.arange(n_core + 1)
         for a, b in sorted(zip(*np.nonzero(sad >= 0)), key=lambda ab: -sad[ab[0], ab[1]]):
             ra, rb = int(a), int(b)
@@ -783,14 +820,17 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
                 r = root[r]
             root[a] = r
         by_core = root.astype(np.int32)[by_core]
-        pair = regions.astype(np.int64) * (n_core + 1) + by_core
+        # every (seed region, core region) pair is a piece
+        regions *= np.int32(n_core + 1)
+        regions += by_core
         del by_core
-        _, inv = np.unique(pair, return_inverse=True)
-        del pair
-        regions = inv.reshape(bone.shape).astype(np.int32)
+        used = np.bincount(regions.ravel()) > 0
+        used[0] = False
+        lut = np.cumsum(used).astype(np.int32)
+        lut[~used] = 0
+        regions = lut[regions]
         regions[~carved] = 0
-        del inv
-    del cores, dist
+    del cores, dist, level
     regions, n = cc3d.connected_components(regions, connectivity=6, return_N=True)
     regions = regions.astype(np.int32)
     counts = np.bincount(regions.ravel(), minlength=n + 1)
@@ -801,6 +841,7 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     regions = lut[regions]
     n = int(lut.max())
     del carved
+    mark("intersect")
     regions = grow_labels(regions, bone)
     # components of the mask that hold no region (thin bones) keep their own labels
     rest = bone & (regions == 0)
@@ -811,11 +852,13 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
         del extra
     del rest
     n_all = n + int(n_extra)
+    mark("grow")
     # 3. merge
     reach = np.array([max(1, int(math.ceil(_JOINT_GAP_MM / s))) for s in spacing], dtype=np.int64)
     ray = np.array([max(1, int(round(_JOINT_RAY_MM / s))) for s in spacing], dtype=np.int64)
     area = np.array([sp[1] * sp[2], sp[0] * sp[2], sp[0] * sp[1]], dtype=np.float64)
     bone_c, joint_c = facing_counts(regions, valley, hu, reach, ray, _DIP_HU, area, n_all)
+    mark("contacts")
     bone_c = (bone_c + bone_c.T).astype(np.float64)
     joint_c = (joint_c + joint_c.T).astype(np.float64)
     # a few contacts prove nothing: every pair starts as if it faced across a joint over about
@@ -861,10 +904,11 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
         regions[rest] = extra[rest].astype(np.int32) + n_all
         del extra
     del rest
+    mark("merge")
     info = {"method": "joint-space carving + cortical seeds and cores + contact merge",
             "joint_space_voxels": n_valley, "seed_hu": seed_level, "seeds": int(n_seed), "refined": refined,
             "cores": int(n_core), "core_radius_mm": round(core_mm, 2), "regions_before_merge": int(n_all),
-            "merges": len(merges), "kept_apart": apart[:50]}
+            "merges": len(merges), "kept_apart": apart[:50], "timings_s": tm}
     return regions, info, valley.astype(bool)
 
 
@@ -874,6 +918,8 @@ def _level_seeds(hu: np.ndarray, carved: np.ndarray, total: int, vox: float
     the most components of at least ``max(_MIN_SEED_MM3, 1 %)`` of the bone, then each seed split
     into its parts at higher levels when it falls into two or more of at least ``_MIN_CHILD_MM3``."""
     import cc3d
+
+    from printpipe._segment_kernels import parent_of, relabel_split
 
     min_seed = max(int(_MIN_SEED_MM3 / vox), int(0.01 * total), 1)
     best = None
@@ -899,20 +945,24 @@ def _level_seeds(hu: np.ndarray, carved: np.ndarray, total: int, vox: float
         big = np.flatnonzero(cnt >= min_child)
         if len(big) < 2:
             continue
-        parent = np.zeros(nc + 1, np.int64)
-        np.maximum.at(parent, comp.ravel(), seeds.ravel())
+        par = parent_of(comp, seeds, nc)
         kids: dict[int, list[int]] = {}
         for c in big:
-            kids.setdefault(int(parent[c]), []).append(int(c))
+            kids.setdefault(int(par[c]), []).append(int(c))
+        split = np.zeros(n + 1, bool)
+        newlab = np.zeros(nc + 1, np.int32)
         for seed, ch in kids.items():
             if len(ch) < 2:
                 continue
-            seeds[seeds == seed] = 0
+            split[seed] = True
             for i, c in enumerate(ch):
                 if i:
                     n += 1
-                seeds[comp == c] = seed if i == 0 else n
+                newlab[c] = seed if i == 0 else n
             refined.append({"hu": int(higher), "seed": int(seed), "children": len(ch)})
+        if split.any():
+            split = np.concatenate([split, np.zeros(n + 1 - len(split), bool)])
+            relabel_split(seeds, comp, split, newlab)
         del comp
     return seeds, int(n), int(level), refined
 
@@ -934,13 +984,17 @@ def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
         sl = objs[lab - 1]
         if sl is None:
             continue
-        idx = np.argwhere(regions[sl] == lab) + [s.start for s in sl]
+        idx = np.argwhere(regions[sl] == lab)
         if len(idx) < max(min_vox, 1):
             continue
-        p = vol.index_to_patient(idx.astype(float)) if len(idx) < 2_000_000 else \
-            vol.index_to_patient(idx[:: max(1, len(idx) // 1_000_000)].astype(float))
-        rec.append({"id": int(lab), "n": int(len(idx)), "c": p.mean(axis=0), "lo": p.min(axis=0),
-                    "hi": p.max(axis=0), "x": p[:: max(1, len(p) // 20000), 0]})
+        # a regular subsample is plenty for a centroid and the x distribution
+        sub = idx[:: max(1, len(idx) // 100_000)] + [s.start for s in sl]
+        p = vol.index_to_patient(sub.astype(float))
+        corners = vol.index_to_patient(np.array([[a, b, c] for a in (sl[0].start, sl[0].stop - 1)
+                                                 for b in (sl[1].start, sl[1].stop - 1)
+                                                 for c in (sl[2].start, sl[2].stop - 1)], dtype=float))
+        rec.append({"id": int(lab), "n": int(len(idx)), "c": p.mean(axis=0), "lo": corners.min(axis=0),
+                    "hi": corners.max(axis=0), "x": p[:: max(1, len(p) // 20000), 0]})
     if not rec:
         raise SegmentationError("no bone region large enough after separation; lower --min-island or --hu")
     total = sum(r["n"] for r in rec)
@@ -1106,7 +1160,8 @@ def _fit_head_sphere(fem: np.ndarray, labels: np.ndarray, bone: np.ndarray, vol:
     pts = vol.index_to_patient((idx + lo).astype(float))
     dist_c = np.linalg.norm(pts - c0, axis=1)
     # neck axis: towards the femur's bone in a shell just outside the head
-    allp = vol.index_to_patient((np.argwhere(f) + lo).astype(float))
+    allp = np.argwhere(f)
+    allp = vol.index_to_patient((allp[:: max(1, len(allp) // 200_000)] + lo).astype(float))
     dc_all = np.linalg.norm(allp - c0, axis=1)
     ring = allp[(dc_all > 1.3 * r0 + 3.0) & (dc_all < 2.0 * r0 + 8.0)]
     sel = dist_c < 1.5 * r0 + 4.0
@@ -1145,14 +1200,24 @@ def _split_pelvis(labels: np.ndarray, names: dict[int, str], vol: Volume, plane:
         warnings.append("--split-hemipelvis: no mid-sagittal plane; pelvis left whole")
         return labels, names
     lab = inv["pelvis"]
-    idx = np.argwhere(labels == lab)
-    side = plane.signed_distance(vol.index_to_patient(idx.astype(float)))
     new_left = max(names) + 1
     new_right = new_left + 1
     if new_right > 255:
         raise SegmentationError("too many parts to split the pelvis; raise --min-island")
-    labels[tuple(idx[side >= 0].T)] = new_left
-    labels[tuple(idx[side < 0].T)] = new_right
+    # signed distance is affine in the index: g . (k, j, i) + g0, evaluated on the pelvis box
+    a = vol.affine
+    n = np.asarray(plane.normal, dtype=float)
+    g = a[:3, :3].T @ n
+    g0 = float((a[:3, 3] - np.asarray(plane.point)) @ n)
+    sl = ndi.find_objects((labels == lab).astype(np.uint8))[0]
+    kk = np.arange(sl[0].start, sl[0].stop)[:, None, None] * g[0]
+    jj = np.arange(sl[1].start, sl[1].stop)[None, :, None] * g[1]
+    ii = np.arange(sl[2].start, sl[2].stop)[None, None, :] * g[2]
+    side = (kk + jj + ii + g0) >= 0
+    box = labels[sl]
+    m = box == lab
+    box[m & side] = new_left
+    box[m & ~side] = new_right
     names = {k: v for k, v in names.items() if k != lab}
     names[new_left] = "hip_left"
     names[new_right] = "hip_right"
