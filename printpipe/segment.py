@@ -97,7 +97,10 @@ _RELEASE_MM = 4.0
 #: widest gap (mm) across which two regions count as facing each other at a joint
 _JOINT_GAP_MM = 5.0
 #: two regions are one bone when direct bone contact is at least this multiple of their joint contact
-_MERGE_RATIO = 1.0
+_MERGE_RATIO = 0.5
+#: ... and at least this multiple when both regions are bone-sized (_BONE_MM3)
+_MERGE_RATIO_BONES = 1.5
+_BONE_MM3 = 80000.0
 #: regions smaller than this (mm^3) do not take part in the merge but are grown over afterwards
 _LARGE_MM3 = 10000.0
 #: joint contact (mm^2) every pair is assumed to have before counting
@@ -871,14 +874,20 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     large[0] = False
     parent = np.arange(n_all + 1)
     merges = []
+    bone_vox = _BONE_MM3 / vox
     while True:
-        ratio = np.where((bone_c > 0) & large[:, None] & large[None, :], bone_c / (joint_c + prior), 0.0)
+        # two regions the size of a bone need stronger evidence than a piece joining a bone
+        both_big = np.minimum(size[:, None], size[None, :]) >= bone_vox
+        need = np.where(both_big, _MERGE_RATIO_BONES, _MERGE_RATIO)
+        ratio = np.where((bone_c > 0) & large[:, None] & large[None, :], bone_c / (joint_c + prior) / need, 0.0)
         k = int(np.argmax(ratio))
         a, b = divmod(k, n_all + 1)
-        if ratio[a, b] < _MERGE_RATIO:
+        if ratio[a, b] < 1.0:
             break
         a, b = min(a, b), max(a, b)
-        merges.append({"regions": [a, b], "bone": int(bone_c[a, b] // 2), "joint": int(joint_c[a, b] // 2)})
+        merges.append({"regions": [a, b], "cm3": [round(size[a] * vox / 1000, 1), round(size[b] * vox / 1000, 1)],
+                       "bone_mm2": int(bone_c[a, b] // 2), "joint_mm2": int(joint_c[a, b] // 2)})
+        size[a] += size[b]
         parent[b] = a
         for m in (bone_c, joint_c):
             m[a] += m[b]
@@ -887,8 +896,8 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
             m[b] = 0
             m[:, b] = 0
     ia, ib = np.nonzero(np.triu((bone_c + joint_c) >= 20))
-    apart = [{"regions": [int(a), int(b)], "bone": int(bone_c[a, b] // 2), "joint": int(joint_c[a, b] // 2)}
-             for a, b in zip(ia, ib)]
+    apart = [{"regions": [int(a), int(b)], "bone_mm2": int(bone_c[a, b] // 2), "joint_mm2": int(joint_c[a, b] // 2)}
+             for a, b in zip(ia, ib) if large[a] and large[b]]
     for a in range(1, n_all + 1):
         r = a
         while parent[r] != r:
@@ -908,7 +917,7 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     info = {"method": "joint-space carving + cortical seeds and cores + contact merge",
             "joint_space_voxels": n_valley, "seed_hu": seed_level, "seeds": int(n_seed), "refined": refined,
             "cores": int(n_core), "core_radius_mm": round(core_mm, 2), "regions_before_merge": int(n_all),
-            "merges": len(merges), "kept_apart": apart[:50], "timings_s": tm}
+            "merges": merges[:100], "kept_apart": apart[:50], "timings_s": tm}
     return regions, info, valley.astype(bool)
 
 
