@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -35,18 +36,25 @@ def make_studies(root: Path, n: int, shape: tuple[int, int, int]) -> Path:
     return root
 
 
-def one_run(cases, config, batch, workdir: Path) -> float:
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its reaped children (pool workers, Dask workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def one_run(cases, config, batch, workdir: Path) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (all processes, workers included) and summed case seconds."""
     from printpipe.batch import run_many
 
     out = workdir / f"out-{time.monotonic_ns()}"
-    t0 = time.perf_counter()
-    result = run_many(cases, out, config, batch)
-    seconds = time.perf_counter() - t0
+    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    result = run_many(cases, out, config, batch)  # returns after the workers were joined
+    seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - cpu0
     shutil.rmtree(out, ignore_errors=True)
     if result.n_failed:
         bad = next(r for r in result.records if r.status == "failed")
         raise SystemExit(f"benchmark case {bad.case_id} failed: {bad.error}")
-    return seconds
+    return seconds, cpu, sum(r.seconds for r in result.records)
 
 
 def main(argv=None) -> int:
@@ -75,22 +83,28 @@ def main(argv=None) -> int:
             ("process pool", 2, BatchConfig(jobs=2, warmup=False)),
             ("dask LocalCluster", 2, BatchConfig(dask_local=2, warmup=False)),
         ]
-        times: dict[int, list[float]] = {i: [] for i in range(len(setups))}
+        runs: dict[int, list[tuple[float, float, float]]] = {i: [] for i in range(len(setups))}
         for rep in range(args.repeats):  # interleaved, so a burst of load hits every setup alike
-            for i, (_, _, batch) in enumerate(setups):
-                times[i].append(one_run(cases, config, batch, work))
-                print(f"#   run {rep + 1}: {setups[i][0]} x{setups[i][1]}: {times[i][-1]:.1f} s", flush=True)
-        med = {i: statistics.median(t) for i, t in times.items()}
+            for i, (name, workers, batch) in enumerate(setups):
+                runs[i].append(one_run(cases, config, batch, work))
+                wall, cpu, busy = runs[i][-1]
+                print(f"#   run {rep + 1}: {name} x{workers}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                      f"{busy / wall:.2f} cases in flight, load {os.getloadavg()[0]:.1f}", flush=True)
+        med = {i: statistics.median(r[0] for r in rs) for i, rs in runs.items()}
+        cpu = {i: statistics.median(r[1] for r in rs) for i, rs in runs.items()}
+        flight = {i: statistics.median(r[2] / r[0] for r in rs) for i, rs in runs.items()}
         print()
-        print(f"{'executor':<20}{'workers':>8}{'median s':>10}{'runs (s)':>26}{'vs 1 worker':>13}"
-              f"{'vs pool x2':>12}")
+        print(f"{'executor':<19}{'workers':>8}{'median s':>10}{'runs (s)':>20}{'CPU s':>8}"
+              f"{'in flight':>11}{'vs 1 worker':>13}{'vs pool x2':>12}")
         for i, (name, workers, _) in enumerate(setups):
-            runs = " ".join(f"{t:.1f}" for t in times[i])
-            print(f"{name:<20}{workers:>8}{med[i]:>10.1f}{runs:>26}{med[0] / med[i]:>12.2f}x"
-                  f"{med[i] / med[1]:>12.2f}")
+            walls = " ".join(f"{r[0]:.1f}" for r in runs[i])
+            print(f"{name:<19}{workers:>8}{med[i]:>10.1f}{walls:>20}{cpu[i]:>8.1f}{flight[i]:>11.2f}"
+                  f"{med[0] / med[i]:>12.2f}x{med[i] / med[1]:>12.2f}")
         print()
         print(f"speed-up, 2 workers over 1 (target >= 1.7): {med[0] / med[1]:.2f}x")
         print(f"Dask LocalCluster / process pool, 2 workers (target <= 1.10): {med[2] / med[1]:.2f}")
+        print("# 'in flight' = summed case seconds / wall seconds: how many cases the executor kept "
+              "running on average")
         print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

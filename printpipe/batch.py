@@ -15,7 +15,12 @@ Guarantees
   folder is renamed to ``OUTDIR/<case_id>/`` only when complete. Leftovers of an interrupted run are
   removed by the next run (which holds ``OUTDIR/.batch.lock``, so no other batch is writing there).
 * **Resume.** With ``resume=True`` a case is skipped when ``OUTDIR/<case_id>/manifest.json`` has the same
-  ``params_hash`` and ``input_hash`` as this run would produce; everything else is redone.
+  ``params_hash`` and ``input_hash`` as this run would produce; everything else is redone. The
+  parameter hash is compared in the parent. The input hash is a hash of the decoded volume, so it
+  costs a read of the series: ``case.json`` records a fingerprint of the series' files (relative
+  names, sizes, modification times) next to the input hash they produced, and when the fingerprint
+  is unchanged the case is skipped without reading; otherwise a worker reads the series, compares
+  the input hash and skips or reruns the case.
 * **Memory.** The local pool admits a case only while the summed estimate of the running cases
   (``slices * rows * cols * 2 bytes * memory_factor``) stays within the memory budget (default 80 %
   of the memory available when the batch starts), so a big archive does not push the machine into
