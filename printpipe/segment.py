@@ -12,7 +12,7 @@ Steps (each timed in ``info["timings_s"]``):
 3. body mask: bone must lie inside the patient (removes the couch, cables, external markers),
 4. islands below ``min_island_mm3`` dropped,
 5. internal cavities (marrow) filled,
-6. touching bones separated (cortical seeds + intensity watershed, 1-voxel gap),
+6. touching bones separated (joint-space carving, cortical seeds and cores, contact merge),
 7. parts named from their position in the patient frame, mid-sagittal plane fitted,
 8. optional hemipelvis split, hollowing and part selection.
 """
@@ -318,20 +318,23 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
 
     Notes
     -----
-    *Separation.* At the bone threshold, joints fuse by partial volume: the joint space
-    (cartilage, 1-4 mm) is thinner than a voxel or a slice. The cortical shells on both sides of a
-    joint are much brighter than the joint space, so the bone mask is thresholded again at
-    increasing HU levels; the lowest level that gives the most large components (>= 1 % of the bone,
-    at least 5 cm^3) yields one seed per bone. Cores of large inscribed balls (the femoral heads,
-    whose thin cortex breaks up at the seed level) become seeds too and join the seed whose
-    interface with them is brightest (the neck rather than the dark joint). A marker watershed on the
-    inverted, lightly smoothed HU image then grows the seeds through the whole mask, so the borders
-    settle in the dark joint spaces. Finally, every voxel touching a part with a higher label is
-    cleared, which leaves a gap of at least one voxel and no shared surface between parts.
+    *Separation* (details in ``_separate``). At the bone threshold, joints fuse by partial volume:
+    the joint space (cartilage, 1-4 mm) is thinner than a voxel or a slice. Joint-space voxels (a
+    thin dark layer between two bright cortical plates) are carved out; the carved mask is cut into
+    pieces twice over, by cortical seeds (re-thresholding at higher HU, where partial-volume welds
+    break) and by thick cores (a bony bridge is thinner than a bone's core), each grown by a priority
+    flood on the distance map. Pieces are merged while they mostly touch bone-to-bone rather than
+    across a gap. The femoral head, a sphere, is fitted to the femur's free surface and takes back
+    any of its voxels left with the cup (thick slices blur the dome into the acetabular roof).
+
+    *Gaps and surface.* Of every two touching voxels of different parts the darker (the joint
+    space) is cleared, a gap of at least one voxel and no shared surface. The outer surface and the
+    faces towards a joint space then move from the threshold to the local half-maximum edge
+    (``refine_surface``), where the bone surface is.
 
     *Naming.* Midline regions (centroid within 35 mm of the bone's median x) are the sacrum (the
-    largest one reaching below the top of the hips), the spine (above it) or, when wider than
-    150 mm, a pelvis that was not separated. Lateral regions on each side are the hip (the most
+    largest one reaching below the top of the hips), the spine (above it) or, with more than 10 %
+    of its bone over 70 mm to each side, a pelvis that was not separated. Lateral regions on each side are the hip (the most
     superior) and the femur (the most inferior); +x is the patient's left (LPS).
     """
     t_all = time.perf_counter()
@@ -724,12 +727,18 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
        voxels (nearest region in 6-connected steps).
     3. *Merge.* Two regions are one bone when they mostly touch directly (bone runs on across the
        border) rather than face each other across a gap of up to ``_JOINT_GAP_MM`` (a joint space,
-       carved or below the threshold): the pair with the largest ratio ``bone / joint`` is merged
-       while that ratio is at least ``_MERGE_RATIO``. Pieces of one bone score far above it, a
-       femoral head and its cup, or sacrum and ilium joined by a few bony bridges, far below.
+       carved, below the threshold, or a direct contact that is a dip between two brighter plates).
+       Contacts are measured as areas (mm^2, so thick slices do not count three times), and every
+       pair starts with ``_MERGE_PRIOR_MM2`` of joint contact. The pair with the largest
+       ``bone / joint`` (relative to its bar) is merged while it clears its bar:
+       ``_MERGE_RATIO`` for a piece joining a bone, ``_MERGE_RATIO_BONES`` when both regions are
+       bone-sized (``_BONE_MM3``): a femur welded to its cup at the dome, or a sacrum joined to an
+       ilium by bridges, is not one bone. Only regions of at least ``_LARGE_MM3`` take part; smaller
+       pieces are grown over by their neighbours afterwards.
     """
     import cc3d
     import edt
+
     from printpipe._segment_kernels import (boundary_pairs, facing_counts, flood, grow_labels, neighbour_dirs,
                                             region_peaks, valley_map)
 
