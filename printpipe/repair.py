@@ -31,6 +31,7 @@ import numpy as np
 import trimesh
 from scipy import sparse
 from scipy.sparse import csgraph
+from numba import njit
 from scipy.spatial import cKDTree
 
 from printpipe.errors import InputError, MeshError
@@ -770,83 +771,148 @@ def count_self_intersections(vertices: np.ndarray, faces: np.ndarray, *, max_fac
 
     Notes
     -----
-    Broad phase: a KD-tree over face centroids; two faces can only meet if their centroids are
-    closer than the sum of their circumradii (bounded per face class). Narrow phase: a pair
-    intersects when one of the six edges crosses the other triangle (segment-triangle test,
-    Moeller and Trumbore 1997); coplanar overlaps and pairs that share a vertex are not counted.
+    Broad phase: a uniform grid of cubic cells; every face is listed in each cell its bounding box
+    touches, and a pair is examined once, in the cell holding the low corner of the overlap of the
+    two boxes. Two faces can only meet if their boxes overlap and their centroids are closer than
+    the sum of their circumradii. Narrow phase: a pair intersects when one of the six edges crosses
+    the other triangle (segment-triangle test, Moeller and Trumbore 1997); coplanar overlaps and
+    pairs that share a vertex are not counted. Both phases run in one compiled (numba) loop, so
+    memory stays at a few arrays of the face count whatever the number of candidate pairs.
     """
     rng = rng or np.random.default_rng(0)
-    v = np.asarray(vertices, dtype=np.float64)
-    f = np.asarray(faces, dtype=np.int64)
-    tri = v[f]
-    cen = tri.mean(axis=1)
-    rad = np.sqrt(((tri - cen[:, None, :]) ** 2).sum(axis=2).max(axis=1))
+    v = np.ascontiguousarray(vertices, dtype=np.float64)
+    f = np.ascontiguousarray(faces, dtype=np.int64).reshape(-1, 3)
     nf = len(f)
+    if nf == 0:
+        return 0, 1.0
     fraction = 1.0
-    tree = cKDTree(cen)
     if nf > max_faces:
         query = np.sort(rng.choice(nf, size=max_faces, replace=False))
         fraction = max_faces / nf
     else:
         query = np.arange(nf)
-    # split into ordinary faces and the few very large ones (hole fans, big flat faces)
-    r_cut = float(np.percentile(rad, 99.5)) if nf > 200 else float(rad.max())
-    rmax = float(rad.max())
-    big = rad > r_cut
-    if fraction == 1.0:
-        pairs = tree.query_pairs(2.0 * r_cut, output_type="ndarray")
-        gap = np.linalg.norm(cen[pairs[:, 0]] - cen[pairs[:, 1]], axis=1)
-        pairs = [pairs[gap <= rad[pairs[:, 0]] + rad[pairs[:, 1]]]]  # bounding spheres overlap
-    else:
-        in_sample = np.zeros(nf, dtype=bool)
-        in_sample[query] = True
-        sm = cKDTree(cen[query]).sparse_distance_matrix(tree, 2.0 * r_cut, output_type="ndarray")
-        a, b = query[sm["i"]], sm["j"]
-        keep = (a != b) & (~in_sample[b] | (a < b)) & (sm["v"] <= rad[a] + rad[b])  # each pair once
-        pairs = [np.stack([a[keep], b[keep]], axis=1)]
-    # faces larger than r_cut can reach further: query each with its own radius; pairs whose
-    # centroids are within 2 r_cut were already found above (or are outside the sample)
-    big_pairs = []
-    big_ids = np.flatnonzero(big)
-    if len(big_ids):
-        # big-small pairs: within rad_big + r_cut of a big face (every other face is within r_cut)
-        near = tree.query_ball_point(cen[big_ids], rad[big_ids] + r_cut)
-        lens = np.fromiter((len(x) for x in near), dtype=np.int64, count=len(near))
-        if lens.sum():
-            big_pairs.append(np.stack([np.repeat(big_ids, lens), np.concatenate(near).astype(np.int64)], axis=1))
-        # big-big pairs: among the big faces only
-        btree = cKDTree(cen[big_ids])
-        rmax_big = float(rad[big_ids].max())
-        near = btree.query_ball_point(cen[big_ids], rad[big_ids] + rmax_big)
-        lens = np.fromiter((len(x) for x in near), dtype=np.int64, count=len(near))
-        if lens.sum():
-            big_pairs.append(np.stack([np.repeat(big_ids, lens), big_ids[np.concatenate(near).astype(np.int64)]],
-                                      axis=1))
-    if big_pairs:
-        bp = np.sort(np.concatenate(big_pairs), axis=1)
-        bp = bp[bp[:, 0] != bp[:, 1]]
-        bp = bp[_unique_rows(bp)[1]]
-        if fraction < 1.0:
-            bp = bp[in_sample[bp[:, 0]] | in_sample[bp[:, 1]]]
-        pairs.append(bp[np.linalg.norm(cen[bp[:, 0]] - cen[bp[:, 1]], axis=1) > 2.0 * r_cut])
-    pairs = np.concatenate(pairs).astype(np.int64)
-    if len(pairs) == 0:
-        return 0, fraction
+    in_sample = np.zeros(nf, dtype=np.bool_)
+    in_sample[query] = True
+    tri = v[f]
+    lo, hi = tri.min(axis=1), tri.max(axis=1)
+    origin = lo.min(axis=0)
+    extent = np.maximum(hi.max(axis=0) - origin, 1e-9)
+    # cell edge: about the size of a typical face's box, so that most faces touch 1-8 cells;
+    # coarsened until the grid and its face lists stay within a few times the face count
+    size = hi - lo
+    h = max(float(np.percentile(size.max(axis=1), 90)), float(extent.max()) / 1024.0, 1e-9)
+    for _ in range(60):
+        dims = (extent // h).astype(np.int64) + 1
+        spans = np.prod(((hi - origin) // h).astype(np.int64) - ((lo - origin) // h).astype(np.int64) + 1, axis=1)
+        if int(np.prod(dims)) <= 8 * nf + 1000 and int(spans.sum()) <= 16 * nf + 1000:
+            break
+        h *= 1.25
+    count = _si_grid_count(tri, f, query.astype(np.int64), in_sample, lo, hi, origin, float(h), dims)
+    return int(count), fraction
+
+
+@njit(cache=True)
+def _si_grid_count(tri, f, query, in_sample, lo, hi, origin, h, dims):  # pragma: no cover - numba
+    """Intersecting face pairs with at least one face in ``query`` (see count_self_intersections)."""
+    nf = tri.shape[0]
+    nx, ny, nz = dims[0], dims[1], dims[2]
+    cen = np.empty((nf, 3))
+    rad = np.empty(nf)
+    c0 = np.empty((nf, 3), dtype=np.int64)
+    c1 = np.empty((nf, 3), dtype=np.int64)
+    for i in range(nf):
+        r2 = 0.0
+        for k in range(3):
+            cen[i, k] = (tri[i, 0, k] + tri[i, 1, k] + tri[i, 2, k]) / 3.0
+            c0[i, k] = min(int((lo[i, k] - origin[k]) // h), dims[k] - 1)
+            c1[i, k] = min(int((hi[i, k] - origin[k]) // h), dims[k] - 1)
+        for j in range(3):
+            d2 = 0.0
+            for k in range(3):
+                d = tri[i, j, k] - cen[i, k]
+                d2 += d * d
+            r2 = max(r2, d2)
+        rad[i] = np.sqrt(r2)
+    ncell = nx * ny * nz
+    start = np.zeros(ncell + 1, dtype=np.int64)
+    for i in range(nf):
+        for a in range(c0[i, 0], c1[i, 0] + 1):
+            for b in range(c0[i, 1], c1[i, 1] + 1):
+                for c in range(c0[i, 2], c1[i, 2] + 1):
+                    start[(a * ny + b) * nz + c + 1] += 1
+    for c in range(ncell):
+        start[c + 1] += start[c]
+    fill = start[:-1].copy()
+    items = np.empty(start[ncell], dtype=np.int64)
+    for i in range(nf):
+        for a in range(c0[i, 0], c1[i, 0] + 1):
+            for b in range(c0[i, 1], c1[i, 1] + 1):
+                for c in range(c0[i, 2], c1[i, 2] + 1):
+                    cell = (a * ny + b) * nz + c
+                    items[fill[cell]] = i
+                    fill[cell] += 1
     count = 0
-    chunk = 1_000_000
-    for s in range(0, len(pairs), chunk):
-        pa, pb = pairs[s:s + chunk, 0], pairs[s:s + chunk, 1]
-        fa, fb_ = f[pa], f[pb]
-        share = (fa[:, :, None] == fb_[:, None, :]).any(axis=(1, 2))
-        ta, tb = tri[pa], tri[pb]
-        lo_a, hi_a, lo_b, hi_b = ta.min(1), ta.max(1), tb.min(1), tb.max(1)
-        overlap = ((lo_a <= hi_b) & (lo_b <= hi_a)).all(axis=1) & ~share
-        ta, tb = ta[overlap], tb[overlap]
-        if len(ta) == 0:
+    for qa in range(query.shape[0]):
+        fa = query[qa]
+        for a in range(c0[fa, 0], c1[fa, 0] + 1):
+            for b in range(c0[fa, 1], c1[fa, 1] + 1):
+                for c in range(c0[fa, 2], c1[fa, 2] + 1):
+                    cell = (a * ny + b) * nz + c
+                    for s in range(start[cell], start[cell + 1]):
+                        fb = items[s]
+                        if fb == fa or (in_sample[fb] and fb < fa):
+                            continue  # each unordered pair once
+                        if (lo[fa, 0] > hi[fb, 0] or lo[fb, 0] > hi[fa, 0] or lo[fa, 1] > hi[fb, 1]
+                                or lo[fb, 1] > hi[fa, 1] or lo[fa, 2] > hi[fb, 2] or lo[fb, 2] > hi[fa, 2]):
+                            continue
+                        # the pair is met in every cell both boxes touch: take it in the first one
+                        if (min(int((max(lo[fa, 0], lo[fb, 0]) - origin[0]) // h), nx - 1) != a
+                                or min(int((max(lo[fa, 1], lo[fb, 1]) - origin[1]) // h), ny - 1) != b
+                                or min(int((max(lo[fa, 2], lo[fb, 2]) - origin[2]) // h), nz - 1) != c):
+                            continue
+                        d2 = 0.0
+                        for k in range(3):
+                            d = cen[fa, k] - cen[fb, k]
+                            d2 += d * d
+                        if d2 > (rad[fa] + rad[fb]) ** 2:
+                            continue
+                        shared = False
+                        for x in range(3):
+                            for y in range(3):
+                                if f[fa, x] == f[fb, y]:
+                                    shared = True
+                        if shared:
+                            continue
+                        if _edges_cross_nb(tri[fa], tri[fb]) or _edges_cross_nb(tri[fb], tri[fa]):
+                            count += 1
+    return count
+
+
+@njit(cache=True, inline="always")
+def _edges_cross_nb(ta, tb):  # pragma: no cover - numba
+    """Does any edge of triangle ``ta`` pass through the interior of triangle ``tb``?"""
+    eps = 1e-9
+    e1x, e1y, e1z = tb[1, 0] - tb[0, 0], tb[1, 1] - tb[0, 1], tb[1, 2] - tb[0, 2]
+    e2x, e2y, e2z = tb[2, 0] - tb[0, 0], tb[2, 1] - tb[0, 1], tb[2, 2] - tb[0, 2]
+    for i in range(3):
+        j = (i + 1) % 3
+        ox, oy, oz = ta[i, 0], ta[i, 1], ta[i, 2]
+        dx, dy, dz = ta[j, 0] - ox, ta[j, 1] - oy, ta[j, 2] - oz
+        hx, hy, hz = dy * e2z - dz * e2y, dz * e2x - dx * e2z, dx * e2y - dy * e2x
+        det = e1x * hx + e1y * hy + e1z * hz
+        if abs(det) <= 1e-14:
             continue
-        hit = _edges_cross_triangle(ta, tb) | _edges_cross_triangle(tb, ta)
-        count += int(hit.sum())
-    return count, fraction
+        inv = 1.0 / det
+        sx, sy, sz = ox - tb[0, 0], oy - tb[0, 1], oz - tb[0, 2]
+        u = inv * (sx * hx + sy * hy + sz * hz)
+        if u <= eps:
+            continue
+        qx, qy, qz = sy * e1z - sz * e1y, sz * e1x - sx * e1z, sx * e1y - sy * e1x
+        w = inv * (dx * qx + dy * qy + dz * qz)
+        t = inv * (e2x * qx + e2y * qy + e2z * qz)
+        if w > eps and u + w < 1 - eps and t > eps and t < 1 - eps:
+            return True
+    return False
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -1117,28 +1183,6 @@ def _inside_parity(p: np.ndarray, tri: np.ndarray) -> bool:
     t = f * np.einsum("ij,ij->i", e2, q)
     hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > 0)
     return bool(hit.sum() % 2)
-
-
-def _edges_cross_triangle(ta: np.ndarray, tb: np.ndarray) -> np.ndarray:
-    """For each pair, does any edge of triangle ``ta`` pass through the interior of ``tb``?"""
-    eps = 1e-9
-    e1, e2 = tb[:, 1] - tb[:, 0], tb[:, 2] - tb[:, 0]
-    hit = np.zeros(len(ta), dtype=bool)
-    for i, j in ((0, 1), (1, 2), (2, 0)):
-        o = ta[:, i]
-        dvec = ta[:, j] - o
-        h = np.cross(dvec, e2)
-        a = np.einsum("ij,ij->i", e1, h)
-        ok = np.abs(a) > 1e-14
-        f = np.zeros_like(a)
-        f[ok] = 1.0 / a[ok]
-        s = o - tb[:, 0]
-        u = f * np.einsum("ij,ij->i", s, h)
-        q = np.cross(s, e1)
-        v = f * np.einsum("ij,ij->i", dvec, q)
-        t = f * np.einsum("ij,ij->i", e2, q)
-        hit |= ok & (u > eps) & (v > eps) & (u + v < 1 - eps) & (t > eps) & (t < 1 - eps)
-    return hit
 
 
 def _sample_surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

@@ -181,6 +181,57 @@ def test_self_intersections_sampled(sphere):
     assert n == 0 and frac == pytest.approx(1000 / len(sphere.faces))
 
 
+def _brute_force_intersections(v, f):
+    """Reference: all pairs (i < j) of faces sharing no vertex where an edge of one passes through
+    the interior of the other (Moeller-Trumbore segment test); returns the (i, j) of those pairs."""
+    tri = v[f]
+    i, j = np.triu_indices(len(f), k=1)
+    share = (f[i][:, :, None] == f[j][:, None, :]).any(axis=(1, 2))
+    i, j = i[~share], j[~share]
+
+    def edges_through(ta, tb, eps=1e-9):
+        hit = np.zeros(len(ta), dtype=bool)
+        e1, e2 = tb[:, 1] - tb[:, 0], tb[:, 2] - tb[:, 0]
+        for a in range(3):
+            p, d = ta[:, a], ta[:, (a + 1) % 3] - ta[:, a]
+            h = np.cross(d, e2)
+            det = np.einsum("ij,ij->i", e1, h)
+            ok = np.abs(det) > 1e-14
+            det = np.where(ok, det, 1.0)
+            s = p - tb[:, 0]
+            q = np.cross(s, e1)
+            u = np.einsum("ij,ij->i", s, h) / det
+            w = np.einsum("ij,ij->i", d, q) / det
+            t = np.einsum("ij,ij->i", e2, q) / det
+            hit |= ok & (u > eps) & (w > eps) & (u + w < 1 - eps) & (t > eps) & (t < 1 - eps)
+        return hit
+
+    hit = edges_through(tri[i], tri[j]) | edges_through(tri[j], tri[i])
+    return i[hit], j[hit]
+
+
+def test_self_intersections_grid_matches_brute_force():
+    # a soup of random triangles of mixed sizes (a few large ones span many grid cells): the grid
+    # broad phase must find exactly the pairs an all-pairs search finds, sampled or not
+    rng = np.random.default_rng(3)
+    n = 400
+    centres = rng.uniform(0, 30, (n, 1, 3))
+    scale = np.where(rng.random(n) < 0.05, 12.0, 2.0)[:, None, None]
+    v = (centres + rng.normal(size=(n, 3, 3)) * scale).reshape(-1, 3)
+    f = np.arange(3 * n).reshape(n, 3)
+    i, j = _brute_force_intersections(v, f)
+    assert len(i) > 50  # the soup is dense enough to test something
+    n_found, frac = count_self_intersections(v, f)
+    assert n_found == len(i) and frac == 1.0
+    # sampled: the pairs with at least one face in the sample (the same draw as the function's)
+    n_sampled, frac = count_self_intersections(v, f, max_faces=n // 3, rng=np.random.default_rng(5))
+    sample = np.zeros(n, dtype=bool)
+    sample[np.random.default_rng(5).choice(n, size=n // 3, replace=False)] = True
+    assert frac == pytest.approx(1 / 3, abs=1e-2)
+    assert n_sampled == int((sample[i] | sample[j]).sum())
+    assert 0 < n_sampled < len(i)
+
+
 def test_wall_thickness_plate_and_ball(rng):
     plate = trimesh.creation.box((40, 40, 2))
     t = wall_thickness(plate, 1000, rng=rng)
