@@ -650,8 +650,10 @@ def _cavities(bone: np.ndarray, z_open: tuple[bool, bool]) -> np.ndarray:
     if z_open[1]:
         faces.append(bg[-1])
     outside = np.unique(np.concatenate([f.ravel() for f in faces]))
-    cav = ~np.isin(bg, outside)
-    cav &= bg > 0
+    inner = np.ones(int(bg.max()) + 1, bool)
+    inner[outside] = False
+    inner[0] = False
+    cav = inner[bg]
     return cav
 
 
@@ -762,9 +764,15 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     n_valley = int(np.count_nonzero(valley))
     carved = bone & (valley == 0)
     mark("valley")
-    dist = edt.edt(carved, anisotropy=aniso, parallel=_threads()).astype(np.float32)
+    dist = np.asarray(edt.edt(carved, anisotropy=aniso, parallel=_threads()), dtype=np.float32)
     core_mm = max(_CORE_MM, 2.0 * float(sp.max()))
     cores, n_core = cc3d.connected_components(dist > core_mm, connectivity=6, return_N=True)
+    cores = cores.astype(_label_dtype(n_core), copy=False)
+    # the distance map in steps of _FLOOD_STEP_MM is all the floods and the neck test need
+    dist *= 1.0 / _FLOOD_STEP_MM
+    np.minimum(dist, 65000, out=dist)
+    level = dist.astype(np.uint16)
+    del dist
     mark("distance")
     # 2a. cortical seeds
     # seeds are markers only: on fine grids they are found on a grid of about _SEED_GRID_MM
@@ -785,37 +793,36 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     if n_core:
         # distance to the nearest core (on the seed grid: the ball and the release zone are
         # heuristics that a voxel or two do not change)
-        if f == (1, 1, 1):
-            near = edt.edt(cores == 0, anisotropy=aniso, parallel=_threads())
-        else:
-            sl = tuple(slice(None, None, k) for k in f)
-            near = edt.edt(cores[sl] == 0, anisotropy=tuple(a * k for a, k in zip(aniso, f)), parallel=_threads())
-            for ax, k in enumerate(f):
-                if k > 1:
-                    near = np.repeat(near, k, axis=ax)
-            near = near[: bone.shape[0], : bone.shape[1], : bone.shape[2]]
-        ball = (near < core_mm - float(sp.max())) & carved
+        sl = tuple(slice(None, None, k) for k in f)
+        near = edt.edt(cores[sl] == 0, anisotropy=tuple(a * k for a, k in zip(aniso, f)), parallel=_threads())
+        ball = near < core_mm - float(sp.max())
+        release = near < core_mm + _RELEASE_MM
+        del near
+        for ax, k in enumerate(f):
+            if k > 1:
+                ball = np.repeat(ball, k, axis=ax)
+                release = np.repeat(release, k, axis=ax)
+        ball = ball[: bone.shape[0], : bone.shape[1], : bone.shape[2]] & carved
         # around a core the seeds let go (the watershed decides there): a femoral head's cortex,
         # part of a seed welded to the cup, goes with the head's core unless a neck is narrower
-        seeds[near < core_mm + _RELEASE_MM] = 0
-        del near
-        grown = grow_labels(cores.astype(np.int32), ball)
-        seeds[grown > 0] = grown[grown > 0] + n_seed
-        del grown, ball
+        seeds[release[: bone.shape[0], : bone.shape[1], : bone.shape[2]]] = 0
+        del release
+        grown = grow_labels(cores.copy(), ball)
+        sel = grown > 0
+        seeds[sel] = grown[sel].astype(seeds.dtype) + n_seed
+        del grown, ball, sel
         mark("core_balls")
-    # distance map in steps of _FLOOD_STEP_MM for the priority flood
-    level = np.minimum(dist * (1.0 / _FLOOD_STEP_MM), 65000).astype(np.uint16)
-    regions = flood(seeds.astype(np.int32, copy=False), level, carved)
+    regions = flood(seeds.astype(_label_dtype(n_seed + n_core), copy=False), level, carved)
     del seeds
     mark("watershed_seeds")
     # 2b. cores, and the intersection of the two
     if n_core:
-        by_core = flood(cores.astype(np.int32), level, carved)
+        by_core = flood(cores, level, carved)
         mark("watershed_cores")
         # core regions stay apart only across a narrow neck (a bony bridge): saddle of the distance
         # map below _NECK_RATIO of the smaller core's depth
-        sad, _ = boundary_pairs(by_core, dist, n_core)
-        peak = region_peaks(by_core, dist, n_core)
+        sad, _ = boundary_pairs(by_core, level, n_core)
+        peak = region_peaks(by_core, level, n_core)
         root = np.arange(n_core + 1)
         for a, b in sorted(zip(*np.nonzero(sad >= 0)), key=lambda ab: -sad[ab[0], ab[1]]):
             ra, rb = int(a), int(b)
@@ -831,27 +838,33 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
             while root[r] != r:
                 r = root[r]
             root[a] = r
-        by_core = root.astype(np.int32)[by_core]
+        by_core = root.astype(by_core.dtype)[by_core]
         # every (seed region, core region) pair is a piece
-        regions *= np.int32(n_core + 1)
-        regions += by_core
+        n_reg = int(regions.max())
+        pair = regions.astype(_label_dtype((n_reg + 1) * (n_core + 1)))
+        del regions
+        pair *= n_core + 1
+        pair += by_core
         del by_core
-        used = np.bincount(regions.ravel()) > 0
+        used = np.bincount(pair.ravel()) > 0
         used[0] = False
-        lut = np.cumsum(used).astype(np.int32)
+        lut = np.cumsum(used)
         lut[~used] = 0
-        regions = lut[regions]
+        regions = lut.astype(_label_dtype(int(lut.max())))[pair]
+        del pair
         regions[~carved] = 0
-    del cores, dist, level
-    regions, n = cc3d.connected_components(regions, connectivity=6, return_N=True)
-    regions = regions.astype(np.int32)
-    counts = np.bincount(regions.ravel(), minlength=n + 1)
+    del cores, level
+    comp, n = cc3d.connected_components(regions, connectivity=6, return_N=True)
+    del regions
+    counts = np.bincount(comp.ravel(), minlength=n + 1)
     small = counts < max(1, int(_MIN_PIECE_MM3 / vox))
     small[0] = True
-    lut = np.cumsum(~small).astype(np.int32)
+    lut = np.cumsum(~small)
     lut[small] = 0
-    regions = lut[regions]
     n = int(lut.max())
+    # room for the thin components added below
+    regions = lut.astype(_label_dtype(n + 60000))[comp]
+    del comp
     del carved
     mark("intersect")
     regions = grow_labels(regions, bone)
@@ -860,7 +873,9 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
     n_extra = 0
     if rest.any():
         extra, n_extra = cc3d.connected_components(rest, connectivity=26, return_N=True)
-        regions[rest] = extra[rest].astype(np.int32) + n
+        if n + n_extra >= np.iinfo(regions.dtype).max:
+            regions = regions.astype(np.int32)
+        regions[rest] = extra[rest].astype(regions.dtype) + n
         del extra
     del rest
     n_all = n + int(n_extra)
@@ -912,14 +927,16 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
         while parent[r] != r:
             r = parent[r]
         parent[a] = r
-    lut = parent.astype(np.int32)
+    lut = parent.astype(regions.dtype)
     lut[~large] = 0
     regions = lut[regions]
     regions = grow_labels(regions, bone)
     rest = bone & (regions == 0)
     if rest.any():
         extra, n_more = cc3d.connected_components(rest, connectivity=26, return_N=True)
-        regions[rest] = extra[rest].astype(np.int32) + n_all
+        if n_all + n_more >= np.iinfo(regions.dtype).max:
+            regions = regions.astype(np.int32)
+        regions[rest] = extra[rest].astype(regions.dtype) + n_all
         del extra
     del rest
     mark("merge")
@@ -949,6 +966,7 @@ def _level_seeds(hu: np.ndarray, carved: np.ndarray, total: int, vox: float
         if best is None or int(keep.sum()) > best[0]:
             lut = np.zeros(nc + 1, np.int32)
             lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+            lut = lut.astype(_label_dtype(int(keep.sum()) + 10000))
             best = (int(keep.sum()), level, lut[comp])
         del comp
     n, level, seeds = best
@@ -983,6 +1001,11 @@ def _level_seeds(hu: np.ndarray, carved: np.ndarray, total: int, vox: float
             relabel_split(seeds, comp, split, newlab)
         del comp
     return seeds, int(n), int(level), refined
+
+
+def _label_dtype(n: int) -> type:
+    """Smallest label dtype for labels up to ``n`` (uint16 halves the memory of int32)."""
+    return np.uint16 if n < 65535 else np.int32
 
 
 def _threads() -> int:
