@@ -13,6 +13,7 @@ from printpipe.repair import (
     decimate,
     fidelity,
     repair,
+    surface_distance,
     wall_thickness,
 )
 
@@ -281,3 +282,18 @@ def test_fidelity_of_concentric_spheres():
     assert fi["volume_change_pct"] == pytest.approx(100 * ((10 / 10.5) ** 3 - 1), abs=1e-3)
     same = fidelity(small, small, samples=5000)
     assert same["max_mm"] < 1e-6 and same["volume_change_pct"] == 0
+
+
+def test_surface_distance_to_a_box_is_exact():
+    # distance from a point outside an axis-aligned box of half-sizes h: |max(|p| - h, 0)|, which
+    # covers all seven closest-feature cases (face, edge, vertex); inside: min(h - |p|)
+    box = trimesh.creation.box((4.0, 6.0, 8.0))  # 12 large triangles: proxies matter, not vertices
+    h = np.array([2.0, 3.0, 4.0])
+    rng = np.random.default_rng(7)
+    p = rng.uniform(-9, 9, (3000, 3))
+    out = np.abs(p) > h
+    expected = np.where(out.any(axis=1), np.linalg.norm(np.maximum(np.abs(p) - h, 0), axis=1),
+                        np.min(h - np.abs(p), axis=1))
+    d = surface_distance(p, box, min_proxies=20_000)
+    # float64 arithmetic on coordinates below 10 mm: agreement to 1e-9 mm
+    np.testing.assert_allclose(d, expected, atol=1e-9)
