@@ -18,6 +18,7 @@ from xml.sax.saxutils import escape, quoteattr
 
 import numpy as np
 import trimesh
+from numba import njit
 
 from printpipe._atomic import atomic_path
 from printpipe._version import __version__
@@ -218,7 +219,7 @@ def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path
                 "CreationDate", "ModificationDate", "Application"}
     meta.setdefault("Application", f"printpipe {__version__}")
     meta.setdefault("units", "millimeter")
-    out = io.StringIO()
+    out = _ByteWriter()
     out.write('<?xml version="1.0" encoding="UTF-8"?>\n')
     out.write('<model unit="millimeter" xml:lang="en-US" '
               'xmlns="http://schemas.microsoft.com/3dmanufacturing/core/2015/02" '
@@ -236,9 +237,10 @@ def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path
         out.write(f'  <object id="{oid}" name={quoteattr(name)} type="model" pid="1" pindex="{i}">\n'
                   '   <mesh>\n    <vertices>\n')
         v = np.asarray(mesh.vertices, dtype=np.float64)
-        out.write(_format_rows('     <vertex x="%.5f" y="%.5f" z="%.5f"/>', v))
+        out.write(_format_rows_bytes('     <vertex x="%.5f" y="%.5f" z="%.5f"/>', v))
         out.write('    </vertices>\n    <triangles>\n')
-        out.write(_format_rows('     <triangle v1="%d" v2="%d" v3="%d"/>', np.asarray(mesh.faces, dtype=np.int64)))
+        out.write(_format_rows_bytes('     <triangle v1="%d" v2="%d" v3="%d"/>',
+                                     np.asarray(mesh.faces, dtype=np.int64)))
         out.write('    </triangles>\n   </mesh>\n  </object>\n')
     out.write(' </resources>\n <build>\n')
     for i in range(len(items)):
@@ -258,7 +260,7 @@ def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path
         '</Relationships>\n')
     path = Path(path)
     with atomic_path(path) as tmp:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as zf:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=2) as zf:
             zf.writestr("[Content_Types].xml", content_types)
             zf.writestr("_rels/.rels", rels)
             zf.writestr("3D/3dmodel.model", out.getvalue())
@@ -274,7 +276,7 @@ def write_obj(path, parts) -> Path:
     items = _parts(parts)
     path = Path(path)
     mtl_path = path.with_suffix(".mtl")
-    out = io.StringIO()
+    out = _ByteWriter()
     out.write(f"# printpipe {__version__}; millimetres\nmtllib {mtl_path.name}\n")
     mtl = io.StringIO()
     mtl.write(f"# printpipe {__version__}\n")
@@ -283,13 +285,13 @@ def write_obj(path, parts) -> Path:
         r, g, b = part_color(name)
         mtl.write(f"newmtl {name}\nKd {r / 255:.4f} {g / 255:.4f} {b / 255:.4f}\n\n")
         out.write(f"o {name}\ng {name}\nusemtl {name}\n")
-        out.write(_format_rows("v %.5f %.5f %.5f", np.asarray(mesh.vertices, dtype=np.float64)))
-        out.write(_format_rows("f %d %d %d", np.asarray(mesh.faces, dtype=np.int64) + offset))
+        out.write(_format_rows_bytes("v %.5f %.5f %.5f", np.asarray(mesh.vertices, dtype=np.float64)))
+        out.write(_format_rows_bytes("f %d %d %d", np.asarray(mesh.faces, dtype=np.int64) + offset))
         offset += len(mesh.vertices)
     with atomic_path(mtl_path) as tmp:
         tmp.write_text(mtl.getvalue(), encoding="ascii")
     with atomic_path(path) as tmp:
-        tmp.write_text(out.getvalue(), encoding="utf-8")
+        tmp.write_bytes(out.getvalue())
     return path
 
 
@@ -461,3 +463,99 @@ def _format_rows(fmt: str, rows: np.ndarray) -> str:
     np.savetxt(buf, rows, fmt=fmt, delimiter="", newline="\n",
                header="", comments="")
     return buf.getvalue()
+
+
+class _ByteWriter:
+    """Collects text (UTF-8 encoded) and bytes pieces; ``getvalue`` joins them once."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def write(self, s: str | bytes) -> None:
+        self._parts.append(s.encode("utf-8") if isinstance(s, str) else bytes(s))
+
+    def getvalue(self) -> bytes:
+        return b"".join(self._parts)
+
+
+_FMT_SPEC = re.compile(r"%(?:\.(\d+)f|d)")
+
+
+def _format_rows_bytes(fmt: str, rows: np.ndarray) -> bytes:
+    """ASCII bytes of each row formatted with ``fmt`` plus a newline: ``fmt % tuple(row)`` for
+    every row, byte for byte, for formats made of ``%d`` and ``%.Nf`` fields only.
+
+    Floats are rounded to integers of 10^-N units in numpy and the digits written by a compiled
+    loop (numpy's ``savetxt`` formats every value in Python: seconds per million rows). Values
+    whose scaled product lies within a few ulps of a rounding tie are formatted by Python itself,
+    so that the result always equals C's correctly rounded ``printf``.
+    """
+    rows = np.asarray(rows)
+    if rows.ndim == 1:
+        rows = rows[:, None]
+    specs = _FMT_SPEC.findall(fmt)
+    pieces = _FMT_SPEC.split(fmt)[::2]
+    if len(rows) == 0:
+        return b""
+    if len(specs) != rows.shape[1] or "%" in "".join(pieces) or not np.isfinite(rows).all():
+        return _format_rows(fmt, rows).encode("ascii")  # general case: numpy's savetxt
+    ncol = rows.shape[1]
+    decimals = np.array([int(s) if s != "" else -1 for s in specs], dtype=np.int64)
+    digits = np.empty(rows.shape, dtype=np.int64)
+    neg = np.zeros(rows.shape, dtype=np.bool_)
+    for c in range(ncol):
+        col = rows[:, c]
+        if decimals[c] < 0:  # %d: truncation toward zero, like printf of int(x)
+            ic = col.astype(np.int64) if col.dtype.kind in "iub" else np.trunc(col).astype(np.int64)
+            neg[:, c] = ic < 0
+            digits[:, c] = np.abs(ic)
+            continue
+        x = col.astype(np.float64)
+        scaled = np.abs(x) * 10.0 ** int(decimals[c])
+        if scaled.max(initial=0.0) >= 2.0 ** 53:  # too large to round exactly in float64
+            return _format_rows(fmt, rows).encode("ascii")
+        r = np.rint(scaled)
+        digits[:, c] = r.astype(np.int64)
+        near_tie = np.abs(np.abs(scaled - np.floor(scaled)) - 0.5) <= 8 * np.spacing(np.maximum(scaled, 1.0))
+        for i in np.flatnonzero(near_tie):  # let C's printf decide (exact decimal rounding)
+            s = f"%.{int(decimals[c])}f" % abs(float(x[i]))
+            digits[i, c] = int(s.replace(".", ""))
+        neg[:, c] = np.signbit(x)
+    lit = [p.encode("ascii") for p in pieces[:-1]] + [(pieces[-1] + "\n").encode("ascii")]
+    lit_bytes = np.frombuffer(b"".join(lit), dtype=np.uint8)
+    lit_start = np.cumsum([0] + [len(p) for p in lit]).astype(np.int64)
+    per_row = int(lit_start[-1]) + ncol * 22  # sign, 19 digits, point, spare
+    buf = np.empty(len(rows) * per_row, dtype=np.uint8)
+    n = _write_rows(buf, digits, neg, decimals, lit_bytes, lit_start)
+    return buf[:n].tobytes()
+
+
+@njit(cache=True)
+def _write_rows(buf, digits, neg, decimals, lit, lit_start):  # pragma: no cover - numba
+    """Write rows of (sign, integer of 10^-decimals units) between the literal pieces; returns length."""
+    pos = 0
+    tmp = np.empty(24, dtype=np.uint8)
+    for i in range(digits.shape[0]):
+        for c in range(digits.shape[1] + 1):
+            for k in range(lit_start[c], lit_start[c + 1]):
+                buf[pos] = lit[k]
+                pos += 1
+            if c == digits.shape[1]:
+                break
+            v = digits[i, c]
+            dec = decimals[c]
+            if neg[i, c]:
+                buf[pos] = 45  # '-'
+                pos += 1
+            nd = 0
+            while v > 0 or nd <= max(dec, 0):  # at least one digit before the point
+                tmp[nd] = 48 + v % 10
+                v //= 10
+                nd += 1
+            for k in range(nd - 1, -1, -1):
+                if dec > 0 and k == dec - 1:
+                    buf[pos] = 46  # '.'
+                    pos += 1
+                buf[pos] = tmp[k]
+                pos += 1
+    return pos

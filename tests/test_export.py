@@ -164,3 +164,20 @@ def test_emboss_label_raises_letters():
     assert 5.0 < added < 8 * 6 * 6 * 0.8
     # placed on one of the two largest faces (60 x 40, normal +-z): the model grows by the depth
     assert np.ptp(out.bounds[:, 2]) == pytest.approx(10.8, abs=1e-3)
+
+
+def test_row_formatting_matches_printf_byte_for_byte():
+    from printpipe.export import _format_rows_bytes
+
+    rng = np.random.default_rng(11)
+    # values at rounding ties of the 5th decimal (binary floats just above/below .5 units), signed
+    # zeros, tiny negatives that print as -0.00000, and magnitudes from 1e-6 to 1e5 mm
+    special = np.array([[0.0, -0.0, 1e-9], [-1e-9, -0.000005, 0.000005], [0.000015, 2.5e-5, 12345.678905],
+                        [-99999.999995, 0.123455, 7.0], [1.000005, 2.675e-5, -3.3e-6]])
+    wide = rng.normal(size=(20_000, 3)) * 10 ** rng.uniform(-6, 5, (20_000, 3))
+    ties = (rng.integers(-10**7, 10**7, (20_000, 3)) + 0.5) / 1e5
+    for fmt, rows in (('<vertex x="%.5f" y="%.5f" z="%.5f"/>', np.vstack([special, wide, ties])),
+                      ("v %.2f %.0f %.3f", wide),
+                      ('<triangle v1="%d" v2="%d" v3="%d"/>', rng.integers(-5, 10**9, (5000, 3)))):
+        expected = "".join(fmt % tuple(r) + "\n" for r in rows.tolist()).encode("ascii")
+        assert _format_rows_bytes(fmt, rows) == expected
