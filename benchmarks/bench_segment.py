@@ -32,7 +32,7 @@ def main() -> None:
     for _ in range(args.repeat):
         t = time.perf_counter()
         seg = segment(vol, SegmentConfig(split_hemipelvis=True))
-        runs.append((time.perf_counter() - t, seg.info["timings_s"]))
+        runs.append((time.perf_counter() - t, seg.info["timings_s"], seg.info["separation"]["timings_s"]))
         t = time.perf_counter()
         ndi.label((vol.hu >= 226) & (vol.hu <= 3071))
         peer.append(time.perf_counter() - t)
@@ -50,6 +50,10 @@ def main() -> None:
             print(f"{s:<12}{med:>10.3f}{pm:>10.3f}{med / pm:>8.2f}")
         else:
             print(f"{s:<12}{med:>10.3f}{'':>10}{'':>8}")
+        if s == "separate":
+            for sub in runs[0][2]:
+                sm = statistics.median(r[2][sub] for r in runs)
+                print(f"  {sub:<16}{sm:>8.3f}")
     print(f"peak traced memory {peak / 2**20:.0f} MiB = {peak / vol.nbytes:.2f} x the volume")
 
 

@@ -363,13 +363,19 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     if config.roi_mm is not None:
         lo_idx, hi_idx = _roi_to_index(volume, config.roi_mm)
     vol = volume if (lo_idx == [0, 0, 0] and hi_idx == list(volume.shape)) else volume.crop(lo_idx, hi_idx)
+    body_pre = None
     if config.region == "pelvis":
-        box = _pelvis_box(vol, low, high)
+        # the couch is as dense as bone and spans every slice: find the pelvis inside the body
+        body_pre = _body_mask(vol.hu, vol.spacing) if config.remove_table else None
+        box = _pelvis_box(vol, low, high, None if body_pre is None else body_pre[0])
         if box is None:
             warnings.append("--region pelvis: could not find the pelvis (no slices with bone at the midline and "
                             "on both sides); kept the whole volume")
         else:
             vol = vol.crop(*box)
+            if body_pre is not None:
+                body_pre = (body_pre[0][box[0][0]:box[1][0], box[0][1]:box[1][1], box[0][2]:box[1][2]],
+                            body_pre[1])
             lo_idx = [a + b for a, b in zip(lo_idx, box[0])]
             hi_idx = [a + (h - l) for a, l, h in zip(lo_idx, box[0], box[1])]
     info["crop"] = {"index_lo": list(map(int, lo_idx)), "index_hi": list(map(int, hi_idx)),
@@ -394,7 +400,8 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     # -- 3. body mask -----------------------------------------------------------------------------
     table_vox = 0
     if config.remove_table:
-        body, body_stats = _body_mask(hu, vol.spacing)
+        body, body_stats = body_pre if body_pre is not None else _body_mask(hu, vol.spacing)
+        del body_pre
         outside = bone & ~body
         table_vox = int(np.count_nonzero(outside))
         bone &= body
@@ -657,13 +664,17 @@ def _cavities(bone: np.ndarray, z_open: tuple[bool, bool]) -> np.ndarray:
     return cav
 
 
-def _pelvis_box(vol: Volume, low: float, high: float) -> tuple[list[int], list[int]] | None:
-    """Index box around the pelvis: the lowest run of slices (>= 40 mm) that hold bone both at the
-    midline and more than 60 mm to either side, plus 40 mm above and 80 mm below (proximal femurs)."""
+def _pelvis_box(vol: Volume, low: float, high: float, body: np.ndarray | None = None
+                ) -> tuple[list[int], list[int]] | None:
+    """Index box around the pelvis: the lowest run of slices (>= 40 mm) that hold bone (inside
+    ``body`` when given) both at the midline and more than 60 mm to either side, plus 40 mm above
+    and 80 mm below (proximal femurs)."""
     hu = vol.hu
     fy = max(1, int(round(4.0 / vol.spacing[1])))
     fx = max(1, int(round(4.0 / vol.spacing[2])))
     b = (hu[:, ::fy, ::fx] >= low) & (hu[:, ::fy, ::fx] <= high)
+    if body is not None:
+        b &= body[:, ::fy, ::fx]
     if not b.any():
         return None
     xs = np.flatnonzero(b.any(axis=(0, 1)))

@@ -47,6 +47,60 @@ def test_phantom_part_dice(phantom_seg, name):
     assert dice >= 0.95, f"{name} Dice {dice:.3f}"
 
 
+@pytest.mark.parametrize("side, scale", [("left", 1.0), ("right", 1.015)])
+def test_phantom_femoral_head_diameter(phantom_seg, side, scale):
+    from printpipe.phantom import _HEAD_R
+
+    ph, seg, _ = phantom_seg
+    d = femoral_head_diameter(seg.mask(f"femur_{side}"), seg.volume)
+    # the phantom's head is a sphere of radius 23 mm (the right side scaled by 1 + asymmetry);
+    # the surface sits at the half-maximum edge and the sphere is fitted to a sub-voxel surface,
+    # so 1 mm (half a 2 mm voxel) covers the voxelisation
+    assert d["diameter_mm"] == pytest.approx(2 * _HEAD_R * scale, abs=1.0), d
+    assert d["rms_mm"] < 1.0
+
+
+def test_phantom_metal_is_reported_where_it_is():
+    from printpipe.phantom import SAMPLE_KWARGS, pelvis_phantom
+
+    ph = pelvis_phantom(**SAMPLE_KWARGS)
+    hu = ph.volume.hu.copy()
+    # a 3000 HU ball of radius 5 mm (an implant fragment) in the soft tissue in front of the sacrum
+    centre = np.array([6.0, -60.0, 40.0])  # LPS mm
+    k, j, i = np.round(ph.volume.patient_to_index(centre[None])[0]).astype(int)
+    zz, yy, xx = np.ogrid[:hu.shape[0], :hu.shape[1], :hu.shape[2]]
+    dz, dy, dx = ph.volume.spacing
+    ball = ((zz - k) * dz) ** 2 + ((yy - j) * dy) ** 2 + ((xx - i) * dx) ** 2 <= 5.0 ** 2
+    hu[ball] = 3000
+    from printpipe.volume import Volume
+
+    vol = Volume(hu, ph.volume.spacing, ph.volume.origin, ph.volume.direction)
+    seg = segment(vol, SegmentConfig(min_island_mm3=1000.0))
+    metal = seg.info["metal"]
+    assert len(metal) == 1
+    # centre within one voxel of the ball's centre, volume within the voxelisation of a 5 mm ball
+    assert np.allclose(metal[0]["center_lps"], centre, atol=2.5), metal
+    assert 300 < metal[0]["volume_mm3"] < 800
+    assert any(w.startswith("metal above 2500 HU") and "at LPS (" in w for w in seg.warnings), seg.warnings
+
+
+def test_phantom_region_pelvis_crops_extra_slices():
+    from printpipe.phantom import SAMPLE_KWARGS, pelvis_phantom
+
+    kw = dict(SAMPLE_KWARGS)
+    kw["shape"] = (220, 192, 192)  # 550 mm long instead of 280: thighs below, abdomen above
+    ph = pelvis_phantom(**kw)
+    seg = segment(ph.volume, SegmentConfig(region="pelvis"))
+    crop = seg.info["crop"]
+    lo_z, hi_z = crop["index_lo"][0], crop["index_hi"][0]
+    z_mm = ph.volume.index_to_patient(np.array([[lo_z, 0, 0], [hi_z - 1, 0, 0]], dtype=float))[:, 2]
+    # the crop keeps the pelvis (pubic symphysis at about -55 mm up to the iliac crests at about
+    # +124 mm) with its margins and drops the slices far above and below
+    assert z_mm[0] < -60.0 and z_mm[1] > 124.0, z_mm
+    assert hi_z - lo_z < 0.75 * ph.volume.shape[0]
+    assert {"pelvis", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
+
+
 def test_phantom_plane_at_midline(phantom_seg):
     ph, seg, _ = phantom_seg
     plane = seg.info["midsagittal_plane"]
@@ -106,8 +160,9 @@ def test_ref003_no_part_touches_the_couch(ref003):
 def test_ref003_femoral_head_diameter(ref003, side):
     vol, seg = ref003
     d = femoral_head_diameter(seg.mask(f"femur_{side}"), seg.volume)
-    # adult femoral heads: 40-55 mm
+    # adult femoral heads: 40-55 mm; a sphere that fits the head's surface to about a voxel
     assert 40.0 <= d["diameter_mm"] <= 55.0, d
+    assert d["rms_mm"] < 2.0, d
 
 
 @pytest.mark.realdata
