@@ -182,6 +182,8 @@ class Case:
     folder : str
         ``source`` relative to the batch root, for ``--dry-run`` and the folder CSV mapping. Never
         written to an output file (folder names may be patient names).
+    error : str or None
+        Set when the study has no usable series: the case fails with this message when run.
     """
 
     case_id: str
@@ -194,6 +196,7 @@ class Case:
     files: tuple[str, ...] = ()
     folder: str = ""
     modality: str = ""
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -459,7 +462,9 @@ def find_cases(root: str | os.PathLike, all_series: bool = False, id_map: Mappin
             except PrintpipeError as exc:
                 # keep the study as a case that fails with this message when run
                 info = max(infos, key=lambda i: int(_get(i, "slices", default=0)))
-                chosen.append((info, f"no usable series: {exc}"))
+                case = _make_case(root_abs, base, study_hash, info, f"no usable series: {exc}", id_map)
+                cases.append(dataclasses.replace(case, error=str(exc)))
+                continue
         for info, why in chosen:
             cases.append(_make_case(root_abs, base, study_hash, info, why, id_map))
 
@@ -785,6 +790,8 @@ def execute_case(case: Case, outdir: str | os.PathLike, config: Any, case_fn: Ca
                 handler.close()
                 shutil.rmtree(partial, ignore_errors=True)
                 return _record_from_finished(case, final, "up to date (same input hash, same parameters)")
+        if case.error:
+            raise InputError(case.error)
         result = case_fn(case.source, partial, cfg)
         if getattr(result, "status", "ok") != "ok":
             error = str(getattr(result, "error", None) or "the case reported a failure without a message")

@@ -182,6 +182,19 @@ def test_all_series_gives_one_case_per_eligible_series(tree):
     assert len({c.case_id for c in cases}) == len(cases)
 
 
+def test_study_without_usable_series_fails_with_the_choice_message(tree, tmp_path, counter):
+    # --series that matches no stack: every study is a case that fails with choose()'s message,
+    # and nothing is run on a series the user did not ask for
+    cases = B.find_cases(tree, series="#9")
+    chosen = [c for c in cases if c.folder != "site2/broken_study"]
+    assert chosen and all(c.error and "no usable series" in c.reason for c in chosen)
+    result = B.run_many(chosen, tmp_path / "out", FakeConfig(), B.BatchConfig(jobs=1, warmup=False),
+                        case_fn=fake_case)
+    assert {r.status for r in result.records} == {"failed"}
+    assert all(r.error == c.error and r.error_type == "InputError" for r, c in zip(result.records, chosen))
+    assert _started(counter) == []
+
+
 def test_case_id_mapping_by_uids_and_folders(tree, tmp_path):
     mapping = tmp_path / "ids.csv"
     study, series = STUDIES["site1/study_a"][0], STUDIES["site1/study_a"][1][0][0]
