@@ -1297,8 +1297,10 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
     small[0] = False
     dropped = int(small.sum())
     vox = int(counts[small].sum())
-    labels[small[comp]] = 0
-    present = set(np.unique(labels).tolist())
+    if dropped:
+        labels[small[comp]] = 0
+    del comp
+    present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist())
     names = {k: v for k, v in names.items() if k in present}
     return labels, names, {"pieces_dropped": dropped, "voxels_dropped": vox}
 
