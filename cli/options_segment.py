@@ -109,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="crop automatically around this region (with a margin) before the expensive steps")
     g.add_argument("--keep-table", dest="remove_table", action="store_false", default=True,
                    help="keep bone-dense voxels outside the body (couch, markers); off by default")
+    g.add_argument("--threshold-surface", dest="refine_surface", action="store_false", default=True,
+                   help="keep each part's surface at the preset's threshold instead of moving it to the local "
+                        "half-maximum edge (the threshold surface lies about half a voxel outside the bone)")
 
 
 def config_from_args(args: argparse.Namespace) -> SegmentConfig:
@@ -129,6 +132,7 @@ def config_from_args(args: argparse.Namespace) -> SegmentConfig:
             roi_mm=getattr(args, "roi_mm", None),
             region=getattr(args, "region", None),
             remove_table=getattr(args, "remove_table", True),
+            refine_surface=getattr(args, "refine_surface", True),
         )
     except InputError:
         raise

@@ -62,11 +62,12 @@ def test_cli_options_roundtrip():
     options_segment.add_arguments(p)
     a = p.parse_args(["--preset", "compact-bone", "--hu", "300:2000", "--hollow", "1.2", "--mirror", "left",
                       "--parts", "pelvis,femur_left", "--roi=-100,100,-50,150,0,200", "--keep-table",
-                      "--min-island", "500", "--no-fill", "--region", "pelvis"])
+                      "--min-island", "500", "--no-fill", "--region", "pelvis", "--threshold-surface"])
     cfg = options_segment.config_from_args(a)
     assert cfg.hu_range == (300.0, 2000.0) and cfg.hollow_wall_mm == 1.2 and cfg.split_hemipelvis
     assert cfg.parts == ("pelvis", "femur_left") and cfg.roi_mm[1] == 100.0 and not cfg.remove_table
     assert cfg.min_island_mm3 == 500 and not cfg.fill_cavities and cfg.region == "pelvis"
+    assert not cfg.refine_surface and options_segment.config_from_args(p.parse_args([])).refine_surface
     for bad in (["--hu", "300"], ["--hu", "a:b"], ["--roi", "1,2,3"], ["--parts", "liver"], ["--hollow", "-1"]):
         with pytest.raises(SystemExit) as exc:
             p.parse_args(bad)
