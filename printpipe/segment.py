@@ -920,7 +920,8 @@ def _separate(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, flo
         if ratio[a, b] < 1.0:
             break
         a, b = min(a, b), max(a, b)
-        merges.append({"regions": [a, b], "cm3": [round(size[a] * vox / 1000, 1), round(size[b] * vox / 1000, 1)],
+        merges.append({"regions": [int(a), int(b)], "cm3": [round(float(size[a] * vox / 1000), 1),
+                                                           round(float(size[b] * vox / 1000), 1)],
                        "bone_mm2": int(bone_c[a, b] // 2), "joint_mm2": int(joint_c[a, b] // 2)})
         size[a] += size[b]
         parent[b] = a
