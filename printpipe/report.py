@@ -135,6 +135,7 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
     if labels.shape != tuple(volume.shape):
         raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's {tuple(volume.shape)}")
 
+    _start_render_probe()  # runs beside the slice pictures
     slice_pngs: dict[str, Path] = {}
     for title, png in _slice_pictures(volume, labels, names, pics).items():
         slice_pngs[title] = png
@@ -275,28 +276,54 @@ def _save_fig(fig, png: Path) -> None:
 
 # -- 3-D views -------------------------------------------------------------------------------------
 
+_PROBE_CODE = ("import pyvista as pv; pv.OFF_SCREEN = True; p = pv.Plotter(off_screen=True, window_size=(64, 64)); "
+               "p.add_mesh(pv.Sphere()); img = p.screenshot(return_img=True); p.close(); "
+               "import sys; sys.exit(0 if img is not None and img.std() > 0 else 3)")
+_PROBE: subprocess.Popen | None = None
+
+
+def _start_render_probe() -> None:
+    """Start the off-screen rendering probe in a child process (once), without waiting for it.
+
+    :func:`write_report` starts it before drawing the CT slices, so that the probe (a fresh
+    interpreter importing VTK, about 2 s) runs beside them; :func:`render_backend` collects it.
+    """
+    global _PROBE
+    forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
+    if forced in ("matplotlib", "pyvista") or _RENDER_BACKEND is not None or _PROBE is not None:
+        return
+    try:
+        _PROBE = subprocess.Popen([sys.executable, "-c", _PROBE_CODE], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, env={**os.environ, "PYVISTA_OFF_SCREEN": "true"})
+    except OSError as exc:
+        log.warning("PyVista rendering probe failed to start (%s); using matplotlib", exc)
+
+
 def render_backend() -> str:
     """``"pyvista"`` when off-screen VTK rendering works in this environment, else ``"matplotlib"``.
 
     Probed once per process in a child process; ``PRINTPIPE_RENDERER=matplotlib|pyvista`` overrides.
     """
-    global _RENDER_BACKEND
+    global _RENDER_BACKEND, _PROBE
     forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
     if forced in ("matplotlib", "pyvista"):
         return forced
     if _RENDER_BACKEND is None:
-        code = ("import pyvista as pv; pv.OFF_SCREEN = True; p = pv.Plotter(off_screen=True, window_size=(64, 64)); "
-                "p.add_mesh(pv.Sphere()); img = p.screenshot(return_img=True); p.close(); "
-                "import sys; sys.exit(0 if img is not None and img.std() > 0 else 3)")
+        _start_render_probe()
+        proc, _PROBE = _PROBE, None
+        if proc is None:
+            _RENDER_BACKEND = "matplotlib"
+            return _RENDER_BACKEND
         try:
-            r = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120,
-                               env={**os.environ, "PYVISTA_OFF_SCREEN": "true"})
-            _RENDER_BACKEND = "pyvista" if r.returncode == 0 else "matplotlib"
-            if r.returncode:
+            _, err = proc.communicate(timeout=120)
+            _RENDER_BACKEND = "pyvista" if proc.returncode == 0 else "matplotlib"
+            if proc.returncode:
                 log.warning("PyVista off-screen rendering is unavailable (exit %d: %s); 3-D views will be "
                             "drawn with matplotlib. On Debian install libegl1 and libgl1-mesa-dri "
-                            "(or libosmesa6)", r.returncode, r.stderr.decode(errors="replace")[-300:].strip())
+                            "(or libosmesa6)", proc.returncode, err.decode(errors="replace")[-300:].strip())
         except (OSError, subprocess.TimeoutExpired) as exc:
+            proc.kill()
+            proc.communicate()
             log.warning("PyVista rendering probe failed (%s); using matplotlib", exc)
             _RENDER_BACKEND = "matplotlib"
     return _RENDER_BACKEND
