@@ -36,7 +36,7 @@ from printpipe.volume import Volume
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PipelineConfig", "CaseResult", "run"]
+__all__ = ["PipelineConfig", "CaseResult", "run", "input_hash"]
 
 Progress = Callable[[str, float], None]
 
@@ -207,7 +207,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             "status": "ok",
             "parameters": config.to_dict(),
             "params_hash": config.params_hash(),
-            "input_hash": _input_hash(volume),
+            "input_hash": input_hash(volume),
             "input": _input_summary(volume),
             "segmentation": _jsonable(seg_info),
             "parts": [
@@ -224,6 +224,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
 
         if config.report:
             with stage("report"):
+                _prefer_headless_rendering()
                 from printpipe.report import write_report
 
                 write_report(staging, manifest=manifest, volume=seg.volume, labels=seg.labels,
@@ -371,6 +372,18 @@ def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig
     return info, pictures
 
 
+def _prefer_headless_rendering() -> None:
+    """With no X display, let VTK render through EGL directly instead of failing on X first.
+
+    VTK's default window class tries X and logs "bad X server connection" before falling back; with
+    libEGL present (Debian libegl1 + Mesa) the EGL window renders off-screen quietly.
+    """
+    import ctypes.util
+
+    if not os.environ.get("DISPLAY") and ctypes.util.find_library("EGL"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
 # -- manifest helpers ----------------------------------------------------------------------------
 
 def _part_entry(name, mesh, report, extra, raw) -> dict:
@@ -408,7 +421,7 @@ def _input_summary(volume: Volume) -> dict:
     return _jsonable(out)
 
 
-def _input_hash(volume: Volume) -> str:
+def input_hash(volume: Volume) -> str:
     """Content hash of the HU grid and its geometry: a resumed batch redoes a case whose data changed."""
     h = hashlib.blake2b(digest_size=16)
     h.update(np.ascontiguousarray(volume.hu).view(np.uint8))
