@@ -124,6 +124,18 @@ _EDGE_PASSES = 2
 #: hip voxels this many voxels (largest spacing) inside the fitted femoral-head sphere go to the femur
 _HEAD_MARGIN_VOXELS = 0.5
 
+# -- solid parts (see _solidify) -------------------------------------------------------------------
+#: radius (mm) of the closing that seals thin, porous cortex (partial volume at thick slices)
+_CLOSE_MM = 3.0
+#: a hole in a slice (axial, coronal or sagittal) is marrow when its mean HU is at least this
+#: (trabecular bone below the threshold reads ~100-220 HU; the spinal canal, foramina, pelvic
+#: inlet and obturator foramen hold CSF, fat, muscle or bowel, below ~80 HU) ...
+_MARROW_HU = 100.0
+#: ... and it is smaller than this (mm^2; a femoral head's cross-section is ~1800 mm^2)
+_MARROW_MAX_MM2 = 2500.0
+#: holes in a slice smaller than this (mm^2) are filled whatever their HU (pores, noise)
+_PORE_MM2 = 12.0
+
 
 def resolve_preset(name: str) -> tuple[float, float, str]:
     """Look up a preset by name (case, spaces and underscores do not matter)."""
@@ -510,6 +522,9 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     del gap_ok
     labels, names, frag_info = _clean_parts(labels, names, min_vox)
     info["parts_cleanup"] = frag_info
+    if config.fill_cavities:
+        z_ends = (lo_idx[0] == 0, lo_idx[0] + labels.shape[0] >= scan_shape[0])
+        info["solidified"] = _solidify(labels, names, hu, vol.spacing, z_ends)
     if config.hollow_wall_mm is not None:
         import edt
 
@@ -1304,6 +1319,117 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
     present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist())
     names = {k: v for k, v in names.items() if k in present}
     return labels, names, {"pieces_dropped": dropped, "voxels_dropped": vox}
+
+
+def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float],
+              z_ends: tuple[bool, bool]) -> dict[str, Any]:
+    """Make every part solid in place: marrow that reaches the outside through thin cortex is filled.
+
+    Trabecular bone inside the femoral heads, acetabulum and ilium reads ~100-220 HU, below the
+    bone threshold, and with thick slices the cortex around it is porous, so the marrow connects
+    to the soft tissue and a 3-D cavity fill leaves a shell. Per part, on its bounding box:
+
+    1. a closing with a ball of ``_CLOSE_MM`` (exact, anisotropic: distance transforms) seals the
+       pores of the cortex;
+    2. holes of the closed mask in axial, coronal and sagittal slices are filled when they hold
+       marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
+       ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
+       soft tissue and stay open;
+    3. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
+       shaft cut by the scan keeps its marrow).
+
+    Only background voxels are added, none 26-adjacent to another part, so the one-voxel gaps
+    between parts survive.
+    """
+    import cc3d
+    import edt
+
+    sp = np.asarray(spacing, dtype=float)
+    pad = [int(math.ceil(_CLOSE_MM / s)) + 2 for s in sp]
+    objs = ndi.find_objects(labels)
+    out: dict[str, Any] = {}
+    for lab, name in sorted(names.items()):
+        sl = objs[lab - 1] if lab - 1 < len(objs) else None
+        if sl is None:
+            continue
+        lo = [max(s.start - p, 0) for s, p in zip(sl, pad)]
+        hi = [min(s.stop + p, n) for s, p, n in zip(sl, pad, labels.shape)]
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        sub = labels[box]
+        h = hu[box]
+        m = sub == lab
+        free = sub == 0
+        # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
+        d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=1)
+        dil = d_out <= _CLOSE_MM
+        del d_out
+        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=1) > _CLOSE_MM
+        closed |= m
+        del dil
+        # 2. marrow holes in slices of the three orthogonal planes
+        add = np.zeros_like(m)
+        other = ~free & ~m
+        for ax in range(3):
+            st = np.zeros((3, 3, 3), bool)
+            idx = [1, 1, 1]
+            for a2 in range(3):
+                if a2 == ax:
+                    continue
+                for v in (0, 2):
+                    j = list(idx)
+                    j[a2] = v
+                    st[tuple(j)] = True
+            st[1, 1, 1] = True
+            comp, n = ndi.label(~closed, structure=st)
+            if n == 0:
+                continue
+            faces = []
+            for a2 in range(3):
+                if a2 != ax:
+                    faces.append(np.take(comp, 0, axis=a2).ravel())
+                    faces.append(np.take(comp, comp.shape[a2] - 1, axis=a2).ravel())
+            border = np.zeros(n + 1, bool)
+            border[np.concatenate(faces)] = True
+            border[0] = True
+            cnt = np.bincount(comp.ravel(), minlength=n + 1).astype(float)
+            # mean HU away from the hole's rim (the rim is partial volume of the bone around it)
+            rim = ndi.binary_dilation(closed, structure=st)
+            inner = (~rim).ravel()
+            flat = comp.ravel()
+            cnt_in = np.bincount(flat[inner], minlength=n + 1).astype(float)
+            hus_in = np.bincount(flat[inner], weights=h.ravel()[inner].astype(np.float64), minlength=n + 1)
+            hus = np.bincount(flat, weights=h.ravel().astype(np.float64), minlength=n + 1)
+            bad = np.bincount(comp.ravel(), weights=other.ravel().astype(np.float64), minlength=n + 1) > 0
+            px = float(np.prod([sp[a2] for a2 in range(3) if a2 != ax]))
+            area = cnt * px
+            mean = np.where(cnt_in > 0, hus_in / np.maximum(cnt_in, 1), hus / np.maximum(cnt, 1))
+            del rim, inner
+            ok = ~border & ~bad & ((area < _PORE_MM2) | ((mean >= _MARROW_HU) & (area <= _MARROW_MAX_MM2)))
+            add |= ok[comp]
+            del comp
+        solid = closed | add
+        # 3. enclosed background; scan ends close the box
+        lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
+        bg = cc3d.connected_components(~solid, connectivity=6)
+        faces = [bg[:, 0, :], bg[:, -1, :], bg[:, :, 0], bg[:, :, -1]]
+        if not lids[0]:
+            faces.append(bg[0])
+        if not lids[1]:
+            faces.append(bg[-1])
+        outside = np.zeros(int(bg.max()) + 1, bool)
+        outside[np.unique(np.concatenate([f.ravel() for f in faces]))] = True
+        outside[0] = True
+        solid |= ~outside[bg]
+        del bg
+        new = solid & free
+        # keep the gaps: nothing added next to another part
+        if other.any():
+            new &= ~ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
+        n_new = int(np.count_nonzero(new))
+        sub[new] = lab
+        out[name] = {"voxels_added": n_new,
+                     "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
+    return out
 
 
 def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[str, Any]:
