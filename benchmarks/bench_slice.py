@@ -115,7 +115,10 @@ def prusa_ini(cfg: SliceConfig, printer, material, height_mm: float) -> str:
     r = cfg.resolved(printer, material)
     sp = r.speeds
     f, a, j = printer.max_feedrate_mm_s, printer.max_accel_mm_s2, printer.jerk_mm_s
-    support_spacing = LINE_W / max(cfg.support_density, 1e-3) - LINE_W
+    # PrusaSlicer's support line pitch is support_material_spacing + the flow spacing (which is
+    # printpipe's spacing r.spacing: the same rounded-rectangle model); printpipe's is
+    # spacing / density
+    support_spacing = r.spacing / max(cfg.support_density, 1e-3) - r.spacing
     anchor = cfg.infill_anchor_mm if cfg.infill_anchor_mm is not None else 6 * r.line_width
     start = printer.render_start(material, relative_e=True)
     end = printer.render_end(material, max_layer_z_mm=height_mm)
@@ -188,7 +191,9 @@ def prusa_ini(cfg: SliceConfig, printer, material, height_mm: float) -> str:
         "skirt_height": "1", "min_skirt_length": "0", "brim_width": f"{cfg.brim_width_mm:g}",
         "support_material": "1" if cfg.support else "0",
         "support_material_auto": "1",
-        "support_material_threshold": f"{90 - cfg.support_angle_deg:g}",
+        # PrusaSlicer adds 1 degree to the threshold ("+1 makes the threshold inclusive"): ask for
+        # one less so both use printpipe's angle from the horizontal
+        "support_material_threshold": f"{max(90 - cfg.support_angle_deg - 1, 1):g}",
         "support_material_contact_distance": f"{cfg.support_z_gap_layers * r.layer_height:g}",
         "support_material_spacing": f"{support_spacing:.3f}",
         "support_material_xy_spacing": f"{cfg.support_xy_gap_mm:g}",

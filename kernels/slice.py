@@ -37,7 +37,7 @@ __all__ = [
     "scanline_spans_edges",
     "connect_lines",
     "support_columns",
-    "support_runs",
+    "support_paths",
     "warmup",
 ]
 
@@ -333,9 +333,10 @@ def warmup() -> None:
     segments_cross_polygon(np.array([[0.5, 0.5, 2.0, 0.5]]), pts, np.array([0, 4], np.int64))
     g, row, x0, x1 = scanline_spans(pts, np.array([0, 4], np.int64), np.array([0, 1], np.int64), 1,
                                     np.array([0.25]), 0.5, np.array([2], np.int64))
-    fm, fb, over = support_columns(np.zeros(g.shape[0], np.int64), np.zeros(g.shape[0], np.int64), row,
+    fm, fb, cont = support_columns(np.zeros(g.shape[0], np.int64), np.zeros(g.shape[0], np.int64), row,
                                    x0, x1, 1, 0.0, 0.5, 2, 2)
-    support_runs(np.zeros((2, 2), np.int64), 1, np.array([0], np.int64), 1)
+    support_paths(np.zeros((2, 2), np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1),
+                  np.ones(1), 1, 0.0, 0.5, np.array([0, 1], np.int64), 1, 2)
     g, row, x0, x1, e0, t0, e1, t1 = scanline_spans_edges(pts, np.array([0, 4], np.int64),
                                                           np.array([0, 1], np.int64), 1,
                                                           np.array([0.25]), 0.5, np.array([2], np.int64))
@@ -708,18 +709,19 @@ def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_a
 
 @njit(cache=True)
 def support_columns(spans_layer, spans_kind, spans_row, spans_x0, spans_x1, n_layers, x0, px, ny, nx):
-    """Per bed pixel: first layer covered by the model, by the blocked zone, and whether the model's
-    first layer there is an overhang.
+    """Per bed pixel: first layer of the model, first layer of the blocked zone, and the highest
+    layer whose support contact area covers the pixel with no model below it.
 
-    Spans come from :func:`scanline_spans` on the pixel-row centres, sorted by layer; ``kind`` is
-    0 = model, 1 = blocked (model grown by the xy gap), 2 = overhang. A pixel is covered when its
-    centre ``x0 + (i + 0.5) * px`` lies in a span. Returns ``first_model, first_blocked`` (ny, nx)
-    int64 (``n_layers`` where never) and ``over`` (ny, nx) bool.
+    Spans come from :func:`scanline_spans` on the pixel-row centres, sorted by layer and then kind;
+    ``kind`` is 0 = model, 1 = blocked (model grown by the xy gap), 2 = contact area. A pixel is
+    covered when its centre ``x0 + (i + 0.5) * px`` lies in a span. A contact of layer ``m``
+    counts only where the model has no layer below ``m`` (support from the bed only). Returns
+    ``first_model, first_blocked`` (ny, nx) int64 (``n_layers`` where never) and ``contact``
+    (ny, nx) int64 (-1 where none).
     """
     first_model = np.full((ny, nx), n_layers, np.int64)
     first_blocked = np.full((ny, nx), n_layers, np.int64)
-    over = np.zeros((ny, nx), np.bool_)
-    ovl = np.zeros((ny, nx), np.int64) - 1  # layer of the last overhang mark
+    contact = np.full((ny, nx), -1, np.int64)
     n = spans_layer.shape[0]
     for s in range(n):
         k = spans_layer[s]
@@ -740,49 +742,279 @@ def support_columns(spans_layer, spans_kind, spans_row, spans_x0, spans_x1, n_la
             elif kind == 1:
                 if first_blocked[r, i] > k:
                     first_blocked[r, i] = k
-            else:
-                if first_model[r, i] >= k or first_model[r, i] == n_layers:
-                    ovl[r, i] = k
-    for r in range(ny):
-        for i in range(nx):
-            fm = first_model[r, i]
-            over[r, i] = fm < n_layers and fm > 0 and ovl[r, i] == fm
-    return first_model, first_blocked, over
+            elif first_model[r, i] >= k and contact[r, i] < k:
+                contact[r, i] = k
+    return first_model, first_blocked, contact
 
 
 @njit(cache=True)
-def support_runs(top, n_layers, rows, min_run):
-    """Support line pieces from the per-pixel support top layer.
+def _clear_segment(mask, r0, c0, ra, ia, rb, ib):
+    """Is the straight pixel path from (ra, ia) to (rb, ib) inside ``mask`` (window origin r0, c0)?"""
+    n = max(abs(rb - ra), abs(ib - ia))
+    if n == 0:
+        return mask[ra - r0, ia - c0]
+    for t in range(n + 1):
+        r = ra + int(np.floor((rb - ra) * t / n + 0.5))
+        i = ia + int(np.floor((ib - ia) * t / n + 0.5))
+        if not mask[r - r0, i - c0]:
+            return False
+    return True
 
-    top (ny, nx) int64: highest layer with support in that pixel column (-1 = none); rows (q,)
-    int64: the pixel rows that carry a support line. For every layer ``k`` and row, each run of at
-    least ``min_run`` pixels with ``top >= k`` gives ``(k, row_index_in_rows, i_first, i_last)``.
+
+@njit(cache=True)
+def support_paths(top, blk_layer, blk_row, blk_x0, blk_x1, n_layers, x0, px, line_rows, min_run, link_px):
+    """Support polylines of every layer from the per-pixel support top, joined into zig-zags and
+    ordered to keep the travels short and inside the support.
+
+    top (ny, nx) int64: highest layer with support in that pixel column (-1 = none); blocked spans
+    (``blk_*``, from :func:`scanline_spans` on the pixel-row centres, sorted by layer) remove pixels
+    from a layer; line_rows (q,) int64 ascending: the pixel rows that carry a support line.
+
+    On layer ``k`` a pixel is support when ``top >= k`` and it is not blocked. Each run of at least
+    ``min_run`` such pixels along a line row is a line (from the first to the last pixel centre).
+    A line is joined to the line of the next row whose end on the same side is nearest (within
+    ``link_px`` pixels) when a connector stays in the support: through the corner at the shorter
+    end half way between the rows, else a step along a quarter row (a rectilinear fill's zig-zag
+    along the boundary of its region).
+    The polylines of a layer are then ordered greedily by nearest end (and may be reversed).
+
+    Returns ``xy (p, 2)`` pixel coordinates (column, row) of the points, ``off (c + 1,)``,
+    ``layer (c,)`` and ``inside (c,) bool``: whether the travel from the previous polyline of the
+    same layer to this one stays in the support (it needs no retraction).
     """
+    ny = top.shape[0]
     nx = top.shape[1]
+    nq = line_rows.shape[0]
+    # window holding all support
+    r0 = ny
+    r1 = -1
+    c0 = nx
+    c1 = -1
+    kmax = -1
+    for r in range(ny):
+        for i in range(nx):
+            t = top[r, i]
+            if t >= 0:
+                if r < r0:
+                    r0 = r
+                if r > r1:
+                    r1 = r
+                if i < c0:
+                    c0 = i
+                if i > c1:
+                    c1 = i
+                if t > kmax:
+                    kmax = t
     cap = 1024
-    out = np.empty((cap, 4), np.int64)
-    c = 0
-    for k in range(n_layers):
-        for q in range(rows.shape[0]):
-            r = rows[q]
+    xy = np.empty((cap, 2), np.float64)
+    off = np.zeros(cap + 1, np.int64)
+    lay = np.empty(cap, np.int64)
+    ins = np.zeros(cap, np.bool_)
+    npt = 0
+    npl = 0
+    if kmax < 0:
+        return xy[:0], off[:1], lay[:0], ins[:0]
+    wr = r1 - r0 + 1
+    wc = c1 - c0 + 1
+    mask = np.zeros((wr, wc), np.bool_)
+    max_runs = nq * (wc // 2 + 1)
+    ra_ = np.empty(max_runs, np.int64)   # row index q of each run
+    ia_ = np.empty(max_runs, np.int64)
+    ib_ = np.empty(max_runs, np.int64)
+    used = np.zeros(max_runs, np.bool_)
+    row_start = np.empty(nq + 1, np.int64)
+    # chains of the layer: run indices in order, with the direction of each
+    ch_run = np.empty(max_runs, np.int64)
+    ch_dir = np.empty(max_runs, np.int64)
+    ch_corner = np.empty(max_runs, np.int64)  # pixel row of a step into the run, or -1
+    ch_off = np.empty(max_runs + 1, np.int64)
+    done = np.zeros(max_runs, np.bool_)
+    nb = blk_layer.shape[0]
+    b = 0
+    for k in range(min(kmax + 1, n_layers)):
+        for r in range(wr):
+            for i in range(wc):
+                mask[r, i] = top[r0 + r, c0 + i] >= k
+        while b < nb and blk_layer[b] < k:
+            b += 1
+        while b < nb and blk_layer[b] == k:
+            r = blk_row[b] - r0
+            if 0 <= r < wr:
+                i0 = int(np.ceil((blk_x0[b] - x0) / px - 0.5)) - c0
+                i1 = int(np.floor((blk_x1[b] - x0) / px - 0.5)) - c0
+                if i0 < 0:
+                    i0 = 0
+                if i1 > wc - 1:
+                    i1 = wc - 1
+                for i in range(i0, i1 + 1):
+                    mask[r, i] = False
+            b += 1
+        # runs along the line rows
+        nr = 0
+        for q in range(nq):
+            row_start[q] = nr
+            r = line_rows[q] - r0
+            if r < 0 or r >= wr:
+                continue
             i = 0
-            while i < nx:
-                if top[r, i] >= k:
+            while i < wc:
+                if mask[r, i]:
                     j = i
-                    while j + 1 < nx and top[r, j + 1] >= k:
+                    while j + 1 < wc and mask[r, j + 1]:
                         j += 1
                     if j - i + 1 >= min_run:
-                        if c == cap:
-                            cap *= 2
-                            new = np.empty((cap, 4), np.int64)
-                            new[:c] = out[:c]
-                            out = new
-                        out[c, 0] = k
-                        out[c, 1] = q
-                        out[c, 2] = i
-                        out[c, 3] = j
-                        c += 1
+                        ra_[nr] = q
+                        ia_[nr] = i
+                        ib_[nr] = j
+                        used[nr] = False
+                        nr += 1
                     i = j + 1
                 else:
                     i += 1
-    return out[:c]
+        row_start[nq] = nr
+        if nr == 0:
+            continue
+        # zig-zag chains: from the lowest unused run upwards, joining same-side ends
+        nc = 0
+        pos = 0
+        for s in range(nr):
+            if used[s]:
+                continue
+            ch_off[nc] = pos
+            ch_corner[pos] = -1
+            cur = s
+            d = 1
+            while True:
+                used[cur] = True
+                ch_run[pos] = cur
+                ch_dir[pos] = d
+                pos += 1
+                q = ra_[cur]
+                if q + 1 >= nq:
+                    break
+                end_i = ib_[cur] if d > 0 else ia_[cur]
+                ya = line_rows[q] - r0
+                yb = line_rows[q + 1] - r0
+                ym = (ya + yb) // 2
+                best = -1
+                bd = link_px + 1
+                bstep = -1
+                for c in range(row_start[q + 1], row_start[q + 2]):
+                    if used[c]:
+                        continue
+                    e = ib_[c] if d > 0 else ia_[c]
+                    dd = abs(e - end_i)
+                    if dd >= bd:
+                        continue
+                    # connector through the corner at the shorter end half way between the rows
+                    # (where the cells of the two rows meet), else a step along a quarter row,
+                    # as a fill follows the boundary of its region
+                    corner = min(e, end_i) if d > 0 else max(e, end_i)
+                    if (_clear_segment(mask, 0, 0, ya, end_i, ym, corner)
+                            and _clear_segment(mask, 0, 0, ym, corner, yb, e)):
+                        bd = dd
+                        best = c
+                        bstep = -1
+                        continue
+                    for yq in (ya + (yb - ya) // 4, yb - (yb - ya) // 4):
+                        if (_clear_segment(mask, 0, 0, ya, end_i, yq, end_i)
+                                and _clear_segment(mask, 0, 0, yq, end_i, yq, e)
+                                and _clear_segment(mask, 0, 0, yq, e, yb, e)):
+                            bd = dd
+                            best = c
+                            bstep = yq + r0
+                            break
+                if best < 0:
+                    break
+                cur = best
+                d = -d
+                ch_corner[pos] = bstep
+            nc += 1
+        ch_off[nc] = pos
+        # order the chains: nearest end first, starting with the first chain
+        for c in range(nc):
+            done[c] = False
+        cx = -1.0
+        cy = -1.0
+        for n in range(nc):
+            best = -1
+            bflip = False
+            bd2 = 1e300
+            for c in range(nc):
+                if done[c]:
+                    continue
+                if n == 0:
+                    best = c
+                    break
+                a = ch_run[ch_off[c]]
+                z = ch_run[ch_off[c + 1] - 1]
+                xa = float(ia_[a] if ch_dir[ch_off[c]] > 0 else ib_[a])
+                ya = float(line_rows[ra_[a]])
+                xz = float(ib_[z] if ch_dir[ch_off[c + 1] - 1] > 0 else ia_[z])
+                yz = float(line_rows[ra_[z]])
+                da = (xa - cx) ** 2 + (ya - cy) ** 2
+                dz = (xz - cx) ** 2 + (yz - cy) ** 2
+                if da < bd2:
+                    bd2 = da
+                    best = c
+                    bflip = False
+                if dz < bd2:
+                    bd2 = dz
+                    best = c
+                    bflip = True
+            done[best] = True
+            need = 4 * (ch_off[best + 1] - ch_off[best])
+            while npt + need > xy.shape[0]:
+                grown = np.empty((2 * xy.shape[0], 2), np.float64)
+                grown[:npt] = xy[:npt]
+                xy = grown
+            if npl + 1 >= lay.shape[0]:
+                m2 = 2 * lay.shape[0]
+                g1 = np.zeros(m2 + 1, np.int64)
+                g1[:npl + 1] = off[:npl + 1]
+                off = g1
+                g2 = np.empty(m2, np.int64)
+                g2[:npl] = lay[:npl]
+                lay = g2
+                g3 = np.zeros(m2, np.bool_)
+                g3[:npl] = ins[:npl]
+                ins = g3
+            p0 = npt
+            for t in range(ch_off[best], ch_off[best + 1]):
+                u = ch_run[t]
+                yy = float(line_rows[ra_[u]])
+                if ch_corner[t] >= 0:  # a step along the pixel row ch_corner[t]
+                    xy[npt, 0] = xy[npt - 1, 0]
+                    xy[npt, 1] = ch_corner[t]
+                    xy[npt + 1, 0] = ib_[u] if ch_dir[t] < 0 else ia_[u]
+                    xy[npt + 1, 1] = ch_corner[t]
+                    npt += 2
+                elif t > ch_off[best]:  # through the corner at the shorter end
+                    xs = ib_[u] if ch_dir[t] < 0 else ia_[u]
+                    cc = min(xs, xy[npt - 1, 0]) if ch_dir[t] < 0 else max(xs, xy[npt - 1, 0])
+                    xy[npt, 0] = cc
+                    xy[npt, 1] = float((line_rows[ra_[u] - 1] - r0 + line_rows[ra_[u]] - r0) // 2 + r0)
+                    npt += 1
+                if ch_dir[t] > 0:
+                    xy[npt, 0] = ia_[u]
+                    xy[npt + 1, 0] = ib_[u]
+                else:
+                    xy[npt, 0] = ib_[u]
+                    xy[npt + 1, 0] = ia_[u]
+                xy[npt, 1] = yy
+                xy[npt + 1, 1] = yy
+                npt += 2
+            if bflip:
+                xy[p0:npt] = xy[p0:npt][::-1].copy()
+            inside = False
+            if n > 0:  # (columns of the window, rows of the bed)
+                inside = _clear_segment(mask, r0, 0, int(cy), int(cx), int(xy[p0, 1]), int(xy[p0, 0]))
+            cx = xy[npt - 1, 0]
+            cy = xy[npt - 1, 1]
+            for t in range(p0, npt):
+                xy[t, 0] += c0
+            lay[npl] = k
+            ins[npl] = inside
+            npl += 1
+            off[npl] = npt
+    return xy[:npt], off[:npl + 1], lay[:npl], ins[:npl]

@@ -216,13 +216,22 @@ def test_supports_under_overhang_with_gaps():
     for lay in sm.layers[:first_slab - 1]:
         pts = np.concatenate(lay.support).reshape(-1, 2)
         assert shapely.distance(shapely.points(pts), column).min() >= 0.6 + W / 2 - 1e-6
-    # the supported bed area is the slab minus the gapped column, to within the 0.25 mm pixels
-    # along the perimeters (4 x 30 mm + 4 x 8 mm edges, half a pixel each)
-    expected = 30 * 30 - (6 + 2 * (0.6 + W / 2)) ** 2
+    # the supported bed area (PrusaSlicer's grid support): the contact area is the slab (95..125 mm
+    # on x and y) grown by the 1.5 mm support margin, stretched over the square cells of the
+    # support line grid (lines at multiples of sp, cells centred on them), minus the gapped
+    # column; to within the 0.25 mm pixels along the perimeters (half a pixel each)
+    sp = S / cfg.support_density
+    lo = (math.floor((95 - 1.5) / sp + 0.5) - 0.5) * sp
+    hi = (math.floor((125 + 1.5) / sp + 0.5) + 0.5) * sp
+    expected = (hi - lo) ** 2 - (6 + 2 * (0.6 + W / 2)) ** 2
     assert sm.stats["support_area_mm2"] == pytest.approx(expected, abs=0.25 * (4 * 30 + 4 * 8))
-    # support line length on a layer ~ area / line spacing
-    length = sum(float(np.hypot(*(p[-1] - p[0]))) for p in sm.layers[10].support)
-    assert length == pytest.approx(expected / (S / cfg.support_density), rel=0.1)
+    # support line length on a layer ~ area / line spacing (the lines run along x; the zig-zag
+    # connectors between them run along y and are not counted)
+    length = sum(float(np.abs(np.diff(p[:, 0])).sum()) for p in sm.layers[10].support)
+    assert length == pytest.approx(expected / sp, rel=0.1)
+    # the lines of the square are joined into zig-zags: few polylines, travels inside the support
+    assert len(sm.layers[10].support) <= 4
+    assert len(sm.layers[10].support_inside) == len(sm.layers[10].support)
 
 
 def test_supports_only_from_the_bed():

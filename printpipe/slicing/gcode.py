@@ -198,6 +198,28 @@ def _emit_group(wr: _Writer, paths: list[tuple[str, np.ndarray]], outline: list 
         wr.extrude(p, epm, speeds[kind])
 
 
+def _emit_support(wr: _Writer, lay, epm: float, speeds: dict) -> None:
+    """The support polylines of a layer: in the slicer's order when it gave one (travels that stay
+    inside the support do not retract, as in PrusaSlicer), walked from whichever end of the
+    sequence is nearer; else ordered here by nearest neighbour."""
+    lines = list(lay.support)
+    inside = list(getattr(lay, "support_inside", []) or [])
+    if len(inside) != len(lines):
+        lines = _order_lines(lines, wr.x, wr.y)
+        _emit_group(wr, [("SUPPORT", p) for p in lines], None, epm, speeds)
+        return
+    if not math.isnan(wr.x):
+        d_first = (lines[0][0, 0] - wr.x) ** 2 + (lines[0][0, 1] - wr.y) ** 2
+        d_last = (lines[-1][-1, 0] - wr.x) ** 2 + (lines[-1][-1, 1] - wr.y) ** 2
+        if d_last < d_first:  # backwards: the travel into line i is the one that left it before
+            lines = [p[::-1] for p in lines[::-1]]
+            inside = [False] + inside[:0:-1]
+    for i, (p, ins) in enumerate(zip(lines, inside)):
+        wr.travel(float(p[0, 0]), float(p[0, 1]), not (i > 0 and ins))
+        wr.set_type("SUPPORT")
+        wr.extrude(p, epm, speeds["SUPPORT"])
+
+
 def _skirt_rings(models: list[SlicedModel], r, printer) -> list:
     cfg = r.config
     if cfg.skirt_loops <= 0:
@@ -327,8 +349,7 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
         for m in lay_models:
             lay = m.layers[k]
             if lay.support:
-                lines = _order_lines(lay.support, wr.x, wr.y)
-                _emit_group(wr, [("SUPPORT", p) for p in lines], None, epm, speeds)
+                _emit_support(wr, lay, epm, speeds)
             remaining = list(lay.islands)
             while remaining:
                 if math.isnan(wr.x):

@@ -25,11 +25,14 @@ Python only loops to gather the resulting coordinates. Geometry rules:
   follow each other along the region's boundary are joined by the boundary path when it is at
   most ``infill_connect_mm`` long (shortest first, no cycles) and free ends get an anchor of
   ``infill_anchor_mm`` along it, as PrusaSlicer does. Skin uses ``s`` and alternates 45/135.
-* **Supports.** Overhang of layer ``m``: its outline minus the layer below grown by
-  ``h * tan(threshold)`` (a surface leaning more than the threshold from the vertical steps out
-  further than that per layer). Going down from the top, the support column under each overhang
-  starts ``support_z_gap_layers`` below it and stops where it meets the model (grown by the xy
-  gap); only columns that reach the bed are kept (support from the bed only, never on bone).
+* **Supports.** (PrusaSlicer 2.5's grid support from the bed.) Overhang of layer ``m``: its
+  outline minus the layer below grown by ``h * tan(threshold)`` (a surface leaning more than the
+  threshold from the vertical steps out further than that per layer), widened back over the whole
+  steep band; the contact area grows it by 1.5 mm around, outside the layer below. A bed pixel is
+  supported up to ``support_z_gap_layers`` below the highest contact above it that has no model
+  below it (support from the bed only, never on bone); the columns are snapped to the cells of the
+  support line grid, kept below the model and out of it by the xy gap on every layer, and printed
+  as zig-zag lines along x, ordered by nearest end (see :func:`_supports`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,15 @@ _EMPTY = shapely.Polygon()
 _SIMPLIFY_MM = 0.02
 # Bed pixel of the support column computation, mm.
 _SUPPORT_PX = 0.25
-# An overhang extends this far along the newly covered band of its layer (mm).
+# The support contact area extends this far around an overhang (mm; PrusaSlicer's
+# SUPPORT_MATERIAL_MARGIN).
 _SUPPORT_MARGIN_MM = 1.5
+# Line density of the first support layer (PrusaSlicer's raft_first_layer_density, 90 %, which it
+# also uses for the first layer of support without a raft): a dense flange that holds on the bed.
+_SUPPORT_FIRST_DENSITY = 0.9
+# Support lines on neighbouring rows are joined when their ends are at most this many line
+# spacings apart (along the boundary of the support, as a rectilinear fill is joined).
+_SUPPORT_LINK = 3.0
 # Skin pieces thinner than 2 x _SLIVER x spacing are dropped (they print nothing but travel).
 _SLIVER = 0.25
 # A skin band narrower than 2 x _NARROW_LINES line widths is widened by that many widths
@@ -85,13 +95,18 @@ class Island:
 
 @dataclass(eq=False)
 class Layer:
-    """One layer: ``z_mm`` is its top (the nozzle height), ``height_mm`` its thickness."""
+    """One layer: ``z_mm`` is its top (the nozzle height), ``height_mm`` its thickness.
+
+    ``support`` holds the support polylines in print order; ``support_inside[i]`` tells whether
+    the travel from polyline ``i - 1`` to ``i`` stays inside the support (no retraction needed).
+    An empty ``support_inside`` means "unordered" (the writer orders the lines itself)."""
 
     index: int
     z_mm: float
     height_mm: float
     islands: list
     support: list = field(default_factory=list)
+    support_inside: list = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -482,49 +497,84 @@ def _ring_arrays_of(geoms: np.ndarray):
     return np.ascontiguousarray(coords, dtype=np.float64), ring_off, geom_ring
 
 
-def _supports(stack: LayerStack, r: Resolved) -> tuple[list, object, float]:
-    """Support lines of every layer, the first layer's support footprint and the supported area.
+def _contacts(simple: np.ndarray, r: Resolved) -> np.ndarray:
+    """Support contact area of every layer (PrusaSlicer 2.5's ``top_contact_layers``, automatic).
 
-    Works per bed pixel (``_SUPPORT_PX`` mm): a column gets support when the first layer of the
-    model above it is an overhang; the support then fills the column from the bed up to
-    ``support_z_gap_layers`` below the first layer at which the model grown by the xy gap reaches
-    the column. Columns under the model's own lower parts therefore get none (support from the bed
-    only). Lines run along x at ``spacing / density`` through the pixel rows.
+    Overhang of layer ``m``: its outline minus the layer below (opened by half a line width) grown
+    by ``step = h * tan(threshold)``, cleaned by an opening of a tenth of a line width; it is then
+    widened back by ``step`` within the layer (the whole steep band, not only its outer part). The
+    contact area grows the overhang by ``_SUPPORT_MARGIN_MM`` in three steps, each time keeping out
+    of the layer below grown by ``min(step, xy gap)``; it may extend beyond the layer's outline.
+    """
+    cfg = r.config
+    n = len(simple)
+    w = r.line_width
+    step = r.layer_height * math.tan(math.radians(cfg.support_angle_deg))
+    out = np.empty(n, dtype=object)
+    out[:] = [_EMPTY] * n
+    if n < 2:
+        return out
+    lower = simple[:-1]
+    cur = simple[1:]
+    opened = shapely.buffer(lower, -0.5 * w, join_style="mitre")
+    d = shapely.difference(cur, shapely.buffer(opened, step + 0.5 * w, join_style="mitre"))
+    d = shapely.buffer(shapely.buffer(d, -0.1 * w, join_style="mitre"), 0.1 * w, join_style="mitre")
+    has = np.flatnonzero(shapely.area(d) > 0.25 * w * w)
+    if has.size == 0:
+        return out
+    d = shapely.difference(shapely.intersection(shapely.buffer(d[has], step, join_style="mitre"), cur[has]),
+                           lower[has])
+    margin = shapely.buffer(opened[has], min(step, cfg.support_xy_gap_mm) + 0.5 * w, join_style="mitre")
+    for _ in range(3):
+        d = shapely.difference(shapely.buffer(d, _SUPPORT_MARGIN_MM / 3, quad_segs=2), margin)
+    out[has + 1] = shapely.simplify(d, _SIMPLIFY_MM)
+    return out
+
+
+def _supports(stack: LayerStack, r: Resolved) -> tuple[list, list, object, float]:
+    """Support polylines and travel flags of every layer, the first layer's support footprint and
+    the supported bed area.
+
+    Works per bed pixel (``_SUPPORT_PX`` mm), as PrusaSlicer 2.5's grid-style support with
+    ``support_material_buildplate_only``:
+
+    * a pixel column is supported up to ``support_z_gap_layers`` below the highest contact area
+      (:func:`_contacts`) that covers it with no model below it;
+    * the columns are snapped to square cells of the support line spacing, centred on the lines
+      (PrusaSlicer stretches its support islands over the cells of its line grid): a cell is
+      supported up to the highest column in it;
+    * support stays below the model's first layer in every pixel (``support_z_gap_layers`` under
+      it), and on each layer out of the model grown by the xy gap and half a line width.
+
+    Lines run along x at ``spacing / density`` through the cell centres (on the first layer at
+    ``spacing / _SUPPORT_FIRST_DENSITY``, a dense flange on the bed); runs along a line are
+    joined with their neighbours on the next line into zig-zags where the connector stays in the
+    support, and ordered by nearest end (:func:`printpipe.kernels.slice.support_paths`).
     """
     cfg = r.config
     regions = stack.regions
     n = len(regions)
     empty: list = [[] for _ in range(n)]
+    none = (empty, [[] for _ in range(n)], _EMPTY, 0.0)
     if n < 2:
-        return empty, _EMPTY, 0.0
+        return none
     w = r.line_width
-    step = r.layer_height * math.tan(math.radians(cfg.support_angle_deg))
     simple = shapely.simplify(regions, _SIMPLIFY_MM)
-    far = np.empty(n, dtype=object)
-    far[0] = _EMPTY
-    far[1:] = shapely.difference(simple[1:], shapely.buffer(simple[:-1], step, join_style="mitre"))
-    far = shapely.simplify(far, _SIMPLIFY_MM)
-    if not np.any(shapely.area(far) > 0.25 * w * w):
-        return empty, _EMPTY, 0.0
-    # the whole newly covered area next to a too-far step is overhang (a steep slope steps out in
-    # bands; only their outer part is farther than `step` from the layer below)
-    overhang = np.empty(n, dtype=object)
-    overhang[:] = [_EMPTY] * n
-    has = np.flatnonzero(shapely.area(far) > 0)
-    # (PrusaSlicer grows the overhang by SUPPORT_MATERIAL_MARGIN = 1.5 mm within the part of the
-    # layer that does not rest on the layer below)
-    newly = shapely.difference(simple[has], simple[has - 1])
-    overhang[has] = shapely.intersection(shapely.buffer(far[has], max(_SUPPORT_MARGIN_MM, 1.01 * step),
-                                                        join_style="mitre"), newly)
+    contact = _contacts(simple, r)
+    if not np.any(shapely.area(contact) > 0):
+        return none
     px = _SUPPORT_PX
     blocked = shapely.buffer(simple, cfg.support_xy_gap_mm + 0.5 * w + 0.71 * px, join_style="mitre")
-    xmin, ymin, xmax, ymax = shapely.total_bounds(blocked)
+    sp = r.spacing / cfg.support_density
+    xmin, ymin, xmax, ymax = shapely.total_bounds(np.concatenate([blocked, contact]))
+    # (one line spacing of room: the cells of the line grid stick out of the contact areas)
+    xmin, ymin, xmax, ymax = xmin - sp, ymin - sp, xmax + sp, ymax + sp
     x0 = math.floor(xmin / px) * px
     y0 = math.floor(ymin / px) * px
     nx = int(math.ceil((xmax - x0) / px)) + 1
     ny = int(math.ceil((ymax - y0) / px)) + 1
     lay, kind, row, sx0, sx1 = [], [], [], [], []
-    for code, geoms in ((0, simple), (1, blocked), (2, overhang)):
+    for code, geoms in ((0, simple), (1, blocked), (2, contact)):
         pts, ring_off, geom_ring = _ring_arrays_of(geoms)
         g, rr, a0, a1 = kslice.scanline_spans(pts, ring_off, geom_ring, n, np.full(n, y0 + 0.5 * px), px,
                                               np.full(n, ny, np.int64))
@@ -535,31 +585,55 @@ def _supports(stack: LayerStack, r: Resolved) -> tuple[list, object, float]:
         sx1.append(a1)
     lay_a = np.concatenate(lay)
     kind_a = np.concatenate(kind)
+    row_a = np.concatenate(row)
+    x0_a = np.concatenate(sx0)
+    x1_a = np.concatenate(sx1)
     order = np.lexsort((kind_a, lay_a))
-    fm, fb, over = kslice.support_columns(lay_a[order], kind_a[order], np.concatenate(row)[order],
-                                          np.concatenate(sx0)[order], np.concatenate(sx1)[order], n, x0, px, ny, nx)
-    top = np.where(over, np.minimum(fb, fm) - 1 - cfg.support_z_gap_layers, -1).astype(np.int64)
+    lay_a, kind_a, row_a, x0_a, x1_a = lay_a[order], kind_a[order], row_a[order], x0_a[order], x1_a[order]
+    fm, fb, cont = kslice.support_columns(lay_a, kind_a, row_a, x0_a, x1_a, n, x0, px, ny, nx)
+    gap = cfg.support_z_gap_layers
+    col = np.where(cont >= 0, cont - 1 - gap, -1)
+    if not np.any(col >= 0):
+        return none
+    # cells of the line grid, centred on the lines: each supported up to its highest column
+    ci = np.floor((x0 + (np.arange(nx) + 0.5) * px) / sp + 0.5).astype(np.int64)
+    cj = np.floor((y0 + (np.arange(ny) + 0.5) * px) / sp + 0.5).astype(np.int64)
+    ci -= ci[0]
+    cj -= cj[0]
+    cell = np.full((cj[-1] + 1, ci[-1] + 1), -1, np.int64)
+    np.maximum.at(cell, (np.repeat(cj, nx), np.tile(ci, ny)), col.ravel())
+    top = cell[cj[:, None], ci[None, :]]
+    top = np.minimum(top, np.where(fm < n, fm - 1 - gap, n)).astype(np.int64)
     if not np.any(top >= 0):
-        return empty, _EMPTY, 0.0
-    sp = r.spacing / cfg.support_density
-    jj = np.arange(math.ceil(y0 / sp), math.floor((y0 + ny * px) / sp) + 1)
-    line_y = jj * sp
-    rows = np.clip(np.floor((line_y - y0) / px).astype(np.int64), 0, ny - 1)
-    # runs shorter than a line width and a half are slivers
-    runs = kslice.support_runs(top, n, rows, max(2, int(math.ceil(1.5 * w / px))))
+        return none
+    blk = kind_a == 1
     paths: list = [[] for _ in range(n)]
-    if runs.shape[0]:
-        xa = x0 + (runs[:, 2] + 0.5) * px
-        xb = x0 + (runs[:, 3] + 0.5) * px
-        yy = line_y[runs[:, 1]]
-        seg = np.stack([np.stack([xa, yy], 1), np.stack([xb, yy], 1)], axis=1)
-        bounds = np.searchsorted(runs[:, 0], np.arange(n + 1))
-        for k in np.flatnonzero(np.diff(bounds)):
-            paths[k] = list(seg[bounds[k]:bounds[k + 1]])
-    first = [p for p in paths[0]]
-    footprint = shapely.union_all(shapely.buffer(shapely.linestrings(np.array(first)), 0.5 * w)) if first else _EMPTY
-    area = float(np.count_nonzero(top >= 0)) * px * px
-    return paths, footprint, area
+    flags: list = [[] for _ in range(n)]
+    # the first layer at _SUPPORT_FIRST_DENSITY (a flange that holds on the bed), the others at
+    # the support density
+    for first_layer, pitch in ((True, r.spacing / _SUPPORT_FIRST_DENSITY), (False, sp)):
+        line_y = (np.arange(math.ceil(y0 / pitch), math.floor((y0 + ny * px) / pitch) + 1)) * pitch
+        rows = np.unique(np.clip(np.floor((line_y - y0) / px).astype(np.int64), 0, ny - 1))
+        # runs shorter than a line width and a half are slivers
+        xy, off, pl, inside = kslice.support_paths(
+            np.ascontiguousarray(np.minimum(top, 0) if first_layer else top), lay_a[blk], row_a[blk],
+            x0_a[blk], x1_a[blk], n, x0, px, rows, max(2, int(math.ceil(1.5 * w / px))),
+            int(math.ceil(_SUPPORT_LINK * pitch / px)))
+        if pl.size:
+            pts = np.empty_like(xy)
+            pts[:, 0] = x0 + (xy[:, 0] + 0.5) * px
+            pts[:, 1] = y0 + (xy[:, 1] + 0.5) * px
+            for k in np.flatnonzero((pl == 0) if first_layer else (pl > 0)):
+                paths[pl[k]].append(pts[off[k]:off[k + 1]])
+                flags[pl[k]].append(bool(inside[k]))
+    first = paths[0]
+    footprint = _EMPTY
+    if first:
+        lines = shapely.linestrings(np.concatenate(first), indices=np.repeat(np.arange(len(first)),
+                                                                             [len(p) for p in first]))
+        footprint = shapely.union_all(shapely.buffer(lines, 0.5 * w))
+    area = float(np.count_nonzero((top >= 0) & (fb > 0))) * px * px
+    return paths, flags, footprint, area
 
 
 def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> SlicedModel:
@@ -596,8 +670,9 @@ def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> Sli
     sup_first = _EMPTY
     sup_area = 0.0
     sup_paths: list = [[] for _ in range(n_layers)]
+    sup_inside: list = [[] for _ in range(n_layers)]
     if cfg.support and cfg.support_density > 0:
-        sup_paths, sup_first, sup_area = _supports(stack, r)
+        sup_paths, sup_inside, sup_first, sup_area = _supports(stack, r)
         n_sup = sum(1 for p in sup_paths if p)
         if n_sup:
             log.info("%s: supports on %d of %d layers, %.0f mm2 of bed", name, n_sup, n_layers, sup_area)
@@ -613,7 +688,8 @@ def _toolpaths(stack: LayerStack, r: Resolved, name: str, warnings: list) -> Sli
         brim = [ring for rr in rings for ring in rr]
 
     layers = [Layer(index=k, z_mm=float(stack.top_z[k]), height_mm=float(stack.height[k]),
-                    islands=[], support=sup_paths[k]) for k in range(n_layers)]
+                    islands=[], support=sup_paths[k], support_inside=sup_inside[k])
+              for k in range(n_layers)]
     for i in range(len(parts)):
         layers[lay[i]].islands.append(Island(outline=outline_rings[i],
                                              walls=[wr[i] for wr in wall_rings],
