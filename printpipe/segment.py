@@ -1334,7 +1334,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
     2. holes of the closed mask in axial, coronal and sagittal slices are filled when they hold
        marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
        ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
-       soft tissue and stay open;
+       soft tissue and stay open; axial holes of a femur (fatty shaft marrow) are always filled;
     3. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
        shaft cut by the scan keeps its marrow).
 
@@ -1404,7 +1404,11 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
             area = cnt * px
             mean = np.where(cnt_in > 0, hus_in / np.maximum(cnt_in, 1), hus / np.maximum(cnt, 1))
             del rim, inner
-            ok = ~border & ~bad & ((area < _PORE_MM2) | ((mean >= _MARROW_HU) & (area <= _MARROW_MAX_MM2)))
+            marrow = mean >= _MARROW_HU
+            if ax == 0 and name.startswith("femur_"):
+                # every axial section of a femur is solid bone: fatty shaft marrow (below 0 HU) too
+                marrow[:] = True
+            ok = ~border & ~bad & ((area < _PORE_MM2) | (marrow & (area <= _MARROW_MAX_MM2)))
             add |= ok[comp]
             del comp
         solid = closed | add
