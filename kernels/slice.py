@@ -411,29 +411,12 @@ def _scan_crossings(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
                     edge[c] = i
                     tt[c] = t
                     c += 1
-    # sort crossings by (geometry, row, x)
-    order = np.argsort(xs, kind="mergesort")
-    kr = key_r[order]
-    order = order[np.argsort(kr, kind="mergesort")]
-    kg = key_g[order]
-    order = order[np.argsort(kg, kind="mergesort")]
-    return key_g[order], key_r[order], xs[order], edge[order], tt[order]
+    return key_g, key_r, xs, edge, tt
 
 
 @njit(cache=True)
-def scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
-    """Even-odd spans of closed rings along horizontal scanlines ``y = y0[g] + j * dy``.
-
-    pts (n, 2) float64 ring vertices (rings not closed, ring ``r`` is
-    ``pts[ring_off[r]:ring_off[r + 1]]``), geom_ring (n_geoms + 1,) int64: geometry ``g`` owns rings
-    ``geom_ring[g]:geom_ring[g + 1]``; y0 (n_geoms,) first scanline of each geometry, n_rows
-    (n_geoms,) number of scanlines. An edge counts for a scanline when ``ya <= y < yb`` (half-open,
-    so a vertex on a scanline is counted once). Returns ``geom, row, x0, x1, e0, t0, e1, t1`` (each
-    (s,)): the inside intervals sorted by geometry, row and x, and for each end the ring edge it
-    lies on (index ``i`` of its first vertex in ``pts``; the edge runs to the ring's next vertex)
-    and the fraction ``t`` along that edge.
-    """
-    kg, kr, xs, ke, kt = _scan_crossings(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows)
+def _pair_spans(kg, kr, xs, ke, kt):
+    """Even-odd pairs of the crossings sorted by (geometry, row, x): the inside intervals."""
     total = kg.shape[0]
     n_sp = total // 2
     og = np.empty(n_sp, np.int64)
@@ -470,7 +453,28 @@ def scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
     return og[:s], orow[:s], ox0[:s], ox1[:s], oe0[:s], ot0[:s], oe1[:s], ot1[:s]
 
 
-@njit(cache=True)
+def scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
+    """Even-odd spans of closed rings along horizontal scanlines ``y = y0[g] + j * dy``.
+
+    pts (n, 2) float64 ring vertices (rings not closed, ring ``r`` is
+    ``pts[ring_off[r]:ring_off[r + 1]]``), geom_ring (n_geoms + 1,) int64: geometry ``g`` owns rings
+    ``geom_ring[g]:geom_ring[g + 1]``; y0 (n_geoms,) first scanline of each geometry, n_rows
+    (n_geoms,) number of scanlines. An edge counts for a scanline when ``ya <= y < yb`` (half-open,
+    so a vertex on a scanline is counted once). Returns ``geom, row, x0, x1, e0, t0, e1, t1`` (each
+    (s,)): the inside intervals sorted by geometry, row and x, and for each end the ring edge it
+    lies on (index ``i`` of its first vertex in ``pts``; the edge runs to the ring's next vertex)
+    and the fraction ``t`` along that edge.
+    """
+    # (the crossings are sorted by numpy between the two compiled passes: a sort inside a kernel
+    # costs seconds of compilation)
+    pts = np.ascontiguousarray(pts, dtype=np.float64)
+    kg, kr, xs, ke, kt = _scan_crossings(pts, np.asarray(ring_off, np.int64), np.asarray(geom_ring, np.int64),
+                                         int(n_geoms), np.asarray(y0, np.float64), float(dy),
+                                         np.asarray(n_rows, np.int64))
+    order = np.lexsort((xs, kr, kg))
+    return _pair_spans(kg[order], kr[order], xs[order], ke[order], kt[order])
+
+
 def scanline_spans(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows):
     """Like :func:`scanline_spans_edges` without the edge information: ``geom, row, x0, x1``."""
     g, row, x0, x1, e0, t0, e1, t1 = scanline_spans_edges(pts, ring_off, geom_ring, n_geoms, y0, dy, n_rows)
@@ -536,7 +540,6 @@ def _anchor(xy, npt, pts, a, b, cum, ring_len, la, x0, y0, length, forward):
     return npt
 
 
-@njit(cache=True)
 def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_arc, anchor):
     """Join infill lines into zig-zag polylines along the region boundary they end on.
 
@@ -552,6 +555,27 @@ def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_a
     ``anchor`` mm (at most half the way to the next line end) on the side with more room.
     Returns ``(xy (k, 2), off (p + 1,), geom (p,))``: the polylines.
     """
+    # (the sorts run in numpy between the compiled passes: a sort inside a kernel costs seconds of
+    # compilation)
+    seg_geom = np.asarray(seg_geom, np.int64)
+    m = seg_geom.shape[0]
+    ring_flat = np.ascontiguousarray(np.asarray(end_ring, np.int64).reshape(2 * m))
+    arc_flat = np.ascontiguousarray(np.asarray(end_arc, np.float64).reshape(2 * m))
+    order = np.lexsort((arc_flat, ring_flat))
+    ring_off = np.asarray(ring_off, np.int64)
+    pts = np.ascontiguousarray(pts, np.float64)
+    cum = np.ascontiguousarray(cum, np.float64)
+    ring_len, cand_a, cand_b, cand_len, gap_next, gap_prev = _connect_candidates(
+        seg_geom, ring_flat, arc_flat, order, pts, ring_off, cum, float(max_arc))
+    corder = np.argsort(cand_len, kind="stable")
+    return _connect_walk(seg_geom, np.ascontiguousarray(seg_xy, np.float64), ring_flat, arc_flat, pts, ring_off,
+                         cum, ring_len, cand_a, cand_b, corder, gap_next, gap_prev, float(anchor))
+
+
+@njit(cache=True)
+def _connect_candidates(seg_geom, ring_flat, arc_flat, order, pts, ring_off, cum, max_arc):
+    """Ring lengths and the candidate joins of :func:`connect_lines` (ends in ``order`` =
+    sorted by ring and arc): consecutive ends on a ring, and each end's gap to its neighbours."""
     m = seg_geom.shape[0]
     n_ends = 2 * m
     n_rings = ring_off.shape[0] - 1
@@ -562,15 +586,6 @@ def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_a
         dx = pts[a, 0] - pts[b - 1, 0]
         dy = pts[a, 1] - pts[b - 1, 1]
         ring_len[r] = cum[b - 1] + np.sqrt(dx * dx + dy * dy)
-    # ends sorted by (ring, arc)
-    ring_flat = np.empty(n_ends, np.int64)
-    arc_flat = np.empty(n_ends, np.float64)
-    for s in range(m):
-        for k in range(2):
-            ring_flat[2 * s + k] = end_ring[s, k]
-            arc_flat[2 * s + k] = end_arc[s, k]
-    order = np.argsort(arc_flat, kind="mergesort")
-    order = order[np.argsort(ring_flat[order], kind="mergesort")]
     # candidate joins: consecutive ends on a ring (forward from end a to end b)
     cand_a = np.empty(n_ends, np.int64)
     cand_b = np.empty(n_ends, np.int64)
@@ -601,10 +616,19 @@ def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_a
                     cand_len[nc] = d
                     nc += 1
         i = j
+    return ring_len, cand_a[:nc], cand_b[:nc], cand_len[:nc], gap_next, gap_prev
+
+
+@njit(cache=True)
+def _connect_walk(seg_geom, seg_xy, ring_flat, arc_flat, pts, ring_off, cum, ring_len, cand_a, cand_b, corder,
+                  gap_next, gap_prev, anchor):
+    """Take the joins of :func:`connect_lines` shortest first (``corder``) and walk the chains."""
+    m = seg_geom.shape[0]
+    n_ends = 2 * m
+    nc = cand_a.shape[0]
     link = np.full(n_ends, -1, np.int64)
     fwd = np.zeros(n_ends, np.bool_)  # the join leaves this end forward along the ring
     parent = np.arange(m)
-    corder = np.argsort(cand_len[:nc], kind="mergesort")
     n_extra = 0
     for q in range(nc):
         c = corder[q]
@@ -655,7 +679,11 @@ def connect_lines(seg_geom, seg_xy, end_ring, end_arc, pts, ring_off, cum, max_a
                 p0 = npt
                 npt = _anchor(xy, npt, pts, ring_off[r], ring_off[r + 1], cum, ring_len[r], arc_flat[e_in],
                               seg_xy[s, k_in, 0], seg_xy[s, k_in, 1], min(anchor, room), fw)
-                xy[p0:npt] = xy[p0:npt][::-1].copy()
+                for t in range((npt - p0) // 2):  # reversed in place
+                    for j in range(2):
+                        tmp = xy[p0 + t, j]
+                        xy[p0 + t, j] = xy[npt - 1 - t, j]
+                        xy[npt - 1 - t, j] = tmp
             first = False
             npt = _emit(xy, npt, seg_xy[s, k_in, 0], seg_xy[s, k_in, 1])
             xy[npt, 0] = seg_xy[s, 1 - k_in, 0]
@@ -761,7 +789,6 @@ def _clear_segment(mask, r0, c0, ra, ia, rb, ib):
     return True
 
 
-@njit(cache=True)
 def support_paths(top, blk_layer, blk_row, blk_x0, blk_x1, n_layers, x0, px, line_rows, min_run, link_px):
     """Support polylines of every layer from the per-pixel support top, joined into zig-zags and
     ordered to keep the travels short and inside the support.
@@ -782,239 +809,237 @@ def support_paths(top, blk_layer, blk_row, blk_x0, blk_x1, n_layers, x0, px, lin
     ``layer (c,)`` and ``inside (c,) bool``: whether the travel from the previous polyline of the
     same layer to this one stays in the support (it needs no retraction).
     """
-    ny = top.shape[0]
-    nx = top.shape[1]
-    nq = line_rows.shape[0]
-    # window holding all support
-    r0 = ny
-    r1 = -1
-    c0 = nx
-    c1 = -1
-    kmax = -1
-    for r in range(ny):
-        for i in range(nx):
-            t = top[r, i]
-            if t >= 0:
-                if r < r0:
-                    r0 = r
-                if r > r1:
-                    r1 = r
-                if i < c0:
-                    c0 = i
-                if i > c1:
-                    c1 = i
-                if t > kmax:
-                    kmax = t
-    cap = 1024
-    xy = np.empty((cap, 2), np.float64)
-    off = np.zeros(cap + 1, np.int64)
-    lay = np.empty(cap, np.int64)
-    ins = np.zeros(cap, np.bool_)
-    npt = 0
-    npl = 0
-    if kmax < 0:
-        return xy[:0], off[:1], lay[:0], ins[:0]
-    wr = r1 - r0 + 1
+    # (a Python loop over the layers calling small kernels: one big kernel took 10+ s to compile)
+    top = np.asarray(top, np.int64)
+    line_rows = np.asarray(line_rows, np.int64)
+    blk_layer = np.asarray(blk_layer, np.int64)
+    blk_row = np.asarray(blk_row, np.int64)
+    blk_x0 = np.asarray(blk_x0, np.float64)
+    blk_x1 = np.asarray(blk_x1, np.float64)
+    xy_parts, off_parts, lay_parts, ins_parts = [], [], [], []
+    rr, cc = np.nonzero(top >= 0)
+    if rr.size == 0:
+        return np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    r0, r1, c0, c1 = int(rr.min()), int(rr.max()), int(cc.min()), int(cc.max())
+    win = top[r0:r1 + 1, c0:c1 + 1]
+    kmax = min(int(win.max()), int(n_layers) - 1)
     wc = c1 - c0 + 1
-    mask = np.zeros((wr, wc), np.bool_)
+    nq = line_rows.shape[0]
     max_runs = nq * (wc // 2 + 1)
-    ra_ = np.empty(max_runs, np.int64)   # row index q of each run
+    ra_ = np.empty(max_runs, np.int64)
     ia_ = np.empty(max_runs, np.int64)
     ib_ = np.empty(max_runs, np.int64)
-    used = np.zeros(max_runs, np.bool_)
     row_start = np.empty(nq + 1, np.int64)
-    # chains of the layer: run indices in order, with the direction of each
     ch_run = np.empty(max_runs, np.int64)
     ch_dir = np.empty(max_runs, np.int64)
-    ch_corner = np.empty(max_runs, np.int64)  # pixel row of a step into the run, or -1
+    ch_step = np.empty(max_runs, np.int64)
     ch_off = np.empty(max_runs + 1, np.int64)
-    done = np.zeros(max_runs, np.bool_)
-    nb = blk_layer.shape[0]
-    b = 0
-    for k in range(min(kmax + 1, n_layers)):
-        for r in range(wr):
-            for i in range(wc):
-                mask[r, i] = top[r0 + r, c0 + i] >= k
-        while b < nb and blk_layer[b] < k:
-            b += 1
-        while b < nb and blk_layer[b] == k:
-            r = blk_row[b] - r0
-            if 0 <= r < wr:
-                i0 = int(np.ceil((blk_x0[b] - x0) / px - 0.5)) - c0
-                i1 = int(np.floor((blk_x1[b] - x0) / px - 0.5)) - c0
-                if i0 < 0:
-                    i0 = 0
-                if i1 > wc - 1:
-                    i1 = wc - 1
-                for i in range(i0, i1 + 1):
-                    mask[r, i] = False
-            b += 1
-        # runs along the line rows
-        nr = 0
-        for q in range(nq):
-            row_start[q] = nr
-            r = line_rows[q] - r0
-            if r < 0 or r >= wr:
-                continue
-            i = 0
-            while i < wc:
-                if mask[r, i]:
-                    j = i
-                    while j + 1 < wc and mask[r, j + 1]:
-                        j += 1
-                    if j - i + 1 >= min_run:
-                        ra_[nr] = q
-                        ia_[nr] = i
-                        ib_[nr] = j
-                        used[nr] = False
-                        nr += 1
-                    i = j + 1
-                else:
-                    i += 1
-        row_start[nq] = nr
+    bounds = np.searchsorted(blk_layer, np.arange(kmax + 2))
+    n_pts = 0
+    for k in range(kmax + 1):
+        mask = win >= k
+        b0, b1 = bounds[k], bounds[k + 1]
+        _clear_spans(mask, blk_row[b0:b1], blk_x0[b0:b1], blk_x1[b0:b1], r0, c0, x0, px)
+        nr = _line_runs(mask, line_rows, r0, min_run, ra_, ia_, ib_, row_start)
         if nr == 0:
             continue
-        # zig-zag chains: from the lowest unused run upwards, joining same-side ends
-        nc = 0
-        pos = 0
-        for s in range(nr):
-            if used[s]:
-                continue
-            ch_off[nc] = pos
-            ch_corner[pos] = -1
-            cur = s
-            d = 1
-            while True:
-                used[cur] = True
-                ch_run[pos] = cur
-                ch_dir[pos] = d
-                pos += 1
-                q = ra_[cur]
-                if q + 1 >= nq:
-                    break
-                end_i = ib_[cur] if d > 0 else ia_[cur]
-                ya = line_rows[q] - r0
-                yb = line_rows[q + 1] - r0
-                ym = (ya + yb) // 2
-                best = -1
-                bd = link_px + 1
-                bstep = -1
-                for c in range(row_start[q + 1], row_start[q + 2]):
-                    if used[c]:
-                        continue
-                    e = ib_[c] if d > 0 else ia_[c]
-                    dd = abs(e - end_i)
-                    if dd >= bd:
-                        continue
-                    # connector through the corner at the shorter end half way between the rows
-                    # (where the cells of the two rows meet), else a step along a quarter row,
-                    # as a fill follows the boundary of its region
-                    corner = min(e, end_i) if d > 0 else max(e, end_i)
-                    if (_clear_segment(mask, 0, 0, ya, end_i, ym, corner)
-                            and _clear_segment(mask, 0, 0, ym, corner, yb, e)):
+        nc = _zigzag(mask, line_rows, r0, nr, ra_, ia_, ib_, row_start, link_px, ch_run, ch_dir, ch_step, ch_off)
+        xy, off, ins = _order_chains(mask, line_rows, r0, nc, ra_, ia_, ib_, ch_run, ch_dir, ch_step, ch_off)
+        xy[:, 0] += c0
+        xy_parts.append(xy)
+        off_parts.append(off[1:] + n_pts)
+        n_pts += xy.shape[0]
+        lay_parts.append(np.full(nc, k, np.int64))
+        ins_parts.append(ins)
+    if not xy_parts:
+        return np.zeros((0, 2)), np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.bool_)
+    return (np.concatenate(xy_parts), np.concatenate([np.zeros(1, np.int64)] + off_parts),
+            np.concatenate(lay_parts), np.concatenate(ins_parts))
+
+
+@njit(cache=True)
+def _clear_spans(mask, rows, sx0, sx1, r0, c0, x0, px):
+    """Clear the pixels of ``mask`` (window origin r0, c0) whose centres lie in the spans."""
+    wr = mask.shape[0]
+    wc = mask.shape[1]
+    for s in range(rows.shape[0]):
+        r = rows[s] - r0
+        if r < 0 or r >= wr:
+            continue
+        i0 = int(np.ceil((sx0[s] - x0) / px - 0.5)) - c0
+        i1 = int(np.floor((sx1[s] - x0) / px - 0.5)) - c0
+        if i0 < 0:
+            i0 = 0
+        if i1 > wc - 1:
+            i1 = wc - 1
+        for i in range(i0, i1 + 1):
+            mask[r, i] = False
+
+
+@njit(cache=True)
+def _line_runs(mask, line_rows, r0, min_run, ra_, ia_, ib_, row_start):
+    """Runs of at least ``min_run`` pixels of ``mask`` along the line rows; returns their count."""
+    wr = mask.shape[0]
+    wc = mask.shape[1]
+    nq = line_rows.shape[0]
+    nr = 0
+    for q in range(nq):
+        row_start[q] = nr
+        r = line_rows[q] - r0
+        if r < 0 or r >= wr:
+            continue
+        i = 0
+        while i < wc:
+            if mask[r, i]:
+                j = i
+                while j + 1 < wc and mask[r, j + 1]:
+                    j += 1
+                if j - i + 1 >= min_run:
+                    ra_[nr] = q
+                    ia_[nr] = i
+                    ib_[nr] = j
+                    nr += 1
+                i = j + 1
+            else:
+                i += 1
+    row_start[nq] = nr
+    return nr
+
+
+@njit(cache=True)
+def _zigzag(mask, line_rows, r0, nr, ra_, ia_, ib_, row_start, link_px, ch_run, ch_dir, ch_step, ch_off):
+    """Join the runs into zig-zag chains (see :func:`support_paths`); returns the chain count."""
+    nq = line_rows.shape[0]
+    used = np.zeros(nr, np.bool_)
+    nc = 0
+    pos = 0
+    for s in range(nr):
+        if used[s]:
+            continue
+        ch_off[nc] = pos
+        ch_step[pos] = -1
+        cur = s
+        d = 1
+        while True:
+            used[cur] = True
+            ch_run[pos] = cur
+            ch_dir[pos] = d
+            pos += 1
+            q = ra_[cur]
+            if q + 1 >= nq:
+                break
+            end_i = ib_[cur] if d > 0 else ia_[cur]
+            ya = line_rows[q] - r0
+            yb = line_rows[q + 1] - r0
+            ym = (ya + yb) // 2
+            best = -1
+            bd = link_px + 1
+            bstep = -1
+            for c in range(row_start[q + 1], row_start[q + 2]):
+                if used[c]:
+                    continue
+                e = ib_[c] if d > 0 else ia_[c]
+                dd = abs(e - end_i)
+                if dd >= bd:
+                    continue
+                # connector through the corner at the shorter end half way between the rows
+                # (where the cells of the two rows meet), else a step along a quarter row,
+                # as a fill follows the boundary of its region
+                corner = min(e, end_i) if d > 0 else max(e, end_i)
+                if (_clear_segment(mask, 0, 0, ya, end_i, ym, corner)
+                        and _clear_segment(mask, 0, 0, ym, corner, yb, e)):
+                    bd = dd
+                    best = c
+                    bstep = -1
+                    continue
+                for yq in (ya + (yb - ya) // 4, yb - (yb - ya) // 4):
+                    if (_clear_segment(mask, 0, 0, ya, end_i, yq, end_i)
+                            and _clear_segment(mask, 0, 0, yq, end_i, yq, e)
+                            and _clear_segment(mask, 0, 0, yq, e, yb, e)):
                         bd = dd
                         best = c
-                        bstep = -1
-                        continue
-                    for yq in (ya + (yb - ya) // 4, yb - (yb - ya) // 4):
-                        if (_clear_segment(mask, 0, 0, ya, end_i, yq, end_i)
-                                and _clear_segment(mask, 0, 0, yq, end_i, yq, e)
-                                and _clear_segment(mask, 0, 0, yq, e, yb, e)):
-                            bd = dd
-                            best = c
-                            bstep = yq + r0
-                            break
-                if best < 0:
-                    break
-                cur = best
-                d = -d
-                ch_corner[pos] = bstep
-            nc += 1
-        ch_off[nc] = pos
-        # order the chains: nearest end first, starting with the first chain
+                        bstep = yq + r0
+                        break
+            if best < 0:
+                break
+            cur = best
+            d = -d
+            ch_step[pos] = bstep
+        nc += 1
+    ch_off[nc] = pos
+    return nc
+
+
+@njit(cache=True)
+def _order_chains(mask, line_rows, r0, nc, ra_, ia_, ib_, ch_run, ch_dir, ch_step, ch_off):
+    """Order the chains by nearest end, emit their points (window columns, bed rows); returns
+    ``xy, off, inside`` (see :func:`support_paths`)."""
+    done = np.zeros(nc, np.bool_)
+    xy = np.empty((4 * ch_off[nc], 2), np.float64)
+    off = np.zeros(nc + 1, np.int64)
+    ins = np.zeros(nc, np.bool_)
+    npt = 0
+    cx = -1.0
+    cy = -1.0
+    for n in range(nc):
+        best = -1
+        bflip = False
+        bd2 = 1e300
         for c in range(nc):
-            done[c] = False
-        cx = -1.0
-        cy = -1.0
-        for n in range(nc):
-            best = -1
-            bflip = False
-            bd2 = 1e300
-            for c in range(nc):
-                if done[c]:
-                    continue
-                if n == 0:
-                    best = c
-                    break
-                a = ch_run[ch_off[c]]
-                z = ch_run[ch_off[c + 1] - 1]
-                xa = float(ia_[a] if ch_dir[ch_off[c]] > 0 else ib_[a])
-                ya = float(line_rows[ra_[a]])
-                xz = float(ib_[z] if ch_dir[ch_off[c + 1] - 1] > 0 else ia_[z])
-                yz = float(line_rows[ra_[z]])
-                da = (xa - cx) ** 2 + (ya - cy) ** 2
-                dz = (xz - cx) ** 2 + (yz - cy) ** 2
-                if da < bd2:
-                    bd2 = da
-                    best = c
-                    bflip = False
-                if dz < bd2:
-                    bd2 = dz
-                    best = c
-                    bflip = True
-            done[best] = True
-            need = 4 * (ch_off[best + 1] - ch_off[best])
-            while npt + need > xy.shape[0]:
-                grown = np.empty((2 * xy.shape[0], 2), np.float64)
-                grown[:npt] = xy[:npt]
-                xy = grown
-            if npl + 1 >= lay.shape[0]:
-                m2 = 2 * lay.shape[0]
-                g1 = np.zeros(m2 + 1, np.int64)
-                g1[:npl + 1] = off[:npl + 1]
-                off = g1
-                g2 = np.empty(m2, np.int64)
-                g2[:npl] = lay[:npl]
-                lay = g2
-                g3 = np.zeros(m2, np.bool_)
-                g3[:npl] = ins[:npl]
-                ins = g3
-            p0 = npt
-            for t in range(ch_off[best], ch_off[best + 1]):
-                u = ch_run[t]
-                yy = float(line_rows[ra_[u]])
-                if ch_corner[t] >= 0:  # a step along the pixel row ch_corner[t]
-                    xy[npt, 0] = xy[npt - 1, 0]
-                    xy[npt, 1] = ch_corner[t]
-                    xy[npt + 1, 0] = ib_[u] if ch_dir[t] < 0 else ia_[u]
-                    xy[npt + 1, 1] = ch_corner[t]
-                    npt += 2
-                elif t > ch_off[best]:  # through the corner at the shorter end
-                    xs = ib_[u] if ch_dir[t] < 0 else ia_[u]
-                    cc = min(xs, xy[npt - 1, 0]) if ch_dir[t] < 0 else max(xs, xy[npt - 1, 0])
-                    xy[npt, 0] = cc
-                    xy[npt, 1] = float((line_rows[ra_[u] - 1] - r0 + line_rows[ra_[u]] - r0) // 2 + r0)
-                    npt += 1
-                if ch_dir[t] > 0:
-                    xy[npt, 0] = ia_[u]
-                    xy[npt + 1, 0] = ib_[u]
-                else:
-                    xy[npt, 0] = ib_[u]
-                    xy[npt + 1, 0] = ia_[u]
-                xy[npt, 1] = yy
-                xy[npt + 1, 1] = yy
+            if done[c]:
+                continue
+            if n == 0:
+                best = c
+                break
+            a = ch_run[ch_off[c]]
+            z = ch_run[ch_off[c + 1] - 1]
+            xa = float(ia_[a] if ch_dir[ch_off[c]] > 0 else ib_[a])
+            ya = float(line_rows[ra_[a]])
+            xz = float(ib_[z] if ch_dir[ch_off[c + 1] - 1] > 0 else ia_[z])
+            yz = float(line_rows[ra_[z]])
+            da = (xa - cx) ** 2 + (ya - cy) ** 2
+            dz = (xz - cx) ** 2 + (yz - cy) ** 2
+            if da < bd2:
+                bd2 = da
+                best = c
+                bflip = False
+            if dz < bd2:
+                bd2 = dz
+                best = c
+                bflip = True
+        done[best] = True
+        p0 = npt
+        for t in range(ch_off[best], ch_off[best + 1]):
+            u = ch_run[t]
+            yy = float(line_rows[ra_[u]])
+            xs = ib_[u] if ch_dir[t] < 0 else ia_[u]
+            if ch_step[t] >= 0:  # a step along the pixel row ch_step[t]
+                xy[npt, 0] = xy[npt - 1, 0]
+                xy[npt, 1] = ch_step[t]
+                xy[npt + 1, 0] = xs
+                xy[npt + 1, 1] = ch_step[t]
                 npt += 2
-            if bflip:
-                xy[p0:npt] = xy[p0:npt][::-1].copy()
-            inside = False
-            if n > 0:  # (columns of the window, rows of the bed)
-                inside = _clear_segment(mask, r0, 0, int(cy), int(cx), int(xy[p0, 1]), int(xy[p0, 0]))
-            cx = xy[npt - 1, 0]
-            cy = xy[npt - 1, 1]
-            for t in range(p0, npt):
-                xy[t, 0] += c0
-            lay[npl] = k
-            ins[npl] = inside
-            npl += 1
-            off[npl] = npt
-    return xy[:npt], off[:npl + 1], lay[:npl], ins[:npl]
+            elif t > ch_off[best]:  # through the corner at the shorter end
+                if ch_dir[t] < 0:
+                    xy[npt, 0] = min(xs, xy[npt - 1, 0])
+                else:
+                    xy[npt, 0] = max(xs, xy[npt - 1, 0])
+                xy[npt, 1] = float((line_rows[ra_[u] - 1] - r0 + line_rows[ra_[u]] - r0) // 2 + r0)
+                npt += 1
+            xy[npt, 0] = xs
+            xy[npt, 1] = yy
+            xy[npt + 1, 0] = ia_[u] if ch_dir[t] < 0 else ib_[u]
+            xy[npt + 1, 1] = yy
+            npt += 2
+        if bflip:
+            for t in range((npt - p0) // 2):
+                for j in range(2):
+                    tmp = xy[p0 + t, j]
+                    xy[p0 + t, j] = xy[npt - 1 - t, j]
+                    xy[npt - 1 - t, j] = tmp
+        if n > 0:  # (columns of the window, rows of the bed)
+            ins[n] = _clear_segment(mask, r0, 0, int(cy), int(cx), int(xy[p0, 1]), int(xy[p0, 0]))
+        cx = xy[npt - 1, 0]
+        cy = xy[npt - 1, 1]
+        off[n + 1] = npt
+    return xy[:npt], off, ins

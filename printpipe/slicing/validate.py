@@ -393,16 +393,24 @@ def _parse_number(buf, p, end):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def _grow_events(ev_mi, ev_line, ev_code, ev_par):  # pragma: no cover - compiled
+    # (plain loops: slice assignment and np.full compile into much more code)
     cap = ev_mi.shape[0] * 2
+    w = ev_par.shape[1]
     a = np.empty(cap, np.int64)
     b = np.empty(cap, np.int64)
     c = np.empty(cap, np.int64)
-    d = np.full((cap, ev_par.shape[1]), np.nan)
+    d = np.empty((cap, w), np.float64)
     m = ev_mi.shape[0]
-    a[:m] = ev_mi
-    b[:m] = ev_line
-    c[:m] = ev_code
-    d[:m] = ev_par
+    for i in range(cap):
+        if i < m:
+            a[i] = ev_mi[i]
+            b[i] = ev_line[i]
+            c[i] = ev_code[i]
+            for j in range(w):
+                d[i, j] = ev_par[i, j]
+        else:
+            for j in range(w):
+                d[i, j] = np.nan
     return a, b, c, d
 
 
