@@ -140,3 +140,26 @@ def test_renders_in_headless_chromium_without_broken_images(case, tmp_path):
     assert m, f"no probe result in the DOM dump (rc {res.returncode}): {res.stderr[-500:]}"
     images, broken = int(m.group(1)), int(m.group(2))
     assert images == 7 and broken == 0
+
+
+def test_each_3d_picture_shows_its_own_parts(case):
+    # the pictures share one plotter and one actor per part: each must show exactly its parts
+    # (a stale frame or an actor left visible from the previous picture would fail this)
+    from PIL import Image
+
+    outdir, _, _, _ = case
+    pics = outdir / "pictures"
+
+    def share_of(png, name):
+        img = np.asarray(Image.open(pics / png).convert("RGB")).astype(int)
+        rgb = np.asarray(part_color(name))
+        # shaded surfaces are the part colour scaled by the lighting: hue matches within a tolerance
+        lum = img.sum(axis=2, keepdims=True)
+        ok = lum[..., 0] > 60
+        ref = rgb / rgb.sum()
+        close = (np.abs(img / np.maximum(lum, 1) - ref).max(axis=2) < 0.04) & ok
+        return close.mean()
+
+    assert share_of("3d_all.png", "hip_left") > 0.01 and share_of("3d_all.png", "fragment_1") > 0.005
+    assert share_of("3d_hip_left.png", "hip_left") > 0.01 and share_of("3d_hip_left.png", "fragment_1") < 1e-4
+    assert share_of("3d_fragment_1.png", "fragment_1") > 0.01 and share_of("3d_fragment_1.png", "hip_left") < 1e-4
