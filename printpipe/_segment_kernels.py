@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
-           "refine_surface", "cut_gaps"]
+           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -402,3 +402,121 @@ def relabel_split(seeds, comp, split, newlab):
         if a > 0 and split[a]:
             s[i] = newlab[c[i]]
     return seeds
+
+
+@njit(cache=True)
+def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, add):
+    """Fill marrow holes slice by slice (slices along axis 0; pass ``np.moveaxis`` views for the
+    other planes). In each slice the background (``~closed``) is labelled with 4-connectivity;
+    a component that touches no slice edge and holds no voxel of ``other`` is set in ``add`` when
+    its area (``count * px``) is below ``pore``, or its mean HU is at least ``marrow_hu`` (or
+    ``all_marrow``) and its area at most ``max_area``. The mean HU is taken away from the hole's
+    rim (voxels 4-adjacent to ``closed``, partial volume of the bone around it) when any such
+    voxel exists. Returns the number of holes filled."""
+    n0, n1, n2 = closed.shape
+    seen = np.zeros((n1, n2), np.bool_)
+    queue = np.empty(n1 * n2, np.int64)
+    filled = 0
+    for k in range(n0):
+        # only the bounding box of the slice's closed voxels: background outside it reaches the
+        # slice edge, so a component touching the box edge is a border component
+        jl, jh, il, ih = n1, -1, n2, -1
+        for j in range(n1):
+            for i in range(n2):
+                if closed[k, j, i]:
+                    if j < jl:
+                        jl = j
+                    jh = j
+                    if i < il:
+                        il = i
+                    if i > ih:
+                        ih = i
+        if jh - jl < 2 or ih - il < 2:
+            continue
+        seen[jl:jh + 1, il:ih + 1] = False
+        for j0 in range(jl, jh + 1):
+            for i0 in range(il, ih + 1):
+                if closed[k, j0, i0] or seen[j0, i0]:
+                    continue
+                seen[j0, i0] = True
+                queue[0] = j0 * n2 + i0
+                head = 0
+                tail = 1
+                border = False
+                bad = False
+                cnt_in = 0
+                hs = 0.0
+                hs_in = 0.0
+                while head < tail:
+                    q = queue[head]
+                    head += 1
+                    j = q // n2
+                    i = q - j * n2
+                    v = float(hu[k, j, i])
+                    hs += v
+                    if other[k, j, i]:
+                        bad = True
+                    if j == jl or i == il or j == jh or i == ih:
+                        border = True
+                    rim = False
+                    for d in range(4):
+                        jj = j + (d == 0) - (d == 1)
+                        ii = i + (d == 2) - (d == 3)
+                        if jj < jl or jj > jh or ii < il or ii > ih:
+                            continue
+                        if closed[k, jj, ii]:
+                            rim = True
+                        elif not seen[jj, ii]:
+                            seen[jj, ii] = True
+                            queue[tail] = jj * n2 + ii
+                            tail += 1
+                    if not rim:
+                        cnt_in += 1
+                        hs_in += v
+                if border or bad:
+                    continue
+                area = tail * px
+                mean = hs_in / cnt_in if cnt_in > 0 else hs / tail
+                if area < pore or ((all_marrow or mean >= marrow_hu) and area <= max_area):
+                    filled += 1
+                    for t in range(tail):
+                        q = queue[t]
+                        j = q // n2
+                        add[k, j, q - j * n2] = True
+    return filled
+
+
+@njit(cache=True)
+def clear_near_other(labels, new, lab):
+    """Clear ``new`` wherever a 26-neighbour (or the voxel itself) carries a label other than 0
+    and ``lab``: voxels added to part ``lab`` never touch another part. In place; returns the
+    number of voxels kept."""
+    nz, ny, nx = labels.shape
+    kept = 0
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                if not new[k, j, i]:
+                    continue
+                hit = False
+                for dk in range(-1, 2):
+                    kk = k + dk
+                    if kk < 0 or kk >= nz or hit:
+                        continue
+                    for dj in range(-1, 2):
+                        jj = j + dj
+                        if jj < 0 or jj >= ny or hit:
+                            continue
+                        for di in range(-1, 2):
+                            ii = i + di
+                            if ii < 0 or ii >= nx:
+                                continue
+                            b = labels[kk, jj, ii]
+                            if b != 0 and b != lab:
+                                hit = True
+                                break
+                if hit:
+                    new[k, j, i] = False
+                else:
+                    kept += 1
+    return kept

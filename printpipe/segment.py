@@ -1344,6 +1344,8 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
     import cc3d
     import edt
 
+    from printpipe._segment_kernels import clear_near_other, slice_holes
+
     sp = np.asarray(spacing, dtype=float)
     pad = [int(math.ceil(_CLOSE_MM / s)) + 2 for s in sp]
     objs = ndi.find_objects(labels)
@@ -1360,57 +1362,26 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         m = sub == lab
         free = sub == 0
         # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
-        d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=1)
+        d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
         dil = d_out <= _CLOSE_MM
         del d_out
-        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=1) > _CLOSE_MM
+        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > _CLOSE_MM
         closed |= m
         del dil
-        # 2. marrow holes in slices of the three orthogonal planes
+        # 2. marrow holes in slices of the three orthogonal planes (one numba pass per plane)
         add = np.zeros_like(m)
         other = ~free & ~m
         for ax in range(3):
-            st = np.zeros((3, 3, 3), bool)
-            idx = [1, 1, 1]
-            for a2 in range(3):
-                if a2 == ax:
-                    continue
-                for v in (0, 2):
-                    j = list(idx)
-                    j[a2] = v
-                    st[tuple(j)] = True
-            st[1, 1, 1] = True
-            comp, n = ndi.label(~closed, structure=st)
-            if n == 0:
-                continue
-            faces = []
-            for a2 in range(3):
-                if a2 != ax:
-                    faces.append(np.take(comp, 0, axis=a2).ravel())
-                    faces.append(np.take(comp, comp.shape[a2] - 1, axis=a2).ravel())
-            border = np.zeros(n + 1, bool)
-            border[np.concatenate(faces)] = True
-            border[0] = True
-            cnt = np.bincount(comp.ravel(), minlength=n + 1).astype(float)
-            # mean HU away from the hole's rim (the rim is partial volume of the bone around it)
-            rim = ndi.binary_dilation(closed, structure=st)
-            inner = (~rim).ravel()
-            flat = comp.ravel()
-            cnt_in = np.bincount(flat[inner], minlength=n + 1).astype(float)
-            hus_in = np.bincount(flat[inner], weights=h.ravel()[inner].astype(np.float64), minlength=n + 1)
-            hus = np.bincount(flat, weights=h.ravel().astype(np.float64), minlength=n + 1)
-            bad = np.bincount(comp.ravel(), weights=other.ravel().astype(np.float64), minlength=n + 1) > 0
             px = float(np.prod([sp[a2] for a2 in range(3) if a2 != ax]))
-            area = cnt * px
-            mean = np.where(cnt_in > 0, hus_in / np.maximum(cnt_in, 1), hus / np.maximum(cnt, 1))
-            del rim, inner
-            marrow = mean >= _MARROW_HU
-            if ax == 0 and name.startswith("femur_"):
-                # every axial section of a femur is solid bone: fatty shaft marrow (below 0 HU) too
-                marrow[:] = True
-            ok = ~border & ~bad & ((area < _PORE_MM2) | (marrow & (area <= _MARROW_MAX_MM2)))
-            add |= ok[comp]
-            del comp
+            # every axial section of a femur is solid bone: fatty shaft marrow (below 0 HU) too
+            all_marrow = ax == 0 and name.startswith("femur_")
+            c_ax = np.ascontiguousarray(np.moveaxis(closed, ax, 0))
+            a_ax = np.zeros_like(c_ax)
+            slice_holes(c_ax, np.ascontiguousarray(np.moveaxis(h, ax, 0)),
+                        np.ascontiguousarray(np.moveaxis(other, ax, 0)), px,
+                        _PORE_MM2, _MARROW_MAX_MM2, _MARROW_HU, all_marrow, a_ax)
+            add |= np.moveaxis(a_ax, 0, ax)
+            del c_ax, a_ax
         solid = closed | add
         # 3. enclosed background; scan ends close the box
         lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
@@ -1427,9 +1398,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         del bg
         new = solid & free
         # keep the gaps: nothing added next to another part
-        if other.any():
-            new &= ~ndi.binary_dilation(other, structure=np.ones((3, 3, 3), bool))
-        n_new = int(np.count_nonzero(new))
+        n_new = clear_near_other(sub, new, lab) if other.any() else int(np.count_nonzero(new))
         sub[new] = lab
         out[name] = {"voxels_added": n_new,
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
