@@ -136,6 +136,18 @@ _MARROW_MAX_MM2 = 2500.0
 #: holes in a slice smaller than this (mm^2) are filled whatever their HU (pores, noise)
 _PORE_MM2 = 12.0
 
+# -- lumbar spine off the sacrum (see _split_spine) --------------------------------------------------
+#: the sacroiliac joint: sacrum voxels within this distance (mm) of the pelvis
+_SI_MM = 5.0
+#: vertebral-body box per axial slice: this far (mm) to each side of the midline ...
+_BODY_HALF_MM = 10.0
+#: ... and from this depth to that (mm) behind the body's anterior surface
+_BODY_DEPTH_MM = (3.0, 28.0)
+#: a disc: a slice whose body-box mean HU is below this fraction of the brightest slice within
+#: ``_DISC_REACH_MM`` on each side (bodies > ~250 HU in the box, discs ~50-100 HU, 3 mm slices blur)
+_DISC_RATIO = 0.6
+_DISC_REACH_MM = 12.0
+
 
 def resolve_preset(name: str) -> tuple[float, float, str]:
     """Look up a preset by name (case, spaces and underscores do not matter)."""
@@ -525,6 +537,8 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     if config.fill_cavities:
         z_ends = (lo_idx[0] == 0, lo_idx[0] + labels.shape[0] >= scan_shape[0])
         info["solidified"] = _solidify(labels, names, hu, vol.spacing, z_ends)
+    if config.separate:
+        names, info["spine_split"] = _split_spine(labels, names, hu, vol.spacing)
     if config.hollow_wall_mm is not None:
         import edt
 
@@ -1403,6 +1417,96 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         out[name] = {"voxels_added": n_new,
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
     return out
+
+
+def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float]
+                 ) -> tuple[dict[int, str], dict[str, Any]]:
+    """Cut the lumbar spine off the sacrum at the lowest intervertebral disc above the sacroiliac
+    joints, in place; the upper piece is named ``spine``.
+
+    The threshold fuses vertebrae through the disc (partial volume, bridging osteophytes), so the
+    midline region named ``sacrum`` can carry the lumbar vertebrae above it. Per axial slice, the
+    mean HU of a box in the vertebral body (``_BODY_HALF_MM`` to each side of the part's median x,
+    ``_BODY_DEPTH_MM`` behind its anterior surface there) is a profile along z: a disc is a slice
+    darker than ``_DISC_RATIO`` times the brightest slice within ``_DISC_REACH_MM`` both below and
+    above. The lowest disc above the top of the sacroiliac joint (highest slice where the sacrum
+    lies within ``_SI_MM`` of the pelvis) is the cut: seeds two slices below and above it grow
+    through the part by a priority flood on HU (bright bone first, so the two meet in the disc's
+    and the facet joints' darkest voxels), and the darker of every touching pair is cleared (a
+    one-voxel gap). Without pelvis, sacrum or such a disc nothing changes.
+    """
+    from printpipe._segment_kernels import cut_gaps, flood
+
+    info: dict[str, Any] = {"disc_slices": [], "si_top_slice": None, "cut_slice": None}
+    lab_s = next((k for k, n in names.items() if n == "sacrum"), None)
+    pel_labs = [k for k, n in names.items() if n in ("pelvis", "hip_left", "hip_right")]
+    if lab_s is None or not pel_labs or "spine" in names.values():
+        return names, info
+    sp = np.asarray(spacing, dtype=float)
+    objs = ndi.find_objects(labels)
+    sl = objs[lab_s - 1]
+    pad = [int(math.ceil(_SI_MM / s)) + 1 for s in sp]
+    box = tuple(slice(max(a.start - p, 0), min(a.stop + p, n)) for a, p, n in zip(sl, pad, labels.shape))
+    sub = labels[box]
+    h = hu[box]
+    sac = sub == lab_s
+    pel = np.isin(sub, pel_labs)
+    if not pel.any():
+        return names, info
+    import edt
+
+    near = sac & (edt.edt(~pel, anisotropy=tuple(sp), black_border=False, parallel=_threads()) <= _SI_MM)
+    ks = np.flatnonzero(near.any(axis=(1, 2)))
+    if len(ks) == 0:
+        return names, info
+    k_si = int(ks.max())
+    info["si_top_slice"] = k_si + box[0].start
+    # body-box profile along z
+    xm = int(np.median(np.nonzero(sac)[2]))
+    rx = max(1, int(round(_BODY_HALF_MM / sp[2])))
+    d0, d1 = (int(round(d / sp[1])) for d in _BODY_DEPTH_MM)
+    prof = np.full(sac.shape[0], np.nan)
+    for k in range(sac.shape[0]):
+        slab = sac[k, :, max(xm - rx, 0):xm + rx + 1]
+        rows = np.flatnonzero(slab.any(axis=1))
+        if len(rows):
+            yf = int(rows[0])
+            prof[k] = float(h[k, yf + d0:yf + d1, max(xm - rx, 0):xm + rx + 1].mean())
+    reach = max(1, int(round(_DISC_REACH_MM / sp[0])))
+    discs = []
+    for k in range(k_si + 1, sac.shape[0] - 1):
+        if not np.isfinite(prof[k]):
+            continue
+        below = prof[max(k - reach, 0):k]
+        above = prof[k + 1:k + 1 + reach]
+        if not (np.isfinite(below).any() and np.isfinite(above).any()):
+            continue
+        if prof[k] > np.nanmin(prof[k - 1:k + 2]):
+            continue  # not the darkest of its neighbours
+        if prof[k] < _DISC_RATIO * min(np.nanmax(below), np.nanmax(above)):
+            discs.append(k)
+    info["disc_slices"] = [k + box[0].start for k in discs]
+    if not discs:
+        return names, info
+    kg = discs[0]
+    if not (sac[:kg - 1].any() and sac[kg + 2:].any()):
+        return names, info
+    info["cut_slice"] = kg + box[0].start
+    markers = np.zeros(sac.shape, np.int32)
+    markers[:kg - 1][sac[:kg - 1]] = 1
+    markers[kg + 2:][sac[kg + 2:]] = 2
+    level = np.clip(h, 0, 3000).astype(np.uint16)
+    flood(markers, level, sac)
+    lab_sp = max(names) + 1
+    sub[sac & (markers == 2)] = lab_sp
+    names = dict(names)
+    names[lab_sp] = "spine"
+    cut_gaps(h, sub)
+    for lab in (lab_s, lab_sp):
+        n = int(np.count_nonzero(sub == lab))
+        info[names[lab] + "_voxels"] = n
+    log.info("spine cut off the sacrum at slice %d (discs at %s)", info["cut_slice"], info["disc_slices"])
+    return names, info
 
 
 def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[str, Any]:

@@ -206,3 +206,24 @@ def test_ref003_midsagittal_plane(ref003):
     low = near[near[:, 2] < np.median(pts[:, 2])]
     front = low[low[:, 1] < np.percentile(low[:, 1], 5)]
     assert abs(np.mean(p.signed_distance(front))) < 5.0
+
+
+@pytest.mark.realdata
+def test_ref003_spine_cut_off_the_sacrum(ref003):
+    vol, seg = ref003
+    # the lumbar vertebrae above the sacrum come out as their own part, cut at a disc
+    assert "spine" in seg.names.values(), f"no spine part; parts {list(seg.names.values())}"
+    assert _contacts(seg.labels) == 0
+    parts = seg.info["parts"]
+    sac_top = parts["sacrum"]["bbox_lps"][5]
+    spine_lo = parts["spine"]["bbox_lps"][2]
+    crest_top = parts["pelvis"]["bbox_lps"][5]
+    # the cut follows the disc and the facet joints, which lie a slice or two (3 mm slices) apart:
+    # the spine's lowest voxel may sit up to 3 slices below the sacrum's highest one
+    assert spine_lo > sac_top - 9.0 - 1e-6, (spine_lo, sac_top)
+    # the sacrum (S1 endplate) ends near the iliac crests, never 20 mm above them (the lumbar
+    # bodies are each ~30 mm tall)
+    assert sac_top < crest_top + 20.0, (sac_top, crest_top)
+    # the spine lies above the sacrum: its centroid is higher than the sacrum's top
+    zc = seg.volume.index_to_patient(np.argwhere(seg.mask("spine")).mean(axis=0))[0][2]
+    assert zc > sac_top, (zc, sac_top)
