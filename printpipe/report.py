@@ -41,6 +41,8 @@ BONE_WINDOW = (400.0, 1800.0)
 
 _SCHEMA_PATH = Path(__file__).with_name("schema") / "manifest.schema.json"
 _RENDER_BACKEND: str | None = None
+# zlib level of the PNGs: 3 writes them 3x faster than the default 6, about 8 % larger
+_PNG_LEVEL = 3
 
 # camera views in the LPS patient frame: (title, direction from the object to the camera, view-up)
 _VIEWS = (
@@ -271,7 +273,7 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
 
 def _save_fig(fig, png: Path) -> None:
     with atomic_path(png, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
+        fig.savefig(tmp, format="png", pil_kwargs={"compress_level": _PNG_LEVEL})
 
 
 # -- 3-D views -------------------------------------------------------------------------------------
@@ -463,7 +465,7 @@ def _save_rgb(img: np.ndarray, png: Path) -> None:
     from PIL import Image
 
     with atomic_path(png, suffix=".png") as tmp:
-        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(tmp, format="PNG", compress_level=_PNG_LEVEL)
 
 
 def _render_matplotlib(group, png: Path) -> None:
