@@ -169,3 +169,49 @@ def test_mirror_mesh_and_deviation():
     shifted.apply_translation((2.0, 0, 0))
     d2 = surface_deviation(shifted, box)
     assert 0.5 < d2["mean_mm"] < 2.0 and d2["max_mm"] == pytest.approx(2.0, abs=0.3)
+
+
+def _fused_column(disc: bool):
+    """A sacrum column (label 2, 400 HU) fused through a dark disc (80 HU, slices 40-41) to a
+    vertebra above it, beside a pelvis block (label 1) 4 mm away up to slice 25 (the SI joint)."""
+    labels = np.zeros((60, 60, 60), np.uint8)
+    hu = np.zeros((60, 60, 60), np.int16)
+    labels[:, 10:41, 20:41] = 2
+    hu[:, 10:41, 20:41] = 400
+    if disc:
+        hu[40:42, 10:41, 20:41] = 80
+    labels[:26, 10:41, 0:17] = 1
+    hu[:26, 10:41, 0:17] = 400
+    return labels, hu
+
+
+def test_split_spine_cuts_at_the_disc():
+    from scipy import ndimage as ndi
+
+    from printpipe.segment import _split_spine
+
+    labels, hu = _fused_column(True)
+    names, info = _split_spine(labels, {1: "pelvis", 2: "sacrum"}, hu, (2.0, 1.0, 1.0))
+    assert "spine" in names.values(), info
+    lab_sp = {v: k for k, v in names.items()}["spine"]
+    zs_sac = np.flatnonzero((labels == 2).any(axis=(1, 2)))
+    zs_sp = np.flatnonzero((labels == lab_sp).any(axis=(1, 2)))
+    # the cut lies in the disc (slices 40-41): sacrum ends and spine starts there
+    assert zs_sac.max() in (39, 40, 41) and zs_sp.min() in (40, 41, 42), (zs_sac.max(), zs_sp.min())
+    assert zs_sac.max() < zs_sp.min()
+    # a gap of a voxel: no voxel of the spine has a 26-neighbour in the sacrum
+    grown = ndi.binary_dilation(labels == lab_sp, structure=np.ones((3, 3, 3), bool))
+    assert not np.any(grown & (labels == 2))
+    # the pelvis block ends at slice 25; slice 26 of the column lies sqrt(4^2 + 2^2) = 4.5 mm from
+    # it, within the 5 mm of the joint
+    assert info["si_top_slice"] == 26
+
+
+def test_split_spine_leaves_a_sacrum_without_disc():
+    from printpipe.segment import _split_spine
+
+    labels, hu = _fused_column(False)
+    before = labels.copy()
+    names, info = _split_spine(labels, {1: "pelvis", 2: "sacrum"}, hu, (2.0, 1.0, 1.0))
+    assert "spine" not in names.values() and info["cut_slice"] is None
+    assert np.array_equal(labels, before)
