@@ -360,6 +360,8 @@ def segment(volume: Volume, config: SegmentConfig = SegmentConfig(), progress: P
     largest one reaching below the top of the hips), the spine (above it) or, with more than 10 %
     of its bone over 70 mm to each side, a pelvis that was not separated. Lateral regions on each side are the hip (the most
     superior) and the femur (the most inferior); +x is the patient's left (LPS).
+    Lumbar vertebrae fused to the sacrum through a disc are cut off at the lowest disc above the
+    sacroiliac joints and named ``spine`` (``_split_spine``, after the parts are made solid).
     """
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
