@@ -1323,7 +1323,9 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
     """Drop pieces of a part that the gap cut left smaller than the island limit."""
     import cc3d
 
-    comp, n = cc3d.connected_components(labels, connectivity=26, return_N=True)
+    # after the gap cut no two parts touch (26-neighbourhood), so the components of the bone
+    # are those of each part: a binary labelling (about 3x faster than a multi-label one) suffices
+    comp, n = cc3d.connected_components(labels != 0, connectivity=26, return_N=True)
     counts = np.bincount(comp.ravel(), minlength=n + 1)
     small = counts < max(min_vox, 1)
     small[0] = False
