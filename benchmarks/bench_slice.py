@@ -4,8 +4,9 @@ For each model (the sample pelvis, a femur from the real pelvic CT when availabl
 slices with both at the same settings -- Ender-3 bed and motion limits, 0.2 mm layers, 2 walls,
 4 top / 3 bottom layers, 15 % grid infill at 45 degrees, 0.45 mm lines, the same speeds,
 accelerations, jerk and retraction, supports off (and, with ``--supports``, on at the same
-threshold; the skin/infill rules that PrusaSlicer leaves to defaults -- solid infill below
-70 mm2, infill anchors, no vertical-shell thickening, no support sheath -- are written out
+threshold angle, line pitch, z and xy gaps, no interface layers, from the bed only; the
+skin/infill rules that PrusaSlicer leaves to defaults -- solid infill below 70 mm2, infill
+anchors, no vertical-shell thickening, no support sheath -- are written out
 explicitly from printpipe's config) -- and prints one table:
 
 - slicing wall time (median of ``--repeat`` runs, after one warm-up run for ours, which compiles

@@ -173,6 +173,17 @@ def test_supports_in_gcode(printer, material):
     assert ";TYPE:SUPPORT" in text
     validate.validate_gcode(text, printer, material)
     assert check_inside_outline(text, mesh, W)["outside"] == 0
+    # travels between support polylines that stay inside the support do not retract (as in
+    # PrusaSlicer): fewer retractions in the support than support polylines
+    n_lines = sum(len(lay.support) for lay in sm.layers)
+    kind, sup_retracts = None, 0
+    for line in text.splitlines():
+        if line.startswith(";TYPE:"):
+            kind = line[6:]
+        elif line.startswith("G1 E-") and kind == "SUPPORT":
+            sup_retracts += 1
+    assert any(any(lay.support_inside) for lay in sm.layers)
+    assert sup_retracts < n_lines
 
 
 def test_render_toolpaths(cube_gcode, tmp_path, cube, printer):
