@@ -1060,9 +1060,9 @@ def _threads() -> int:
 def _name_parts(regions: np.ndarray, vol: Volume, min_vox: int, separated: bool
                 ) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
     """Give each region an anatomical name from its position in LPS; returns uint8 labels."""
-    ids = np.unique(regions)
-    ids = ids[ids > 0]
+    # the labels present are those with a bounding box (no sort of the whole volume)
     objs = ndi.find_objects(regions)
+    ids = [i + 1 for i, o in enumerate(objs) if o is not None]
     rec = []
     for lab in ids:
         sl = objs[lab - 1]
