@@ -381,10 +381,10 @@ def _render_pyvista(group, png: Path, cache: dict | None = None) -> None:
     """Four views of ``group`` side by side into ``png``.
 
     With a ``cache`` (one per report) the off-screen plotter is kept there and reused for every
-    picture, and so is each part's actor: one actor per part is shown in all four views and in
-    every picture that holds the part (the others are hidden), so VTK builds its buffers once per
-    part. Building them, not drawing, is what costs in software rendering (llvmpipe), as does
-    compiling the shaders of a new render window. :func:`_close_views` closes the plotter.
+    picture (a new render window compiles its shaders again), and so is each part's actor: one
+    actor per part is shown in all four views and in every picture that holds the part (the
+    others are hidden), so its normals and buffers are made once. :func:`_close_views` closes
+    the plotter.
     """
     import pyvista as pv
 
