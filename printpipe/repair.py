@@ -624,10 +624,11 @@ class _SurfaceIndex:
             pts.append(p)
             face.append(f)
         self.proxy_face = np.concatenate(face)
-        self.tree = cKDTree(np.concatenate(pts))
+        # sliding-midpoint trees build ~2x faster than median-balanced ones; queries are exact either way
+        self.tree = cKDTree(np.concatenate(pts), balanced_tree=False)
         # faces around each vertex, padded with -1 (at most max_valence kept per vertex)
         used = _used_vertices(tf, len(tv))
-        self.vtree = cKDTree(tv[used])
+        self.vtree = cKDTree(tv[used], balanced_tree=False)
         self.vids = used
         flat_v = tf.ravel()
         flat_f = np.repeat(np.arange(len(tf)), 3)
@@ -822,7 +823,7 @@ def wall_thickness(mesh: trimesh.Trimesh, samples: int = 4000, *, rng: np.random
         cloud_pts, cloud_face = [q], [f]
     cloud_pts = np.concatenate(cloud_pts)
     cloud_n = fn[np.concatenate(cloud_face)]
-    tree = cKDTree(cloud_pts)
+    tree = cKDTree(cloud_pts, balanced_tree=False)
     k = min(k, len(cloud_pts))
     r = np.full(len(p), 0.5 * float(max_wall_mm))
     active = np.ones(len(p), dtype=bool)
