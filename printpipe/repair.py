@@ -17,7 +17,10 @@ Notes
 The checks are written with whole-array numpy/scipy operations (edge keys sorted once, a sparse
 graph for shells and winding, KD-trees for distances) so that they stay within a few seconds on a
 one-million-face marching-cubes surface; trimesh's own ``fix_winding`` walks faces in Python and
-``trimesh.proximity`` builds an R-tree, both far slower at that size.
+``trimesh.proximity`` builds an R-tree, both far slower at that size. The two loops that numpy
+would express only through large per-pair temporaries are compiled with numba: the
+self-intersection search (uniform grid + triangle-triangle test) and the nearest-candidate
+point-triangle distance of :func:`fidelity` and :func:`surface_distance`.
 """
 
 from __future__ import annotations
