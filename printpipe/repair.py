@@ -277,7 +277,8 @@ def repair(mesh: trimesh.Trimesh, config: RepairConfig = RepairConfig(), name: s
     rep.faces_flipped = flipped
 
     # 7. fill small holes
-    edges = _EdgeTable(faces)
+    if flipped:  # otherwise the faces and so the edge table are unchanged
+        edges = _EdgeTable(faces)
     if edges.n_open:
         vertices, faces, filled, added, unfilled = _fill_holes(vertices, faces, edges, config.max_hole_edges)
         rep.holes_filled, rep.hole_faces_added = filled, added
@@ -323,8 +324,10 @@ def repair(mesh: trimesh.Trimesh, config: RepairConfig = RepairConfig(), name: s
     shell_vol = shell_vol[keep]
     n_shells = int(keep.sum())
 
+    faces_changed = not keep.all()
     flip_shell = _shells_to_flip(vertices, faces, labels, shell_vol)
     if flip_shell.any():
+        faces_changed = True
         flip = flip_shell[labels]
         faces[flip] = faces[flip][:, ::-1]
         rep.faces_flipped += int(flip.sum())
@@ -336,8 +339,9 @@ def repair(mesh: trimesh.Trimesh, config: RepairConfig = RepairConfig(), name: s
     remap[used] = np.arange(len(used))
     vertices, faces = vertices[used], remap[faces]
 
-    # 9. final checks
-    edges = _EdgeTable(faces)
+    # 9. final checks (the edge table of step 7 still describes the faces unless they changed since)
+    if faces_changed or len(used) != len(remap):
+        edges = _EdgeTable(faces)
     rep.watertight = edges.n_open == 0 and edges.n_nonmanifold == 0
     rep.manifold = edges.n_nonmanifold == 0
     rep.oriented = edges.n_inconsistent == 0
