@@ -278,9 +278,37 @@ def _save_fig(fig, png: Path) -> None:
 
 # -- 3-D views -------------------------------------------------------------------------------------
 
-_PROBE_CODE = ("import pyvista as pv; pv.OFF_SCREEN = True; p = pv.Plotter(off_screen=True, window_size=(64, 64)); "
-               "p.add_mesh(pv.Sphere()); img = p.screenshot(return_img=True); p.close(); "
-               "import sys; sys.exit(0 if img is not None and img.std() > 0 else 3)")
+# The probe draws a sphere off-screen with VTK itself (what pyvista renders through), without
+# importing pyvista: 0.4 s instead of 1.1 s, and it runs beside the slice pictures.
+_PROBE_CODE = """
+import importlib.util, sys
+if importlib.util.find_spec("pyvista") is None:
+    sys.exit(4)
+from vtkmodules.vtkFiltersSources import vtkSphereSource
+from vtkmodules.vtkRenderingCore import (vtkActor, vtkPolyDataMapper, vtkRenderer, vtkRenderWindow,
+                                         vtkWindowToImageFilter)
+import vtkmodules.vtkRenderingOpenGL2  # the OpenGL implementations of the classes above
+from vtkmodules.util.numpy_support import vtk_to_numpy
+sphere = vtkSphereSource()
+mapper = vtkPolyDataMapper()
+mapper.SetInputConnection(sphere.GetOutputPort())
+actor = vtkActor()
+actor.SetMapper(mapper)
+renderer = vtkRenderer()
+renderer.AddActor(actor)
+renderer.SetBackground(1, 1, 1)
+window = vtkRenderWindow()
+window.SetOffScreenRendering(1)
+window.AddRenderer(renderer)
+window.SetSize(64, 64)
+window.Render()
+grab = vtkWindowToImageFilter()
+grab.SetInput(window)
+grab.Update()
+img = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
+window.Finalize()
+sys.exit(0 if img is not None and img.std() > 0 else 3)
+"""
 _PROBE: subprocess.Popen | None = None
 
 
@@ -288,7 +316,7 @@ def _start_render_probe() -> None:
     """Start the off-screen rendering probe in a child process (once), without waiting for it.
 
     :func:`write_report` starts it before drawing the CT slices, so that the probe (a fresh
-    interpreter importing VTK, about 2 s) runs beside them; :func:`render_backend` collects it.
+    interpreter importing VTK) runs beside them; :func:`render_backend` collects it.
     """
     global _PROBE
     forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
