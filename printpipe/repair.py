@@ -1311,11 +1311,9 @@ def _inside_parity(p: np.ndarray, tri: np.ndarray) -> bool:
 
 def _sample_surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """``count`` area-weighted random points on the surface and their face indices."""
-    v = np.asarray(mesh.vertices, dtype=np.float64)
-    f = np.asarray(mesh.faces, dtype=np.int64)
-    tri = v[f]
-    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    cum = np.cumsum(area)
+    v = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
+    f = np.ascontiguousarray(mesh.faces, dtype=np.int64)
+    cum = np.cumsum(_face_areas(v, f))
     if cum[-1] <= 0:
         fid = rng.integers(0, len(f), size=count)
     else:
@@ -1324,6 +1322,19 @@ def _sample_surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator)
     r1, r2 = rng.random(count), rng.random(count)
     flip = r1 + r2 > 1
     r1[flip], r2[flip] = 1 - r1[flip], 1 - r2[flip]
-    t = tri[fid]
+    t = v[f[fid]]
     pts = t[:, 0] + r1[:, None] * (t[:, 1] - t[:, 0]) + r2[:, None] * (t[:, 2] - t[:, 0])
     return pts, fid
+
+
+@njit(cache=True)
+def _face_areas(v, f):  # pragma: no cover - numba
+    """Area of every triangle, |(b - a) x (c - a)| / 2, without (faces, 3, 3) temporaries."""
+    out = np.empty(f.shape[0])
+    for i in range(f.shape[0]):
+        a, b, c = f[i, 0], f[i, 1], f[i, 2]
+        ux, uy, uz = v[b, 0] - v[a, 0], v[b, 1] - v[a, 1], v[b, 2] - v[a, 2]
+        wx, wy, wz = v[c, 0] - v[a, 0], v[c, 1] - v[a, 1], v[c, 2] - v[a, 2]
+        cx, cy, cz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
+        out[i] = 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
+    return out
