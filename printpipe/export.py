@@ -35,6 +35,7 @@ __all__ = [
     "to_plate_frame",
     "emboss_label",
     "FORMATS",
+    "warmup",
 ]
 
 log = logging.getLogger(__name__)
@@ -559,3 +560,11 @@ def _write_rows(buf, digits, neg, decimals, lit, lit_start):  # pragma: no cover
                 buf[pos] = tmp[k]
                 pos += 1
     return pos
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) the row writer of the 3MF/OBJ exporters.
+
+    Call it once before starting parallel workers, so that they do not all compile it at once.
+    """
+    _format_rows_bytes("%.5f %d", np.array([[1.5, 2.0]]))

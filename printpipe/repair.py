@@ -48,6 +48,7 @@ __all__ = [
     "surface_distance",
     "wall_thickness",
     "count_self_intersections",
+    "warmup",
 ]
 
 log = logging.getLogger(__name__)
@@ -1338,3 +1339,18 @@ def _face_areas(v, f):  # pragma: no cover - numba
         cx, cy, cz = uy * wz - uz * wy, uz * wx - ux * wz, ux * wy - uy * wx
         out[i] = 0.5 * np.sqrt(cx * cx + cy * cy + cz * cz)
     return out
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) this module's kernels on a unit cube.
+
+    Call it once before starting parallel workers (as ``printpipe.kernels.warmup`` does for the
+    meshing kernels), so that they do not all compile the same functions at once.
+    """
+    cube = trimesh.creation.box((1.0, 1.0, 1.0))
+    v = np.asarray(cube.vertices, dtype=np.float64)
+    f = np.asarray(cube.faces, dtype=np.int64)
+    count_self_intersections(v, f)
+    surface_distance(v[:2] + 0.1, cube, min_proxies=10)
+    _signed_volumes(v, f, np.zeros(len(f), dtype=np.int64), 1)
+    _face_areas(v, f)

@@ -181,3 +181,10 @@ def test_row_formatting_matches_printf_byte_for_byte():
                       ('<triangle v1="%d" v2="%d" v3="%d"/>', rng.integers(-5, 10**9, (5000, 3)))):
         expected = "".join(fmt % tuple(r) + "\n" for r in rows.tolist()).encode("ascii")
         assert _format_rows_bytes(fmt, rows) == expected
+
+
+def test_warmup_compiles_the_row_writer():
+    from printpipe import export as export_module
+
+    export_module.warmup()
+    assert export_module._write_rows.signatures

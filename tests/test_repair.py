@@ -297,3 +297,10 @@ def test_surface_distance_to_a_box_is_exact():
     d = surface_distance(p, box, min_proxies=20_000)
     # float64 arithmetic on coordinates below 10 mm: agreement to 1e-9 mm
     np.testing.assert_allclose(d, expected, atol=1e-9)
+
+
+def test_warmup_compiles_the_kernels():
+    from printpipe import repair as repair_module
+
+    repair_module.warmup()  # must run on a tiny mesh without error (batch parents call it)
+    assert repair_module._si_grid_count.signatures and repair_module._nearest_candidate_distance.signatures
