@@ -51,7 +51,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-KERNEL_MODULES = ("mc", "smooth", "slice")
+#: Modules whose ``warmup()`` compiles numba code: the kernels here, plus the compiled helpers of the
+#: segmentation and the mesh back end (repair, export), given by their full module name.
+KERNEL_MODULES = ("mc", "smooth", "slice", "printpipe.segment", "printpipe.repair", "printpipe.export")
 
 
 def _cache_dir() -> Path:
@@ -123,10 +125,11 @@ def warmup() -> dict[str, float]:
     timings: dict[str, float] = {}
     with compile_lock():
         for name in KERNEL_MODULES:
+            modname = name if "." in name else f"printpipe.kernels.{name}"
             try:
-                module = importlib.import_module(f"printpipe.kernels.{name}")
+                module = importlib.import_module(modname)
             except ModuleNotFoundError as exc:
-                if exc.name != f"printpipe.kernels.{name}":
+                if exc.name != modname:
                     raise
                 continue
             fn = getattr(module, "warmup", None)

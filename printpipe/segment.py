@@ -1568,3 +1568,19 @@ def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[
                      "volume_cm3": round(float(counts[lab] * np.prod(vol.spacing) / 1000.0), 2),
                      "bbox_lps": [round(float(v), 1) for v in np.minimum(lo, hi).tolist() + np.maximum(lo, hi).tolist()]}
     return out
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) the segmentation kernels by segmenting a tiny phantom.
+
+    ``printpipe.kernels.warmup()`` calls this, so a batch parent compiles everything before its
+    workers start and the workers only read the cache (numba issue #4807).
+    """
+    from printpipe.errors import PrintpipeError
+    from printpipe.phantom import pelvis_phantom
+
+    phantom = pelvis_phantom((48, 64, 64), spacing=(6.0, 6.0, 6.0))
+    try:
+        segment(phantom.volume, SegmentConfig(split_hemipelvis=True))
+    except PrintpipeError as exc:  # the coarse phantom may lose a part; compiling is what counts
+        log.debug("segmentation warmup: %s", exc)
