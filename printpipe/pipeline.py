@@ -27,7 +27,7 @@ import numpy as np
 from printpipe._atomic import atomic_write_text, sha256_file
 from printpipe._version import __version__
 from printpipe.dicom import DicomConfig, read_series
-from printpipe.errors import InputError, PrintpipeError, SegmentationError
+from printpipe.errors import InputError, SegmentationError
 from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
 from printpipe.repair import RepairConfig, decimate, fidelity, repair
 from printpipe.segment import SegmentConfig, mirror_mesh, segment, surface_deviation
