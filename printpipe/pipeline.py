@@ -399,9 +399,10 @@ def _part_entry(name, mesh, report, extra, raw) -> dict:
         "name": name,
         "triangles": int(len(mesh.faces)),
         "vertices": int(len(mesh.vertices)),
-        "watertight": bool(mesh.is_watertight),
-        "volume_mm3": float(mesh.volume),
-        "area_mm2": float(mesh.area),
+        # the repair report was measured on this very mesh: reuse it rather than recompute
+        "watertight": bool(rep["watertight"]) if "watertight" in rep else bool(mesh.is_watertight),
+        "volume_mm3": float(rep["volume_mm3"]) if "volume_mm3" in rep else float(mesh.volume),
+        "area_mm2": float(rep["area_mm2"]) if "area_mm2" in rep else float(mesh.area),
         "bbox_mm": {"min": bounds[0].tolist(), "max": bounds[1].tolist(),
                     "size": (bounds[1] - bounds[0]).tolist()},
         "color": color,
