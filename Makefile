@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.printpipe-bench-installed
 export PYVISTA_OFF_SCREEN := true
 export MPLBACKEND := Agg
 
-.PHONY: demo test bench install sysdeps sample clean
+.PHONY: demo test bench install sysdeps sample clean i18n
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,27 @@ $(BENCH_STAMP): pyproject.toml | $(STAMP)
 bench: $(BENCH_STAMP) sysdeps
 	@sh scripts/install_bench_peers.sh
 	$(PY) benchmarks/run_all.py
+
+# Translations (Simplified Chinese, English): extract the marked messages and the error templates,
+# update the catalogs, fill English, compile the .mo files (committed: a wheel needs no build step),
+# then list what still lacks a Chinese translation.
+LOCALE  := printpipe/locale
+PYBABEL := $(VENV)/bin/pybabel
+i18n: install
+	$(PY) scripts/extract_error_templates.py
+	$(PYBABEL) -q extract -F babel.cfg --add-location=file --sort-by-file --width=100 \
+	    --project=printpipe --copyright-holder="printpipe developers" -o $(LOCALE)/printpipe.pot .
+	for l in zh en; do \
+	    if [ -f $(LOCALE)/$$l/LC_MESSAGES/printpipe.po ]; then \
+	        $(PYBABEL) -q update --no-fuzzy-matching --ignore-obsolete --width=100 -D printpipe -l $$l \
+	            -i $(LOCALE)/printpipe.pot -d $(LOCALE) || exit 1; \
+	    else \
+	        $(PYBABEL) -q init --width=100 -D printpipe -l $$l -i $(LOCALE)/printpipe.pot -d $(LOCALE) || exit 1; \
+	    fi; \
+	done
+	$(PY) scripts/i18n_catalogs.py fill-en
+	$(PYBABEL) compile -D printpipe -d $(LOCALE) --statistics
+	-$(PY) scripts/i18n_catalogs.py missing zh > /dev/null
 
 sample: install
 	$(PY) scripts/make_sample_dicom.py

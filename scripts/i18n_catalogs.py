@@ -1,0 +1,101 @@
+"""Helpers for ``make i18n`` that pybabel lacks.
+
+``python scripts/i18n_catalogs.py fill-en``
+    English is printpipe's source language: every empty msgstr of the ``en`` catalog becomes its
+    msgid (a message with a deliberate English wording keeps the one it has).
+``python scripts/i18n_catalogs.py missing [LANG]``
+    List the messages of LANG's catalog (default zh) that have no translation yet, or fuzzy ones;
+    exit 1 when there are any.
+``python scripts/i18n_catalogs.py apply LANG FILE.json``
+    Merge ``{msgid: msgstr}`` from a JSON file into LANG's catalog (for batch translation).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from babel.messages.pofile import read_po, write_po
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCALE = ROOT / "printpipe" / "locale"
+
+
+def _po(lang: str) -> Path:
+    return LOCALE / lang / "LC_MESSAGES" / "printpipe.po"
+
+
+def _load(lang: str):
+    with _po(lang).open("rb") as fh:
+        return read_po(fh, locale=lang)
+
+
+def _save(lang: str, catalog) -> None:
+    tmp = _po(lang).with_suffix(".po.tmp")
+    with tmp.open("wb") as fh:
+        write_po(fh, catalog, width=100, include_lineno=False)
+    tmp.replace(_po(lang))
+
+
+def _empty(msg) -> bool:
+    if isinstance(msg.string, (tuple, list)):
+        return not all(msg.string)
+    return not msg.string
+
+
+def fill_en() -> int:
+    cat = _load("en")
+    n = 0
+    for msg in cat:
+        if not msg.id or not _empty(msg):
+            continue
+        msg.string = tuple(msg.id) if isinstance(msg.id, (tuple, list)) else msg.id
+        msg.flags.discard("fuzzy")
+        n += 1
+    _save("en", cat)
+    print(f"en: filled {n} message(s)")
+    return 0
+
+
+def missing(lang: str) -> int:
+    cat = _load(lang)
+    bad = [m for m in cat if m.id and (_empty(m) or m.fuzzy)]
+    for m in bad:
+        print(("FUZZY " if m.fuzzy else "") + json.dumps(m.id, ensure_ascii=False))
+    print(f"{lang}: {len(bad)} message(s) untranslated or fuzzy", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def apply(lang: str, path: str) -> int:
+    table = json.loads(Path(path).read_text(encoding="utf-8"))
+    cat = _load(lang)
+    n = 0
+    for msg in cat:
+        key = msg.id[0] if isinstance(msg.id, (tuple, list)) else msg.id
+        if key in table:
+            value = table[key]
+            msg.string = tuple(value) if isinstance(value, list) else value
+            msg.flags.discard("fuzzy")
+            n += 1
+    _save(lang, cat)
+    print(f"{lang}: applied {n} of {len(table)} translation(s)")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    if argv[0] == "fill-en":
+        return fill_en()
+    if argv[0] == "missing":
+        return missing(argv[1] if len(argv) > 1 else "zh")
+    if argv[0] == "apply" and len(argv) == 3:
+        return apply(argv[1], argv[2])
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
