@@ -1,0 +1,174 @@
+"""The lumbar spine cut off the sacrum at the lumbosacral (L5/S1) disc."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from printpipe.segment._util import _threads
+
+log = logging.getLogger(__name__)
+
+
+#: the sacroiliac joint: sacrum voxels within this distance (mm) of the pelvis
+_SI_MM = 5.0
+
+
+#: vertebral-body box per axial slice: this far (mm) to each side of the midline ...
+_BODY_HALF_MM = 10.0
+
+
+#: ... and from this depth to that (mm) behind the body's anterior surface
+_BODY_DEPTH_MM = (3.0, 28.0)
+
+
+#: a disc: a slice whose body-box mean HU is below this fraction of the brightest slice within
+#: ``_DISC_REACH_MM`` on each side (bodies > ~250 HU in the box, discs ~50-100 HU, 3 mm slices blur)
+_DISC_RATIO = 0.6
+
+
+_DISC_REACH_MM = 12.0
+
+
+#: tilts (deg, about x) of the body box: the lumbosacral disc leans forward ~30 deg
+_DISC_TILTS_DEG = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
+
+
+#: the bone within ``_SI_MM`` of the pelvis reaches L5's transverse processes by the iliac crest,
+#: up to about a vertebral body above the S1 endplate: discs are looked for from this far (mm)
+#: below the top of that contact
+_SI_BELOW_MM = 25.0
+
+
+#: the tilted disc reaches this far (mm) above its mid slice at the body box's ends
+_DISC_TILT_REACH_MM = 8.0
+
+
+#: a disc has a vertebral body (or S1) below it: the brightest slice below reads at least this (HU)
+_BODY_HU = 200.0
+
+
+def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float]
+                 ) -> tuple[dict[int, str], dict[str, Any]]:
+    """Cut the lumbar spine off the sacrum at its lowest intervertebral disc, in place; the upper
+    piece is named ``spine``. Returns the names and an info dict (slices of the joint top, the
+    discs found, the cut, the body-box profile).
+
+    The threshold fuses vertebrae through the disc (partial volume, bridging osteophytes), so the
+    midline region named ``sacrum`` can carry the lumbar vertebrae above it. Per axial slice, the
+    mean HU of a box in the vertebral body (``_BODY_HALF_MM`` to each side of the part's median x,
+    ``_BODY_DEPTH_MM`` behind its anterior surface there), at the darkest of the tilts
+    ``_DISC_TILTS_DEG`` (the lumbosacral disc leans ~30 deg), is a profile along z. A disc is a
+    slice darker than its neighbours and than ``_DISC_RATIO`` times the brightest slice within
+    ``_DISC_REACH_MM`` below (which reads at least ``_BODY_HU``: a body) and above. The lowest disc
+    from ``_SI_BELOW_MM`` under the top of the sacroiliac contact (highest slice where the sacrum
+    lies within ``_SI_MM`` of the pelvis; L5's transverse processes by the iliac crests reach that
+    high) is the cut. Seeds: the part below the disc (sacrum); the vertebral body above the tilted
+    disc and all of the part above the joint contact (spine). They grow through the part by a
+    priority flood on HU (bright bone first, so the two meet in the disc's and the facet joints'
+    darkest voxels, and the sacral ala beside the disc stays with the sacrum), and the darker of
+    every touching pair is cleared (a one-voxel gap). Without pelvis, sacrum or such a disc
+    nothing changes.
+    """
+    from printpipe.kernels.segment import cut_gaps, flood
+
+    info: dict[str, Any] = {"disc_slices": [], "si_top_slice": None, "cut_slice": None, "profile_hu": []}
+    lab_s = next((k for k, n in names.items() if n == "sacrum"), None)
+    pel_labs = [k for k, n in names.items() if n in ("pelvis", "hip_left", "hip_right")]
+    if lab_s is None or not pel_labs or "spine" in names.values():
+        return names, info
+    sp = np.asarray(spacing, dtype=float)
+    objs = ndi.find_objects(labels)
+    sl = objs[lab_s - 1]
+    pad = [int(math.ceil(_SI_MM / s)) + 1 for s in sp]
+    box = tuple(slice(max(a.start - p, 0), min(a.stop + p, n)) for a, p, n in zip(sl, pad, labels.shape))
+    sub = labels[box]
+    h = hu[box]
+    sac = sub == lab_s
+    pel = np.isin(sub, pel_labs)
+    if not pel.any():
+        return names, info
+    import edt
+
+    near = sac & (edt.edt(~pel, anisotropy=tuple(sp), black_border=False, parallel=_threads()) <= _SI_MM)
+    ks = np.flatnonzero(near.any(axis=(1, 2)))
+    if len(ks) == 0:
+        return names, info
+    k_si = int(ks.max())
+    info["si_top_slice"] = k_si + box[0].start
+    # body-box profile along z
+    xm = int(np.median(np.nonzero(sac)[2]))
+    rx = max(1, int(round(_BODY_HALF_MM / sp[2])))
+    d0, d1 = (int(round(d / sp[1])) for d in _BODY_DEPTH_MM)
+    prof = np.full(sac.shape[0], np.nan)
+    xs = np.arange(max(xm - rx, 0), min(xm + rx + 1, sac.shape[2]))
+    hf = h.astype(np.float32)
+    for k in range(sac.shape[0]):
+        slab = sac[k, :, xs[0]:xs[-1] + 1]
+        rows = np.flatnonzero(slab.any(axis=1))
+        if not len(rows):
+            continue
+        ys = np.arange(rows[0] + d0, min(rows[0] + d1, sac.shape[1]))
+        if len(ys) == 0:
+            continue
+        # the box tilted about x (the lumbosacral disc leans ~30 deg): the darkest tilt
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        best = np.inf
+        for tilt in _DISC_TILTS_DEG:
+            zz = k + (yy - ys.mean()) * sp[1] * math.tan(math.radians(tilt)) / sp[0]
+            val = ndi.map_coordinates(hf, [zz.ravel(), yy.ravel().astype(float), xx.ravel().astype(float)],
+                                      order=1, mode="nearest")
+            best = min(best, float(val.mean()))
+        prof[k] = best
+    reach = max(1, int(round(_DISC_REACH_MM / sp[0])))
+    k_from = max(1, k_si + 1 - int(round(_SI_BELOW_MM / sp[0])))
+    discs = []
+    for k in range(k_from, sac.shape[0] - 1):
+        if not np.isfinite(prof[k]):
+            continue
+        below = prof[max(k - reach, 0):k]
+        above = prof[k + 1:k + 1 + reach]
+        if not (np.isfinite(below).any() and np.isfinite(above).any()):
+            continue
+        if prof[k] > np.nanmin(prof[k - 1:k + 2]):
+            continue  # not the darkest of its neighbours
+        if np.nanmax(below) >= _BODY_HU and prof[k] < _DISC_RATIO * min(np.nanmax(below), np.nanmax(above)):
+            discs.append(k)
+    info["disc_slices"] = [k + box[0].start for k in discs]
+    info["profile_hu"] = [None if not np.isfinite(v) else round(float(v)) for v in prof]
+    if not discs:
+        return names, info
+    kg = discs[0]
+    # spine seeds: the vertebral body above the disc (the box, clear of the tilted disc), and all of
+    # the part above the sacroiliac contact; the sacral ala and articular processes beside the disc
+    # are left to the flood (they join the sacrum through bone, the vertebra only across joints)
+    k_up = kg + int(math.ceil(_DISC_TILT_REACH_MM / sp[0]))
+    up = np.zeros(sac.shape, bool)
+    up[max(k_up, k_si + 1):] = sac[max(k_up, k_si + 1):]
+    for k in range(k_up, sac.shape[0]):
+        rows = np.flatnonzero(sac[k, :, xs[0]:xs[-1] + 1].any(axis=1))
+        if len(rows):
+            up[k, rows[0] + d0:rows[0] + d1, xs[0]:xs[-1] + 1] |= sac[k, rows[0] + d0:rows[0] + d1, xs[0]:xs[-1] + 1]
+    if not (sac[:kg - 1].any() and up.any()):
+        return names, info
+    info["cut_slice"] = kg + box[0].start
+    markers = np.zeros(sac.shape, np.int32)
+    markers[:kg - 1][sac[:kg - 1]] = 1
+    markers[up] = 2
+    level = np.clip(h, 0, 3000).astype(np.uint16)
+    flood(markers, level, sac)
+    lab_sp = max(names) + 1
+    sub[sac & (markers == 2)] = lab_sp
+    names = dict(names)
+    names[lab_sp] = "spine"
+    cut_gaps(h, sub)
+    for lab in (lab_s, lab_sp):
+        n = int(np.count_nonzero(sub == lab))
+        info[names[lab] + "_voxels"] = n
+    log.info("spine cut off the sacrum at slice %d (discs at %s)", info["cut_slice"], info["disc_slices"])
+    return names, info
+
