@@ -52,6 +52,8 @@ __all__ = [
     "_",
     "N_",
     "ngettext",
+    "NP_",
+    "part_label",
     "translate_error",
 ]
 
@@ -225,6 +227,56 @@ def N_(message: str) -> str:
 def ngettext(singular: str, plural: str, n: int) -> str:
     """Plural-aware translation into :func:`current_lang` (Chinese has one form)."""
     return _translations(current_lang()).ngettext(singular, plural, n)
+
+
+def NP_(context: str, message: str) -> str:
+    """Mark ``message`` with a context (``pgettext``) for extraction, without translating it."""
+    return message
+
+
+# Part names as the segmentation writes them (file names: parts/hip_left.stl). English keeps them
+# as they are, so that the report names the files; Chinese names them as clinicians do.
+_PART_NAMES = (
+    NP_("part name", "pelvis"),
+    NP_("part name", "hip_left"),
+    NP_("part name", "hip_right"),
+    NP_("part name", "sacrum"),
+    NP_("part name", "femur_left"),
+    NP_("part name", "femur_right"),
+    NP_("part name", "spine"),
+    NP_("part name", "bone"),
+    NP_("part name", "all parts"),
+)
+_PART_PATTERNS = (
+    (re.compile(r"(?P<part>.+)_mirrored"), NP_("part name", "{part} (mirrored template)")),
+    (re.compile(r"fragment_(?P<n>\d+)"), NP_("part name", "fragment {n}")),
+    (re.compile(r"bone_(?P<n>\d+)"), NP_("part name", "bone {n}")),
+)
+
+
+def part_label(name: str, lang: str | None = None) -> str:
+    """How a part is called in ``lang``: ``"hip_left"`` -> ``"左髋骨"`` (English: the name itself).
+
+    Examples
+    --------
+    >>> part_label("hip_right_mirrored", "zh")
+    '右髋骨（镜像模板）'
+    >>> part_label("femur_left", "en")
+    'femur_left'
+    """
+    resolved = (normalize_lang(lang) if lang else current_lang()) or DEFAULT_LANG
+    if resolved == "en":
+        return name
+    pgettext = _translations(resolved).pgettext
+    translated = pgettext("part name", name)
+    if translated != name:
+        return translated
+    for pattern, template in _PART_PATTERNS:
+        m = pattern.fullmatch(name)
+        if m:
+            fields = {k: (part_label(v, resolved) if k == "part" else v) for k, v in m.groupdict().items()}
+            return _safe_format(pgettext("part name", template), fields, name)
+    return name
 
 
 # -- errors ----------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import numpy as np
 from printpipe._atomic import atomic_path, atomic_write_text
 from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
+from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label
 
 __all__ = ["write_report", "validate_manifest", "load_schema", "render_backend", "BONE_WINDOW"]
 
@@ -44,13 +45,19 @@ _RENDER_BACKEND: str | None = None
 # zlib level of the PNGs: 3 writes them 3x faster than the default 6, about 8 % larger
 _PNG_LEVEL = 3
 
-# camera views in the LPS patient frame: (title, direction from the object to the camera, view-up)
+# camera views in the LPS patient frame: (title, direction from the object to the camera, view-up);
+# the titles are translated where they are drawn
 _VIEWS = (
     ("anterior", (0.0, -1.0, 0.0), (0.0, 0.0, 1.0)),
     ("left lateral", (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
     ("posterior", (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     ("superior", (0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
 )
+_VIEW_TITLES = {"anterior": N_("anterior"), "left lateral": N_("left lateral"),
+                "posterior": N_("posterior"), "superior": N_("superior")}
+_PLANE_TITLES = {"axial": N_("axial"), "coronal": N_("coronal"), "sagittal": N_("sagittal")}
+# titles of pictures other stages hand over (``extra_images``), translated when shown
+_EXTRA_TITLES = (N_("G-code toolpaths"),)
 
 
 # -- manifest schema -------------------------------------------------------------------------------
@@ -96,7 +103,8 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
 # -- report ----------------------------------------------------------------------------------------
 
 def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndarray, names: Mapping[int, str],
-                 parts: Mapping[str, Any], extra_images: Mapping[str, Path] | None = None) -> list[dict]:
+                 parts: Mapping[str, Any], extra_images: Mapping[str, Path] | None = None,
+                 lang: str | None = None) -> list[dict]:
     """Write ``report.html`` and ``pictures/*.png`` into ``outdir``.
 
     Parameters
@@ -115,6 +123,11 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
         Final meshes in the LPS patient frame (mm).
     extra_images : dict[str, Path], optional
         Further pictures (title -> PNG), such as the slicer's toolpath picture; embedded as given.
+    lang : {"zh", "en"}, optional
+        Language of the report and of the text in its pictures; default
+        :func:`printpipe.i18n.current_lang` (``--lang`` on the command line, else the locale).
+        Chinese text in pictures needs a CJK font (``fonts-noto-cjk``); without one the pictures
+        keep English text (and a warning says so) while the HTML is still in Chinese.
 
     Returns
     -------
@@ -129,6 +142,14 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
     with the pixel aspect ratio of the voxel spacing.
     """
     outdir = Path(outdir)
+    lang = normalize_lang(lang) or current_lang()
+    _t = get_translator(lang)
+    pic_lang = lang
+    if lang == "zh":
+        from printpipe._fonts import cjk_font
+
+        if cjk_font() is None:
+            pic_lang = "en"  # tofu boxes would be worse than English
     pics = outdir / "pictures"
     pics.mkdir(parents=True, exist_ok=True)
     written: list[dict] = []
@@ -139,15 +160,18 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
 
     _start_render_probe()  # runs beside the slice pictures
     slice_pngs: dict[str, Path] = {}
-    for title, png in _slice_pictures(volume, labels, names, pics).items():
+    for title, png in _slice_pictures(volume, labels, names, pics, pic_lang).items():
         slice_pngs[title] = png
         written.append({"path": png.relative_to(outdir).as_posix(), "kind": "png"})
 
     view_pngs: dict[str, Path] = {}
     backend = render_backend()
     if backend != "pyvista":
-        notes.append("3-D views drawn with matplotlib (PyVista/VTK off-screen rendering unavailable here: "
-                     "install libegl1 and libgl1-mesa-dri, or libosmesa6)")
+        notes.append(_t("3-D views drawn with matplotlib (PyVista/VTK off-screen rendering unavailable "
+                        "here: install libegl1 and libgl1-mesa-dri, or libosmesa6)"))
+    if pic_lang != lang:
+        notes.append(_t("The pictures keep English labels: no Chinese font was found (install "
+                        "fonts-noto-cjk)."))
     items = list(parts.items())
     groups = ([("all parts", dict(items))] if len(items) > 1 else []) + [(n, {n: m}) for n, m in items]
     view_cache: dict = {}  # drawing copies of the meshes, shared by the groups
@@ -156,12 +180,13 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
             stem = "3d_all" if title == "all parts" else f"3d_{title}"
             png = pics / f"{stem}.png"
             try:
-                _render_views(group, png, backend, view_cache)
+                _render_views(group, png, backend, view_cache, pic_lang)
             except Exception as exc:  # a picture must never fail the case
                 if backend == "pyvista":
                     log.warning("PyVista rendering of %s failed (%s); using matplotlib", title, exc)
-                    _render_views(group, png, "matplotlib")
-                    notes.append(f"3-D view of {title} drawn with matplotlib after a PyVista error")
+                    _render_views(group, png, "matplotlib", None, pic_lang)
+                    notes.append(_t("3-D view of {part} drawn with matplotlib after a PyVista error").format(
+                        part=part_label(title, lang)))
                 else:
                     raise
             view_pngs[title] = png
@@ -169,7 +194,7 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
     finally:
         _close_views(view_cache)
 
-    doc = _html(manifest, slice_pngs, view_pngs, dict(extra_images or {}), notes, backend)
+    doc = _html(manifest, slice_pngs, view_pngs, dict(extra_images or {}), notes, backend, lang)
     atomic_write_text(outdir / "report.html", doc)
     written.append({"path": "report.html", "kind": "report"})
     log.info("wrote report.html and %d pictures", len(written) - 1)
@@ -204,7 +229,16 @@ def _canonical(volume, labels: np.ndarray):
     return hu, lab, spacing
 
 
-def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
+def _slice_pictures(volume, labels, names, pics: Path, lang: str = "en") -> dict[str, Path]:
+    import matplotlib
+
+    from printpipe._fonts import mpl_rc
+
+    with matplotlib.rc_context(mpl_rc(lang)):
+        return _draw_slice_pictures(volume, labels, names, pics, lang)
+
+
+def _draw_slice_pictures(volume, labels, names, pics: Path, lang: str) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -214,6 +248,7 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
 
     from printpipe.export import part_color
 
+    _t = get_translator(lang)
     hu, lab, (dz, dy, dx) = _canonical(volume, labels)
     nz, ny, nx = hu.shape
     fg = lab != 0
@@ -228,11 +263,11 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
     planes = {
         # title: (hu plane, label plane, extent (l, r, bottom, top), origin, (left, right, top, bottom) letters)
         "axial": (hu[kc], lab[kc], (0, nx * dx, ny * dy, 0), "upper", ("R", "L", "A", "P"),
-                  f"z index {kc} of {nz}"),
+                  _t("z index {index} of {count}").format(index=kc, count=nz)),
         "coronal": (hu[:, jc, :], lab[:, jc, :], (0, nx * dx, 0, nz * dz), "lower", ("R", "L", "S", "I"),
-                    f"y index {jc} of {ny}"),
+                    _t("y index {index} of {count}").format(index=jc, count=ny)),
         "sagittal": (hu[:, :, ic], lab[:, :, ic], (0, ny * dy, 0, nz * dz), "lower", ("A", "P", "S", "I"),
-                     f"x index {ic} of {nx}"),
+                     _t("x index {index} of {count}").format(index=ic, count=nx)),
     }
     out = {}
     for title, (img, lplane, extent, origin, letters, where) in planes.items():
@@ -251,7 +286,7 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
                 cs = ax.contour(m, levels=[0.5], colors=[rgb], linewidths=1.3, extent=extent, origin=origin)
                 # a dark rim keeps light part colours (bone beige) visible on bright bone
                 cs.set(path_effects=[patheffects.withStroke(linewidth=2.6, foreground="black")])
-                handles.append(Line2D([0], [0], color=rgb, lw=2, label=name))
+                handles.append(Line2D([0], [0], color=rgb, lw=2, label=part_label(name, lang)))
         if handles:
             ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.6)
         ax.set_xlim(extent[0], extent[1])
@@ -263,8 +298,9 @@ def _slice_pictures(volume, labels, names, pics: Path) -> dict[str, Path]:
             ax.text(x, y, s, transform=ax.transAxes, color="yellow", fontsize=11, fontweight="bold",
                     ha="left" if x < 0.1 else ("right" if x > 0.9 else "center"),
                     va="top" if y > 0.9 else ("bottom" if y < 0.1 else "center"))
-        fig.suptitle(f"{title} ({where}; bone window L {level:g} W {width:g} HU; "
-                     f"pixel {dx if title != 'sagittal' else dy:.2f} mm)", fontsize=8)
+        fig.suptitle(_t("{plane} ({where}; bone window L {level} W {width} HU; pixel {pixel} mm)").format(
+            plane=_t(_PLANE_TITLES[title]), where=where, level=f"{level:g}", width=f"{width:g}",
+            pixel=f"{dx if title != 'sagittal' else dy:.2f}"), fontsize=8)
         png = pics / f"{title}.png"
         _save_fig(fig, png)
         out[title] = png
@@ -359,11 +395,17 @@ def render_backend() -> str:
     return _RENDER_BACKEND
 
 
-def _render_views(group: Mapping[str, Any], png: Path, backend: str, cache: dict | None = None) -> None:
+def _render_views(group: Mapping[str, Any], png: Path, backend: str, cache: dict | None = None,
+                  lang: str = "en") -> None:
     if backend == "pyvista":
-        _render_pyvista(group, png, cache)
+        _render_pyvista(group, png, cache, lang)
     else:
-        _render_matplotlib(group, png)
+        import matplotlib
+
+        from printpipe._fonts import mpl_rc
+
+        with matplotlib.rc_context(mpl_rc(lang)):
+            _render_matplotlib(group, png, lang)
 
 
 def _decimated(mesh, max_faces: int):
@@ -405,14 +447,15 @@ def _view_polydata(mesh, cache: dict | None, max_faces: int | None = None):
     return cache[key][1]
 
 
-def _render_pyvista(group, png: Path, cache: dict | None = None) -> None:
+def _render_pyvista(group, png: Path, cache: dict | None = None, lang: str = "en") -> None:
     """Four views of ``group`` side by side into ``png``.
 
     With a ``cache`` (one per report) the off-screen plotter is kept there and reused for every
     picture (a new render window compiles its shaders again), and so is each part's actor: one
     actor per part is shown in all four views and in every picture that holds the part (the
     others are hidden), so its normals and buffers are made once. :func:`_close_views` closes
-    the plotter.
+    the plotter. The view titles are drawn onto the screenshot with Pillow, not by VTK, whose
+    built-in fonts have no Chinese glyphs.
     """
     import pyvista as pv
 
@@ -435,12 +478,10 @@ def _render_pyvista(group, png: Path, cache: dict | None = None) -> None:
             renderer.SetUseFXAA(True)
         cache["plotter"] = pl
         cache["actors"] = {}
-        cache["titles"] = []
         pl.suppress_rendering = True  # a plotter that has rendered once re-renders on every change
-        for col, (title, _, _) in enumerate(_VIEWS):
+        for col in range(len(_VIEWS)):
             pl.subplot(0, col)
             pl.set_background("white")
-            cache["titles"].append(pl.add_text(title, font_size=9, color="black", position="upper_left"))
     try:
         pl.suppress_rendering = True
         actors = cache["actors"]
@@ -478,7 +519,9 @@ def _render_pyvista(group, png: Path, cache: dict | None = None) -> None:
     finally:
         if own_cache:
             _close_views(cache)
-    _save_rgb(img, png)
+    _t = get_translator(lang)
+    _save_rgb(img, png, titles=[(col * size + 6, 4, _t(_VIEW_TITLES[title]))
+                                for col, (title, _, _) in enumerate(_VIEWS)], lang=lang)
 
 
 def _close_views(cache: dict) -> None:
@@ -489,14 +532,23 @@ def _close_views(cache: dict) -> None:
     cache.clear()
 
 
-def _save_rgb(img: np.ndarray, png: Path) -> None:
-    from PIL import Image
+def _save_rgb(img: np.ndarray, png: Path, titles=(), lang: str = "en") -> None:
+    """Save an RGB(A) screenshot, with ``titles`` ((x, y, text) in pixels) drawn in black."""
+    from PIL import Image, ImageDraw
 
+    im = Image.fromarray(np.ascontiguousarray(img[..., :3]))
+    if titles:
+        from printpipe._fonts import pil_font
+
+        draw = ImageDraw.Draw(im)
+        font = pil_font(15, lang)
+        for x, y, text in titles:
+            draw.text((x, y), text, fill=(0, 0, 0), font=font)
     with atomic_path(png, suffix=".png") as tmp:
-        Image.fromarray(np.ascontiguousarray(img[..., :3])).save(tmp, format="PNG", compress_level=_PNG_LEVEL)
+        im.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
 
 
-def _render_matplotlib(group, png: Path) -> None:
+def _render_matplotlib(group, png: Path, lang: str = "en") -> None:
     from matplotlib.figure import Figure
     from mpl_toolkits.mplot3d.art3d import Poly3DCollection
 
@@ -528,7 +580,7 @@ def _render_matplotlib(group, png: Path) -> None:
         az, el = angles[title]
         ax.view_init(elev=el, azim=az)
         ax.set_axis_off()
-        ax.set_title(title, fontsize=9)
+        ax.set_title(get_translator(lang)(_VIEW_TITLES[title]), fontsize=9)
     _save_fig(fig, png)
 
 
@@ -552,17 +604,21 @@ def _e(x: Any) -> str:
     return html.escape("" if x is None else str(x))
 
 
-def _fmt(x: Any, nd: int = 2) -> str:
+def _identity(text: str) -> str:
+    return text
+
+
+def _fmt(x: Any, nd: int = 2, t=_identity) -> str:
     if x is None:
         return "–"
     if isinstance(x, bool):
-        return "yes" if x else "no"
+        return t("yes") if x else t("no")
     if isinstance(x, float):
         return f"{x:,.{nd}f}"
     if isinstance(x, (list, tuple)):
-        return ", ".join(_fmt(v, nd) for v in x)
+        return ", ".join(_fmt(v, nd, t) for v in x)
     if isinstance(x, Mapping):
-        return ", ".join(f"{k}: {_fmt(v, nd)}" for k, v in x.items())
+        return ", ".join(f"{k}: {_fmt(v, nd, t)}" for k, v in x.items())
     return str(x)
 
 
@@ -576,95 +632,117 @@ def _img(path: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{_e(alt)}">'
 
 
-def _kv_table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v))}</td></tr>" for k, v in rows if v is not None)
-    return f"<table>{body}</table>" if body else '<p class="note">none recorded</p>'
+def _kv_table(rows: list[tuple[str, Any]], t=_identity) -> str:
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v, t=t))}</td></tr>" for k, v in rows if v is not None)
+    return f"<table>{body}</table>" if body else f'<p class="note">{_e(t("none recorded"))}</p>'
 
 
-def _yesno(flag: Any) -> str:
+def _yesno(flag: Any, t=_identity) -> str:
     if flag is None:
         return "–"
-    return '<span class="ok">yes</span>' if flag else '<span class="bad">no</span>'
+    return f'<span class="ok">{_e(t("yes"))}</span>' if flag else f'<span class="bad">{_e(t("no"))}</span>'
 
 
-def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
+# manifest keys shown as rows under their own (translated) names; other segmentation figures are
+# listed under their key
+_SEG_KEYS = {"preset", "hu_range", "islands_dropped", "table_removed", "metal", "midsagittal_plane", "mirror"}
+_TIMING_NAMES = {"read": N_("read"), "segment": N_("segment"), "surface": N_("surface"),
+                 "repair": N_("repair"), "mirror": N_("mirror"), "export": N_("export"),
+                 "slice": N_("slice"), "report": N_("report"), "total": N_("total")}
+
+
+def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "en") -> str:
+    _t = get_translator(lang)
+
+    def pname(name: Any) -> str:
+        """A part's name in the report's language, with the file name beside it in Chinese."""
+        label = part_label(str(name), lang)
+        return _e(label) if label == name else f"{_e(label)} <span class='note'>{_e(name)}</span>"
+
     m = manifest
     inp = m.get("input") or {}
     seg = m.get("segmentation") or {}
     parts = m.get("parts") or []
-    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-           f"<title>printpipe QA report</title><style>{_CSS}</style></head><body>"]
-    out.append("<h1>printpipe QA report</h1>")
-    out.append(f"<p class='note'>printpipe {_e(m.get('printpipe_version', __version__))} · created "
-               f"{_e(m.get('created'))} (UTC) · status <b>{_e(m.get('status'))}</b> · frame "
-               f"{_e((m.get('frame') or {}).get('name', 'patient'))} · all lengths in mm. "
-               "Check every picture before printing: the model is only as good as the segmentation.</p>")
+    none = _t("none")
+    title = _t("printpipe QA report")
+    html_lang = "zh-CN" if lang == "zh" else "en"
+    out = [f"<!DOCTYPE html><html lang='{html_lang}'><head><meta charset='utf-8'>"
+           f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"]
+    out.append(f"<h1>{_e(title)}</h1>")
+    out.append("<p class='note'>" + _e(_t(
+        "printpipe {version} · created {created} (UTC) · status {status} · frame {frame} · all lengths "
+        "in mm. Check every picture before printing: the model is only as good as the segmentation."
+    )).format(version=_e(m.get("printpipe_version", __version__)), created=_e(m.get("created")),
+              status=f"<b>{_e(m.get('status'))}</b>", frame=_e((m.get("frame") or {}).get("name", "patient")))
+               + "</p>")
 
     warnings = list(m.get("warnings") or [])
-    out.append("<h2>Warnings</h2>")
+    out.append(f"<h2>{_e(_t('Warnings'))}</h2>")
     if warnings:
         out.append("<ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>")
     else:
-        out.append("<p class='ok'>none</p>")
+        out.append(f"<p class='ok'>{_e(none)}</p>")
 
-    out.append("<h2>Input: which series and why</h2>")
+    out.append(f"<h2>{_e(_t('Input: which series and why'))}</h2>")
     skipped = inp.get("skipped")
     out.append(_kv_table([
-        ("series (sha256 of UID, 16 hex)", inp.get("series_uid_hash")),
-        ("study (sha256 of UID, 16 hex)", inp.get("study_uid_hash")),
-        ("why this series", inp.get("choice_reason")),
-        ("modality", inp.get("modality")), ("manufacturer", inp.get("manufacturer")),
-        ("model", inp.get("model")), ("kernel", inp.get("kernel")),
-        ("slices", inp.get("slice_count")), ("grid (z, y, x)", _dims(inp.get("shape"))),
-        ("spacing (dz, dy, dx) mm", _dims(inp.get("spacing_mm"), 3)),
-        ("gantry tilt (deg)", inp.get("tilt_deg")),
-        ("transfer syntax", inp.get("transfer_syntax")),
-        ("compressed pixel data", inp.get("compressed")),
-        ("patient position", inp.get("patient_position")),
-        ("corrections (gaps, tilt, ...)", "; ".join(_fmt(c) for c in inp.get("corrections") or []) or "none"),
-        ("stacks skipped", _fmt(skipped) if skipped else "none"),
-        ("input warnings", "; ".join(inp.get("warnings") or []) or "none"),
-    ]))
+        (_t("series (sha256 of UID, 16 hex)"), inp.get("series_uid_hash")),
+        (_t("study (sha256 of UID, 16 hex)"), inp.get("study_uid_hash")),
+        (_t("why this series"), inp.get("choice_reason")),
+        (_t("modality"), inp.get("modality")), (_t("manufacturer"), inp.get("manufacturer")),
+        (_t("model"), inp.get("model")), (_t("kernel"), inp.get("kernel")),
+        (_t("slices"), inp.get("slice_count")), (_t("grid (z, y, x)"), _dims(inp.get("shape"))),
+        (_t("spacing (dz, dy, dx) mm"), _dims(inp.get("spacing_mm"), 3)),
+        (_t("gantry tilt (deg)"), inp.get("tilt_deg")),
+        (_t("transfer syntax"), inp.get("transfer_syntax")),
+        (_t("compressed pixel data"), inp.get("compressed")),
+        (_t("patient position"), inp.get("patient_position")),
+        (_t("corrections (gaps, tilt, ...)"), "; ".join(_fmt(c, t=_t) for c in inp.get("corrections") or [])
+         or none),
+        (_t("stacks skipped"), _fmt(skipped, t=_t) if skipped else none),
+        (_t("input warnings"), "; ".join(inp.get("warnings") or []) or none),
+    ], _t))
 
-    out.append("<h2>Segmentation</h2>")
+    out.append(f"<h2>{_e(_t('Segmentation'))}</h2>")
     hu = seg.get("hu_range")
-    hu_txt = None if not hu else " to ".join("open" if v is None else f"{v:g}" for v in hu) + " HU"
-    seg_rows = [("preset", seg.get("preset")), ("HU range", hu_txt),
-                ("islands dropped", seg.get("islands_dropped")), ("table removed", seg.get("table_removed")),
-                ("metal", seg.get("metal") if seg.get("metal") else "none found"),
-                ("mid-sagittal plane", seg.get("midsagittal_plane"))]
+    hu_txt = None if not hu else _t(" to ").join(_t("open") if v is None else f"{v:g}" for v in hu) + " HU"
+    seg_rows = [(_t("preset"), seg.get("preset")), (_t("HU range"), hu_txt),
+                (_t("islands dropped"), seg.get("islands_dropped")), (_t("table removed"), seg.get("table_removed")),
+                (_t("metal"), seg.get("metal") if seg.get("metal") else _t("none found")),
+                (_t("mid-sagittal plane"), seg.get("midsagittal_plane"))]
     mirror = seg.get("mirror")
     if mirror:
-        seg_rows.append(("mirror", {k: mirror.get(k) for k in ("side", "source", "template", "compared_with")}))
-        seg_rows.append(("mirror deviation", mirror.get("deviation")))
-    shown = {"preset", "hu_range", "islands_dropped", "table_removed", "metal", "midsagittal_plane", "mirror"}
+        seg_rows.append((_t("mirror"), {k: mirror.get(k) for k in ("side", "source", "template", "compared_with")}))
+        seg_rows.append((_t("mirror deviation"), mirror.get("deviation")))
     for k, v in seg.items():
-        if k not in shown and isinstance(v, (str, int, float, bool)):
+        if k not in _SEG_KEYS and isinstance(v, (str, int, float, bool)):
             seg_rows.append((k.replace("_", " "), v))
-    out.append(_kv_table(seg_rows))
+    out.append(_kv_table(seg_rows, _t))
 
-    out.append("<h2>Parts: mesh checks</h2>")
-    head = ("part", "triangles", "volume (cm³)", "area (cm²)", "size x × y × z (mm)", "watertight",
-            "manifold", "oriented", "shells", "shells dropped", "holes filled", "degenerate / duplicate removed",
-            "self-intersections", "thinnest wall (mm)", "Euler")
+    out.append(f"<h2>{_e(_t('Parts: mesh checks'))}</h2>")
+    head = (_t("part"), _t("triangles"), _t("volume (cm³)"), _t("area (cm²)"), _t("size x × y × z (mm)"),
+            _t("watertight"), _t("manifold"), _t("oriented"), _t("shells"), _t("shells dropped"),
+            _t("holes filled"), _t("degenerate / duplicate removed"), _t("self-intersections"),
+            _t("thinnest wall (mm)"), _t("Euler"))
     rows = []
     for p in parts:
         r = p.get("report") or {}
         color = p.get("color") or [200, 200, 200]
         si = r.get("self_intersections")
         frac = r.get("self_intersections_checked")
-        si_txt = "not checked" if si is None else (f"{si}" + (f" ({frac:.0%} of faces sampled)"
-                                                              if frac is not None and frac < 1 else ""))
+        si_txt = _t("not checked") if si is None else (
+            f"{si}" + (" " + _t("({share} of faces sampled)").format(share=f"{frac:.0%}")
+                       if frac is not None and frac < 1 else ""))
         rows.append(
             "<tr>"
             f"<td><span class='swatch' style='background:rgb({int(color[0])},{int(color[1])},{int(color[2])})'>"
-            f"</span>{_e(p.get('name'))}</td>"
+            f"</span>{pname(p.get('name'))}</td>"
             f"<td class='num'>{_e(_fmt(p.get('triangles')))}</td>"
             f"<td class='num'>{_e(_fmt((p.get('volume_mm3') or 0) / 1000.0, 2))}</td>"
             f"<td class='num'>{_e(_fmt((p.get('area_mm2') or 0) / 100.0, 1))}</td>"
             f"<td class='num'>{_e(_dims((p.get('bbox_mm') or {}).get('size'), 1))}</td>"
-            f"<td>{_yesno(p.get('watertight'))}</td><td>{_yesno(r.get('manifold'))}</td>"
-            f"<td>{_yesno(r.get('oriented'))}</td>"
+            f"<td>{_yesno(p.get('watertight'), _t)}</td><td>{_yesno(r.get('manifold'), _t)}</td>"
+            f"<td>{_yesno(r.get('oriented'), _t)}</td>"
             f"<td class='num'>{_e(r.get('shells'))}</td><td class='num'>{_e(r.get('shells_dropped'))}</td>"
             f"<td class='num'>{_e(r.get('holes_filled'))}</td>"
             f"<td class='num'>{_e(r.get('degenerate_removed'))} / {_e(r.get('duplicate_faces_removed'))}</td>"
@@ -672,21 +750,22 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
             f"<td class='num'>{_e(_fmt(r.get('thinnest_wall_mm'), 2))}</td>"
             f"<td class='num'>{_e(r.get('euler'))}</td></tr>")
     out.append("<table><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head) + "</tr>" + "".join(rows) + "</table>")
-    out.append("<p class='note'>Thinnest wall: 1st percentile of the local thickness across to the opposite "
-               "wall at sampled surface points. Self-intersections are counted, not removed (slicers print "
-               "their union).</p>")
+    out.append("<p class='note'>" + _e(_t(
+        "Thinnest wall: 1st percentile of the local thickness across to the opposite wall at sampled "
+        "surface points. Self-intersections are counted, not removed (slicers print their union).")) + "</p>")
 
-    out.append("<h2>Fidelity: distance to the unsmoothed marching-cubes surface</h2>")
-    head = ("part", "mean (mm)", "95th pct (mm)", "max (mm)", "volume change (%)", "decimation",
-            "decimation distance mean / p95 / max (mm)")
+    out.append(f"<h2>{_e(_t('Fidelity: distance to the unsmoothed marching-cubes surface'))}</h2>")
+    head = (_t("part"), _t("mean (mm)"), _t("95th pct (mm)"), _t("max (mm)"), _t("volume change (%)"),
+            _t("decimation"), _t("decimation distance mean / p95 / max (mm)"))
     rows = []
     for p in parts:
         f = p.get("fidelity") or {}
         d = p.get("decimation")
-        dec = "none" if not d else f"{d.get('faces_before')} → {d.get('faces_after')} faces"
+        dec = none if not d else _t("{before} → {after} faces").format(before=d.get("faces_before"),
+                                                                        after=d.get("faces_after"))
         dd = (d or {}).get("distance") or {}
         ddt = "–" if not d else " / ".join(_fmt(dd.get(k), 3) for k in ("mean_mm", "p95_mm", "max_mm"))
-        rows.append(f"<tr><td>{_e(p.get('name'))}</td>" + "".join(
+        rows.append(f"<tr><td>{pname(p.get('name'))}</td>" + "".join(
             f"<td class='num'>{_e(_fmt(f.get(k), 3))}</td>" for k in ("mean_mm", "p95_mm", "max_mm",
                                                                         "volume_change_pct"))
                     + f"<td>{_e(dec)}</td><td class='num'>{_e(ddt)}</td></tr>")
@@ -694,45 +773,54 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend) -> str:
 
     pr = m.get("print")
     if pr:
-        out.append("<h2>Printing</h2>")
+        out.append(f"<h2>{_e(_t('Printing'))}</h2>")
         t = pr.get("time_s")
         out.append(_kv_table([
-            ("printer", pr.get("printer")), ("material", pr.get("material")),
-            ("estimated time", None if t is None else f"{int(t // 3600)} h {int(t % 3600 // 60)} min"),
-            ("filament", None if pr.get("filament_mm") is None else
-             f"{pr['filament_mm'] / 1000:.2f} m, {pr.get('filament_g', 0):.1f} g"),
-            ("layers", pr.get("layer_count")), ("plates", pr.get("plates")),
-            ("files", ", ".join(pr.get("files") or []) or None),
-        ]))
+            (_t("printer"), pr.get("printer")), (_t("material"), pr.get("material")),
+            (_t("estimated time"), None if t is None else _t("{hours} h {minutes} min").format(
+                hours=int(t // 3600), minutes=int(t % 3600 // 60))),
+            (_t("filament"), None if pr.get("filament_mm") is None else _t("{metres} m, {grams} g").format(
+                metres=f"{pr['filament_mm'] / 1000:.2f}", grams=f"{pr.get('filament_g', 0):.1f}")),
+            (_t("layers"), pr.get("layer_count")), (_t("plates"), pr.get("plates")),
+            (_t("files"), ", ".join(pr.get("files") or []) or None),
+        ], _t))
 
-    out.append("<h2>CT slices with part contours</h2>")
-    out.append("<p class='note'>Through the centre of the parts; each part's segmentation outline in its colour. "
-               "Patient's right is on the left of the axial and coronal pictures.</p>")
-    for title, png in slice_pngs.items():
-        out.append(f"<figure>{_img(png, title + ' slice')}<figcaption>{_e(title)}</figcaption></figure>")
+    out.append(f"<h2>{_e(_t('CT slices with part contours'))}</h2>")
+    out.append("<p class='note'>" + _e(_t(
+        "Through the centre of the parts; each part's segmentation outline in its colour. Patient's "
+        "right is on the left of the axial and coronal pictures.")) + "</p>")
+    for key, png in slice_pngs.items():
+        plane = _t(_PLANE_TITLES.get(key, key))
+        out.append(f"<figure>{_img(png, _t('{plane} slice').format(plane=plane))}"
+                   f"<figcaption>{_e(plane)}</figcaption></figure>")
 
-    out.append("<h2>3-D views</h2>")
-    out.append(f"<p class='note'>Rendered with {_e(backend)}; views in the patient frame (anterior, left "
-               "lateral, posterior, superior).</p>")
+    out.append(f"<h2>{_e(_t('3-D views'))}</h2>")
+    out.append("<p class='note'>" + _e(_t(
+        "Rendered with {backend}; views in the patient frame (anterior, left lateral, posterior, "
+        "superior).").format(backend=backend)) + "</p>")
     for n in notes:
         out.append(f"<p class='warn'>{_e(n)}</p>")
-    for title, png in view_pngs.items():
-        out.append(f"<figure>{_img(png, '3-D views of ' + title)}<figcaption>{_e(title)}</figcaption></figure>")
+    for key, png in view_pngs.items():
+        label = part_label(key, lang)
+        out.append(f"<figure>{_img(png, _t('3-D views of {part}').format(part=label))}"
+                   f"<figcaption>{_e(label)}</figcaption></figure>")
 
     if extra:
-        out.append("<h2>More pictures</h2>")
-        for title, png in extra.items():
+        out.append(f"<h2>{_e(_t('More pictures'))}</h2>")
+        for key, png in extra.items():
             png = Path(png)
             if png.is_file():
-                out.append(f"<figure>{_img(png, title)}<figcaption>{_e(title)}</figcaption></figure>")
+                out.append(f"<figure>{_img(png, key)}<figcaption>{_e(_t(key))}</figcaption></figure>")
             else:
-                out.append(f"<p class='warn'>picture {_e(title)} is missing</p>")
+                out.append(f"<p class='warn'>{_e(_t('picture {title} is missing').format(title=key))}</p>")
 
     timings = m.get("timings_s") or {}
     if timings:
-        out.append("<h2>Timings (s)</h2>")
-        out.append(_kv_table([(k, float(v)) for k, v in timings.items()]))
-    out.append("<h2>Parameters</h2><details><summary>all parameters of this run</summary><pre>"
+        out.append(f"<h2>{_e(_t('Timings (s)'))}</h2>")
+        out.append(_kv_table([(_t(_TIMING_NAMES[k]) if k in _TIMING_NAMES else k, float(v))
+                              for k, v in timings.items()], _t))
+    out.append(f"<h2>{_e(_t('Parameters'))}</h2><details><summary>{_e(_t('all parameters of this run'))}"
+               "</summary><pre>"
                + _e(json.dumps(m.get("parameters") or {}, indent=2, sort_keys=True, default=str))
                + "</pre></details>")
     out.append("</body></html>\n")
