@@ -14,18 +14,38 @@ import traceback
 
 from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
+from printpipe.i18n import LANGS, _, current_lang, set_lang, translate_error
 
 # subcommand name -> module in printpipe.cli (the order is the order of `printpipe --help`)
 SUBCOMMANDS = ("run", "inspect", "slice", "batch", "printers", "presets")
 
 
+def _add_lang(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--lang", choices=LANGS, default=argparse.SUPPRESS,
+                        help=_("language of messages and of the report: zh (Simplified Chinese) or en; "
+                               "default from the locale (LANG, LC_ALL, LC_MESSAGES)"))
+
+
+def _lang_from_argv(argv: list[str]) -> str | None:
+    """The value of ``--lang`` in ``argv`` (before argparse runs, so that its messages are translated)."""
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--lang" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--lang="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback on errors and debug logging")
+                        help=_("show the full traceback on errors and debug logging"))
+    _add_lang(common)
     parser = argparse.ArgumentParser(
         prog="printpipe",
-        description="CT DICOM series -> watertight bone model (STL/3MF) -> G-code for desktop printers.",
+        description=_("CT DICOM series -> watertight bone model (STL/3MF) -> G-code for desktop printers."),
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"printpipe {__version__}")
@@ -41,11 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         subparser = sub.choices.get(name)
         if subparser is not None and "--debug" not in subparser._option_string_actions:
             subparser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                                   help="show the full traceback on errors and debug logging")
+                                   help=_("show the full traceback on errors and debug logging"))
+        if subparser is not None and "--lang" not in subparser._option_string_actions:
+            _add_lang(subparser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        set_lang(_lang_from_argv(argv))  # None: from the locale
+    except ValueError:
+        set_lang(None)  # an unknown --lang: argparse's choices say so below
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -62,19 +89,28 @@ def main(argv: list[str] | None = None) -> int:
     except PrintpipeError as exc:
         if debug:
             traceback.print_exc()
-        print(f"printpipe: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"printpipe: {_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("printpipe: interrupted; nothing half-written was left behind", file=sys.stderr)
+        print("printpipe: " + _("interrupted; nothing half-written was left behind"), file=sys.stderr)
         return 130
     except SystemExit as exc:  # usage errors raised by a subcommand through parser.error
         return int(exc.code or 0)
     except Exception as exc:  # an internal error: one line, the traceback with --debug
         if debug:
             traceback.print_exc()
-        print(f"printpipe: internal error: {type(exc).__name__}: {exc} "
-              "(run again with --debug for the traceback, and please report it)", file=sys.stderr)
+        print("printpipe: " + _("internal error: {error} (run again with --debug for the traceback, and "
+                                "please report it)").format(error=f"{type(exc).__name__}: {exc}"),
+              file=sys.stderr)
         return 1
+
+
+def _error_line(exc: PrintpipeError) -> str:
+    """``TypeName: message`` in English; in Chinese the kind and the message translated
+    (see :func:`printpipe.i18n.translate_error`), the class name kept for searching logs."""
+    if current_lang() == "en":
+        return f"{type(exc).__name__}: {exc}"
+    return f"{translate_error(exc)} [{type(exc).__name__}]"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,6 +6,12 @@ import argparse
 import sys
 
 from printpipe.cli.options import add_pipeline_options, pipeline_config_from_args
+from printpipe.i18n import N_, _, current_lang, part_label
+
+# stage names as the progress lines show them (JSON lines keep the names the pipeline gives)
+_STAGES = {"read": N_("read"), "segment": N_("segment"), "surface": N_("surface"), "repair": N_("repair"),
+           "mirror": N_("mirror"), "export": N_("export"), "slice": N_("slice"), "report": N_("report"),
+           "label": N_("label")}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -41,27 +47,44 @@ def _progress(args):
         from printpipe.progress import stage_printer
     except ImportError:
         return None
-    return stage_printer(sys.stderr, quiet=args.quiet, json_lines=args.log_json)
+    printer = stage_printer(sys.stderr, quiet=args.quiet, json_lines=args.log_json)
+    if args.log_json or current_lang() == "en":
+        return printer
+    return lambda stage, fraction: printer(_(_STAGES[stage]) if stage in _STAGES else stage, fraction)
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    """Pad to ``width`` terminal columns (a Chinese character takes two)."""
+    import unicodedata
+
+    cols = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    fill = " " * max(0, width - cols)
+    return fill + text if right else text + fill
 
 
 def _print_summary(result) -> None:
     m = result.manifest
-    print(f"case: {result.status} in {result.seconds:.1f} s -> {result.outdir}")
+    print(_("case: {status} in {seconds} s -> {outdir}").format(
+        status=result.status, seconds=f"{result.seconds:.1f}", outdir=result.outdir))
     inp = m.get("input", {})
-    print(f"series: {inp.get('series_uid_hash', '?')}  {inp.get('slice_count', '?')} slices  "
-          f"spacing {inp.get('spacing_mm')} mm")
-    print(f"{'part':<22}{'triangles':>11}{'volume cm3':>12}{'size mm (x y z)':>26}  watertight")
+    print(_("series: {series}  {slices} slices  spacing {spacing} mm").format(
+        series=inp.get("series_uid_hash", "?"), slices=inp.get("slice_count", "?"),
+        spacing=inp.get("spacing_mm")))
+    print(_pad(_("part"), 22) + _pad(_("triangles"), 11, True) + _pad(_("volume cm3"), 12, True)
+          + _pad(_("size mm (x y z)"), 26, True) + "  " + _("watertight"))
     for part in m.get("parts", []):
         size = part["bbox_mm"]["size"]
-        print(f"{part['name']:<22}{part['triangles']:>11,}{part['volume_mm3'] / 1000:>12.1f}"
-              f"{'%.1f x %.1f x %.1f' % tuple(size):>26}  {'yes' if part['watertight'] else 'NO'}")
+        print(_pad(part_label(part["name"]), 22) + f"{part['triangles']:>11,}{part['volume_mm3'] / 1000:>12.1f}"
+              f"{'%.1f x %.1f x %.1f' % tuple(size):>26}  " + (_("yes") if part["watertight"] else _("NO")))
     pr = m.get("print")
     if pr:
         hours, rem = divmod(int(round(pr["time_s"])), 3600)
-        print(f"print: {pr['printer']} / {pr['material']}: {hours} h {rem // 60:02d} min, "
-              f"{pr['filament_mm'] / 1000:.2f} m, {pr['filament_g']:.0f} g filament, "
-              f"{pr.get('plates', 1)} plate(s)")
+        print(_("print: {printer} / {material}: {hours} h {minutes} min, {metres} m, {grams} g filament, "
+                "{plates} plate(s)").format(
+            printer=pr["printer"], material=pr["material"], hours=hours, minutes=f"{rem // 60:02d}",
+            metres=f"{pr['filament_mm'] / 1000:.2f}", grams=f"{pr['filament_g']:.0f}",
+            plates=pr.get("plates", 1)))
     for out in m.get("outputs", []):
-        print(f"wrote {out['path']}")
+        print(_("wrote {path}").format(path=out["path"]))
     for w in m.get("warnings", []):
-        print(f"warning: {w}")
+        print(_("warning: {warning}").format(warning=w))
