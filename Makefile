@@ -44,7 +44,7 @@ LOCALE  := printpipe/locale
 PYBABEL := $(VENV)/bin/pybabel
 i18n: install
 	$(PY) scripts/extract_error_templates.py
-	$(PYBABEL) -q extract -F babel.cfg -k NP_:1c,2 --add-location=file --sort-by-file --width=100 \
+	$(PYBABEL) -q extract -F babel.cfg -k NP_:1c,2 -k _t --add-location=file --sort-by-file --width=100 \
 	    --project=printpipe --copyright-holder="printpipe developers" -o $(LOCALE)/printpipe.pot .
 	for l in zh en; do \
 	    if [ -f $(LOCALE)/$$l/LC_MESSAGES/printpipe.po ]; then \

@@ -608,11 +608,15 @@ def _identity(text: str) -> str:
     return text
 
 
+# words the helpers below translate with the translator they are handed
+_NONE_RECORDED, _YES, _NO = N_("none recorded"), N_("yes"), N_("no")
+
+
 def _fmt(x: Any, nd: int = 2, t=_identity) -> str:
     if x is None:
         return "–"
     if isinstance(x, bool):
-        return t("yes") if x else t("no")
+        return t(_YES) if x else t(_NO)
     if isinstance(x, float):
         return f"{x:,.{nd}f}"
     if isinstance(x, (list, tuple)):
@@ -634,13 +638,17 @@ def _img(path: Path, alt: str) -> str:
 
 def _kv_table(rows: list[tuple[str, Any]], t=_identity) -> str:
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_fmt(v, t=t))}</td></tr>" for k, v in rows if v is not None)
-    return f"<table>{body}</table>" if body else f'<p class="note">{_e(t("none recorded"))}</p>'
+    return f"<table>{body}</table>" if body else '<p class="note">' + _e(t(_NONE_RECORDED)) + "</p>"
+
+
+def _h2(text: str) -> str:
+    return "<h2>" + _e(text) + "</h2>"
 
 
 def _yesno(flag: Any, t=_identity) -> str:
     if flag is None:
         return "–"
-    return f'<span class="ok">{_e(t("yes"))}</span>' if flag else f'<span class="bad">{_e(t("no"))}</span>'
+    return f'<span class="ok">{_e(t(_YES))}</span>' if flag else f'<span class="bad">{_e(t(_NO))}</span>'
 
 
 # manifest keys shown as rows under their own (translated) names; other segmentation figures are
@@ -677,13 +685,13 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
                + "</p>")
 
     warnings = list(m.get("warnings") or [])
-    out.append(f"<h2>{_e(_t('Warnings'))}</h2>")
+    out.append(_h2(_t("Warnings")))
     if warnings:
         out.append("<ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>")
     else:
         out.append(f"<p class='ok'>{_e(none)}</p>")
 
-    out.append(f"<h2>{_e(_t('Input: which series and why'))}</h2>")
+    out.append(_h2(_t("Input: which series and why")))
     skipped = inp.get("skipped")
     out.append(_kv_table([
         (_t("series (sha256 of UID, 16 hex)"), inp.get("series_uid_hash")),
@@ -703,7 +711,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
         (_t("input warnings"), "; ".join(inp.get("warnings") or []) or none),
     ], _t))
 
-    out.append(f"<h2>{_e(_t('Segmentation'))}</h2>")
+    out.append(_h2(_t("Segmentation")))
     hu = seg.get("hu_range")
     hu_txt = None if not hu else _t(" to ").join(_t("open") if v is None else f"{v:g}" for v in hu) + " HU"
     seg_rows = [(_t("preset"), seg.get("preset")), (_t("HU range"), hu_txt),
@@ -719,7 +727,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
             seg_rows.append((k.replace("_", " "), v))
     out.append(_kv_table(seg_rows, _t))
 
-    out.append(f"<h2>{_e(_t('Parts: mesh checks'))}</h2>")
+    out.append(_h2(_t("Parts: mesh checks")))
     head = (_t("part"), _t("triangles"), _t("volume (cm³)"), _t("area (cm²)"), _t("size x × y × z (mm)"),
             _t("watertight"), _t("manifold"), _t("oriented"), _t("shells"), _t("shells dropped"),
             _t("holes filled"), _t("degenerate / duplicate removed"), _t("self-intersections"),
@@ -754,7 +762,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
         "Thinnest wall: 1st percentile of the local thickness across to the opposite wall at sampled "
         "surface points. Self-intersections are counted, not removed (slicers print their union).")) + "</p>")
 
-    out.append(f"<h2>{_e(_t('Fidelity: distance to the unsmoothed marching-cubes surface'))}</h2>")
+    out.append(_h2(_t("Fidelity: distance to the unsmoothed marching-cubes surface")))
     head = (_t("part"), _t("mean (mm)"), _t("95th pct (mm)"), _t("max (mm)"), _t("volume change (%)"),
             _t("decimation"), _t("decimation distance mean / p95 / max (mm)"))
     rows = []
@@ -773,7 +781,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
 
     pr = m.get("print")
     if pr:
-        out.append(f"<h2>{_e(_t('Printing'))}</h2>")
+        out.append(_h2(_t("Printing")))
         t = pr.get("time_s")
         out.append(_kv_table([
             (_t("printer"), pr.get("printer")), (_t("material"), pr.get("material")),
@@ -785,16 +793,16 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
             (_t("files"), ", ".join(pr.get("files") or []) or None),
         ], _t))
 
-    out.append(f"<h2>{_e(_t('CT slices with part contours'))}</h2>")
+    out.append(_h2(_t("CT slices with part contours")))
     out.append("<p class='note'>" + _e(_t(
         "Through the centre of the parts; each part's segmentation outline in its colour. Patient's "
         "right is on the left of the axial and coronal pictures.")) + "</p>")
     for key, png in slice_pngs.items():
         plane = _t(_PLANE_TITLES.get(key, key))
-        out.append(f"<figure>{_img(png, _t('{plane} slice').format(plane=plane))}"
-                   f"<figcaption>{_e(plane)}</figcaption></figure>")
+        alt = _t("{plane} slice").format(plane=plane)
+        out.append(f"<figure>{_img(png, alt)}<figcaption>{_e(plane)}</figcaption></figure>")
 
-    out.append(f"<h2>{_e(_t('3-D views'))}</h2>")
+    out.append(_h2(_t("3-D views")))
     out.append("<p class='note'>" + _e(_t(
         "Rendered with {backend}; views in the patient frame (anterior, left lateral, posterior, "
         "superior).").format(backend=backend)) + "</p>")
@@ -802,25 +810,26 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
         out.append(f"<p class='warn'>{_e(n)}</p>")
     for key, png in view_pngs.items():
         label = part_label(key, lang)
-        out.append(f"<figure>{_img(png, _t('3-D views of {part}').format(part=label))}"
-                   f"<figcaption>{_e(label)}</figcaption></figure>")
+        alt = _t("3-D views of {part}").format(part=label)
+        out.append(f"<figure>{_img(png, alt)}<figcaption>{_e(label)}</figcaption></figure>")
 
     if extra:
-        out.append(f"<h2>{_e(_t('More pictures'))}</h2>")
+        out.append(_h2(_t("More pictures")))
         for key, png in extra.items():
             png = Path(png)
             if png.is_file():
                 out.append(f"<figure>{_img(png, key)}<figcaption>{_e(_t(key))}</figcaption></figure>")
             else:
-                out.append(f"<p class='warn'>{_e(_t('picture {title} is missing').format(title=key))}</p>")
+                missing = _t("picture {title} is missing").format(title=key)
+                out.append(f"<p class='warn'>{_e(missing)}</p>")
 
     timings = m.get("timings_s") or {}
     if timings:
-        out.append(f"<h2>{_e(_t('Timings (s)'))}</h2>")
+        out.append(_h2(_t("Timings (s)")))
         out.append(_kv_table([(_t(_TIMING_NAMES[k]) if k in _TIMING_NAMES else k, float(v))
                               for k, v in timings.items()], _t))
-    out.append(f"<h2>{_e(_t('Parameters'))}</h2><details><summary>{_e(_t('all parameters of this run'))}"
-               "</summary><pre>"
+    out.append(_h2(_t("Parameters")) + "<details><summary>" + _e(_t("all parameters of this run"))
+               + "</summary><pre>"
                + _e(json.dumps(m.get("parameters") or {}, indent=2, sort_keys=True, default=str))
                + "</pre></details>")
     out.append("</body></html>\n")
