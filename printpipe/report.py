@@ -33,7 +33,8 @@ from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
 from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label
 
-__all__ = ["write_report", "validate_manifest", "load_schema", "render_backend", "BONE_WINDOW"]
+__all__ = ["write_report", "draw_pictures", "merge_pictures", "validate_manifest", "load_schema",
+           "render_backend", "BONE_WINDOW"]
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def validate_manifest(manifest: Mapping[str, Any]) -> None:
 
 def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndarray, names: Mapping[int, str],
                  parts: Mapping[str, Any], extra_images: Mapping[str, Path] | None = None,
-                 lang: str | None = None) -> list[dict]:
+                 lang: str | None = None, pictures: Mapping[str, Any] | None = None) -> list[dict]:
     """Write ``report.html`` and ``pictures/*.png`` into ``outdir``.
 
     Parameters
@@ -128,6 +129,9 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
         :func:`printpipe.i18n.current_lang` (``--lang`` on the command line, else the locale).
         Chinese text in pictures needs a CJK font (``fonts-noto-cjk``); without one the pictures
         keep English text (and a warning says so) while the HTML is still in Chinese.
+    pictures : dict, optional
+        What :func:`draw_pictures` returned for these data in ``outdir`` (drawn earlier, e.g. in a
+        worker process while the meshes were exported); None draws them here.
 
     Returns
     -------
@@ -143,6 +147,42 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
     """
     outdir = Path(outdir)
     lang = normalize_lang(lang) or current_lang()
+    labels = np.asarray(labels)
+    if labels.shape != tuple(volume.shape):
+        raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's {tuple(volume.shape)}")
+    if pictures is None:
+        pictures = draw_pictures(outdir, volume=volume, labels=labels, names=names, parts=parts, lang=lang)
+    slice_pngs, view_pngs = dict(pictures["slices"]), dict(pictures["views"])
+    notes, backend = list(pictures["notes"]), pictures["backend"]
+    written = [{"path": png.relative_to(outdir).as_posix(), "kind": "png"}
+               for png in (*slice_pngs.values(), *view_pngs.values())]
+
+    doc = _html(manifest, slice_pngs, view_pngs, dict(extra_images or {}), notes, backend, lang)
+    atomic_write_text(outdir / "report.html", doc)
+    written.append({"path": "report.html", "kind": "report"})
+    log.info("wrote report.html and %d pictures", len(written) - 1)
+    return written
+
+
+def draw_pictures(outdir, *, volume=None, labels: np.ndarray | None = None,
+                  names: Mapping[int, str] | None = None, parts: Mapping[str, Any] | None = None,
+                  lang: str | None = None) -> dict[str, Any]:
+    """Draw the report's pictures into ``outdir/pictures``: CT slices and/or 3-D views.
+
+    The CT slices are drawn when ``volume`` (with ``labels`` and ``names``) is given, the 3-D views
+    when ``parts`` is; the pipeline draws the slices as soon as segmentation ends and the views once
+    the meshes are final, in a worker process (:mod:`printpipe._report_worker`). Parameters are
+    those of :func:`write_report`.
+
+    Returns
+    -------
+    dict
+        ``slices`` and ``views`` ({title: PNG path}), ``notes`` (list of str, for the report) and
+        ``backend`` (``"pyvista"``, ``"matplotlib"``, or None when no 3-D view was drawn). Two
+        results for the same ``outdir`` combine with :func:`merge_pictures`.
+    """
+    outdir = Path(outdir)
+    lang = normalize_lang(lang) or current_lang()
     _t = get_translator(lang)
     pic_lang = lang
     if lang == "zh":
@@ -152,53 +192,53 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
             pic_lang = "en"  # tofu boxes would be worse than English
     pics = outdir / "pictures"
     pics.mkdir(parents=True, exist_ok=True)
-    written: list[dict] = []
     notes: list[str] = []
-    labels = np.asarray(labels)
-    if labels.shape != tuple(volume.shape):
-        raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's {tuple(volume.shape)}")
-
-    _start_render_probe()  # runs beside the slice pictures
     slice_pngs: dict[str, Path] = {}
-    for title, png in _slice_pictures(volume, labels, names, pics, pic_lang).items():
-        slice_pngs[title] = png
-        written.append({"path": png.relative_to(outdir).as_posix(), "kind": "png"})
-
-    view_pngs: dict[str, Path] = {}
-    backend = render_backend()
-    if backend != "pyvista":
-        notes.append(_t("3-D views drawn with matplotlib (PyVista/VTK off-screen rendering unavailable "
-                        "here: install libegl1 and libgl1-mesa-dri, or libosmesa6)"))
+    if volume is not None:
+        labels = np.asarray(labels)
+        if labels.shape != tuple(volume.shape):
+            raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's "
+                                 f"{tuple(volume.shape)}")
+        _start_render_probe()  # runs beside the slice pictures
+        slice_pngs.update(_slice_pictures(volume, labels, names or {}, pics, pic_lang))
     if pic_lang != lang:
         notes.append(_t("The pictures keep English labels: no Chinese font was found (install "
                         "fonts-noto-cjk)."))
-    items = list(parts.items())
-    groups = ([("all parts", dict(items))] if len(items) > 1 else []) + [(n, {n: m}) for n, m in items]
-    view_cache: dict = {}  # drawing copies of the meshes, shared by the groups
-    try:
-        for title, group in groups:
-            stem = "3d_all" if title == "all parts" else f"3d_{title}"
-            png = pics / f"{stem}.png"
-            try:
-                _render_views(group, png, backend, view_cache, pic_lang)
-            except Exception as exc:  # a picture must never fail the case
-                if backend == "pyvista":
-                    log.warning("PyVista rendering of %s failed (%s); using matplotlib", title, exc)
-                    _render_views(group, png, "matplotlib", None, pic_lang)
-                    notes.append(_t("3-D view of {part} drawn with matplotlib after a PyVista error").format(
-                        part=part_label(title, lang)))
-                else:
-                    raise
-            view_pngs[title] = png
-            written.append({"path": png.relative_to(outdir).as_posix(), "kind": "png"})
-    finally:
-        _close_views(view_cache)
+    view_pngs: dict[str, Path] = {}
+    backend = None
+    if parts is not None:
+        backend = render_backend()
+        if backend != "pyvista":
+            notes.append(_t("3-D views drawn with matplotlib (PyVista/VTK off-screen rendering unavailable "
+                            "here: install libegl1 and libgl1-mesa-dri, or libosmesa6)"))
+        items = list(parts.items())
+        groups = ([("all parts", dict(items))] if len(items) > 1 else []) + [(n, {n: m}) for n, m in items]
+        view_cache: dict = {}  # drawing copies of the meshes, shared by the groups
+        try:
+            for title, group in groups:
+                stem = "3d_all" if title == "all parts" else f"3d_{title}"
+                png = pics / f"{stem}.png"
+                try:
+                    _render_views(group, png, backend, view_cache, pic_lang)
+                except Exception as exc:  # a picture must never fail the case
+                    if backend == "pyvista":
+                        log.warning("PyVista rendering of %s failed (%s); using matplotlib", title, exc)
+                        _render_views(group, png, "matplotlib", None, pic_lang)
+                        notes.append(_t("3-D view of {part} drawn with matplotlib after a PyVista error").format(
+                            part=part_label(title, lang)))
+                    else:
+                        raise
+                view_pngs[title] = png
+        finally:
+            _close_views(view_cache)
+    return {"slices": slice_pngs, "views": view_pngs, "notes": notes, "backend": backend}
 
-    doc = _html(manifest, slice_pngs, view_pngs, dict(extra_images or {}), notes, backend, lang)
-    atomic_write_text(outdir / "report.html", doc)
-    written.append({"path": "report.html", "kind": "report"})
-    log.info("wrote report.html and %d pictures", len(written) - 1)
-    return written
+
+def merge_pictures(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
+    """One :func:`draw_pictures` result from two (slices from one call, views from another)."""
+    notes = list(dict.fromkeys([*first["notes"], *second["notes"]]))
+    return {"slices": {**first["slices"], **second["slices"]}, "views": {**first["views"], **second["views"]},
+            "notes": notes, "backend": second["backend"] or first["backend"]}
 
 
 # -- slices ----------------------------------------------------------------------------------------
