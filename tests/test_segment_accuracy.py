@@ -1,0 +1,91 @@
+"""The whole pipeline's parts against the ground truth of the two development cases.
+
+Each case runs ``printpipe.pipeline.run`` once per session (``--split-hemipelvis``, STL only, only the
+scored parts exported, no report); the part meshes are cut back into the CT grid and scored with
+``printpipe.evaluate`` (see ``benchmarks/bench_segment_accuracy.py`` for the full table).
+
+The floors below are regression floors, not the goal (issue 10 asks Dice >= 0.93 and mean surface
+distance <= 1.0 mm for every structure). Each is the figure measured on the commit named in the comment,
+minus a tolerance: Dice - 0.02, mean surface distance + 0.5 mm (about half a voxel of the 1 x 1 x 3 mm
+grids: a one-voxel shift of a part's surface moves Dice by about 0.02 on these bones). ``None``: the
+structure was not found at all when measured, so nothing is asserted yet.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
+
+# (case, table, structure) -> (Dice floor, mean surface distance ceiling in mm).
+# Measured 2026-12-04 on d33f007 (the segmentation before the issue-10 rewrite; ref002 exports the
+# hip bones as fragments, so their floors are 0): measured Dice - 0.02, measured mean + 0.5 mm.
+FLOORS: dict[tuple[str, str, str], tuple[float, float | None]] = {
+    # ref002 vs expert labels (pelvic-ref002-labels)
+    ("ref002", "labels", "pelvis"): (0.0, None),           # measured 0.000
+    ("ref002", "labels", "hip_left"): (0.0, None),         # measured 0.000
+    ("ref002", "labels", "hip_right"): (0.0, None),        # measured 0.000
+    ("ref002", "labels", "sacrum"): (0.145, 44.4),         # measured 0.165, 43.91 mm
+    ("ref002", "labels", "femur_left"): (0.581, 31.4),     # measured 0.601, 30.90 mm
+    ("ref002", "labels", "femur_right"): (0.845, 3.2),     # measured 0.865, 2.67 mm
+    # ref002 femurs vs manual contours of its RS.dcm (manual slices only)
+    ("ref002", "contours", "femur_left"): (0.595, 14.6),   # measured 0.615, 14.03 mm
+    ("ref002", "contours", "femur_right"): (0.681, 5.8),   # measured 0.701, 5.22 mm
+    # ref003 femurs vs manual contours of pelvic-ref003-rtstruct (manual slices only);
+    # the deep-learning contours reach 0.901 / 0.900 (2.00 / 1.83 mm)
+    ("ref003", "contours", "femur_left"): (0.760, 3.5),    # measured 0.780, 2.99 mm
+    ("ref003", "contours", "femur_right"): (0.729, 3.5),   # measured 0.749, 2.99 mm
+}
+
+SCORED = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine")
+
+
+def _run(case: str, tmp_root):
+    from printpipe.evaluate import CASES, run_case
+    from printpipe.export import ExportConfig
+    from printpipe.pipeline import PipelineConfig
+    from printpipe.segment import SegmentConfig
+
+    for key in ("ct", "rtstruct", "labels"):
+        if CASES[case][key] and not (REALDATA / CASES[case][key]).exists():
+            pytest.skip(f"real data not found at {REALDATA / CASES[case][key]} (needs ../shared/realdata)")
+    config = PipelineConfig(segment=SegmentConfig(split_hemipelvis=True, parts=SCORED),
+                            export=ExportConfig(formats=("stl",)), report=False)
+    tables, info = run_case(case, REALDATA, tmp_root / case, config, peers=False)
+    return {(case, table, s.structure): s for table, rows in tables.items() for s in rows}, info
+
+
+@pytest.fixture(scope="module")
+def scores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("accuracy")
+    out, infos = {}, {}
+    for case in ("ref002", "ref003"):
+        got, info = _run(case, root)
+        out.update(got)
+        infos[case] = info
+    return out, infos
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+@pytest.mark.parametrize("key", list(FLOORS), ids=["-".join(k) for k in FLOORS])
+def test_dice_and_surface_distance_floor(scores, key):
+    got, infos = scores
+    dice_floor, mean_ceiling = FLOORS[key]
+    s = got.get(key)
+    assert s is not None, f"{key} not scored; parts exported: {infos[key[0]]['parts']}"
+    assert s.dice >= dice_floor, f"{key}: Dice {s.dice:.3f} < floor {dice_floor:.3f} (parts {infos[key[0]]['parts']})"
+    if mean_ceiling is not None:
+        assert math.isfinite(s.mean_mm) and s.mean_mm <= mean_ceiling, (
+            f"{key}: mean surface distance {s.mean_mm:.2f} mm > ceiling {mean_ceiling:.2f} mm")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_no_left_right_swap(scores):
+    got, _ = scores
+    swapped = [k for k, s in got.items() if s.swapped]
+    assert not swapped, f"left/right swapped: {swapped}"
