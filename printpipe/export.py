@@ -150,7 +150,7 @@ def to_plate_frame(parts: Mapping[str, trimesh.Trimesh] | trimesh.Trimesh):
 
 # -- writers ---------------------------------------------------------------------------------------
 
-def write_stl(path, parts, frame_note: str = "LPS patient frame, mm") -> Path:
+def write_stl(path, parts, frame_note: str = "LPS patient frame, mm", space: str | None = "LPS") -> Path:
     """Write one binary STL holding all parts (millimetres).
 
     Parameters
@@ -159,6 +159,10 @@ def write_stl(path, parts, frame_note: str = "LPS patient frame, mm") -> Path:
     parts : dict of name -> Trimesh, or a Trimesh
     frame_note : str
         Frame description for the 80-byte header (ASCII, truncated); no patient data.
+    space : str or None
+        ``"LPS"`` writes ``SPACE=LPS`` into the header, 3D Slicer's tag for the coordinate system of
+        the points (Slicer reads it and places the model on the CT). ``None`` (``--frame plate``)
+        writes no ``SPACE=`` tag, so Slicer does not claim the build-plate frame is the patient's.
 
     Returns
     -------
@@ -166,7 +170,7 @@ def write_stl(path, parts, frame_note: str = "LPS patient frame, mm") -> Path:
 
     Notes
     -----
-    The header reads ``printpipe <version> | <frame_note> | <part names>``; it never starts with
+    The header reads ``printpipe <version> | SPACE=LPS | <frame_note> | <part names>``; it never starts with
     ``solid`` (some readers would take the file for ASCII STL). Facet normals are recomputed from
     the winding.
     """
@@ -175,7 +179,8 @@ def write_stl(path, parts, frame_note: str = "LPS patient frame, mm") -> Path:
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     length = np.linalg.norm(normals, axis=1)
     normals = np.divide(normals, length[:, None], out=np.zeros_like(normals), where=length[:, None] > 0)
-    header_text = f"printpipe {__version__} | {frame_note} | {','.join(items)}"
+    space_tag = f"SPACE={space} | " if space else ""     # early in the header: it is cut at 80 bytes
+    header_text = f"printpipe {__version__} | {space_tag}{frame_note} | {','.join(items)}"
     header = header_text.encode("ascii", "replace")[:80].ljust(80, b" ")
     rec = np.zeros(len(tris), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
     rec["n"] = normals
