@@ -12,26 +12,6 @@ def N_(message: str) -> str:  # marks a message for Babel's extraction
 TEMPLATES = (
     # cli/options_slicing.py
     N_('--infill {infill} is out of range; give a percentage from 0 to 100 (15 is usual)'),
-    # printpipe/_segment_geometry.py
-    N_("mask shape {mask_shape} differs from the volume's {volume_shape}"),
-    # printpipe/_segment_geometry.py
-    N_('cannot fit a mid-sagittal plane to an empty mask'),
-    # printpipe/_segment_geometry.py
-    N_('too little bone ({len_idx} surface samples) to fit a mid-sagittal plane'),
-    # printpipe/_segment_geometry.py
-    N_('surface_deviation needs meshes with faces; got an empty mesh'),
-    # printpipe/_segment_geometry.py
-    N_('femoral_head_diameter needs a mesh with at least 20 vertices'),
-    # printpipe/_segment_geometry.py
-    N_('could not locate the femoral head inside the femur mesh'),
-    # printpipe/_segment_geometry.py
-    N_('femoral_head_diameter needs the volume when given a mask'),
-    # printpipe/_segment_geometry.py
-    N_('too few surface points near the femoral head to fit a sphere'),
-    # printpipe/_segment_geometry.py
-    N_('femoral_head_diameter got an empty femur mask'),
-    # printpipe/_segment_geometry.py
-    N_('plane needs a 3-D point and a non-zero 3-D normal; got point={point_tolist} normal={normal_tolist}'),
     # printpipe/batch.py
     N_('another printpipe batch is writing to {outdir}; wait for it or choose another -o'),
     # printpipe/batch.py
@@ -65,7 +45,11 @@ TEMPLATES = (
     # printpipe/batch.py
     N_('cannot reach the Dask scheduler at {scheduler}: {exc}; check the address (tcp://host:8786) and that the scheduler is running'),
     # printpipe/dicom.py
+    N_('stack {info_key} uses transfer syntax {info_transfer_syntax} and no decoder for it is installed; install it with `pip install {info_decoder_hint}` (or decompress the files, e.g. `gdcmconv --raw`)'),
+    # printpipe/dicom.py
     N_('only {len_keep} of {len_frames} slices of stack {info_key} could be decoded (first error: {first}); the files are corrupt or truncated, export the series again'),
+    # printpipe/dicom.py
+    N_('{len_found} slice(s) of stack {info_key} do not belong to it ({what}); leaving them out leaves {hole} against {nominal} mm, more than --max-gap {config_max_gap_slices}; export the series again, pass --allow-gaps to interpolate across them, or --force to keep them'),
     # printpipe/dicom.py
     N_('{len_uniq} slices share position {s_i} mm along the normal in series {info_key} and one cannot be decoded; remove the duplicate files'),
     # printpipe/dicom.py
@@ -106,8 +90,26 @@ TEMPLATES = (
     N_('--series {want} matches none of the {len_found} stack(s) found ({table}); pass a stack id, #row or SeriesNumber as shown by `printpipe inspect`'),
     # printpipe/dicom.py
     N_('inconsistent image sizes in series {info_key}: {info_size_conflict}; remove the odd-sized files or export the series again'),
-    # printpipe/dicom.py
-    N_('stack {info_key} uses transfer syntax {info_transfer_syntax} and no decoder for it is installed; install it with `pip install {info_decoder_hint}` (or decompress the files, e.g. `gdcmconv --raw`)'),
+    # printpipe/evaluate.py
+    N_('label header {path} does not exist; give the .mhd file of the label map'),
+    # printpipe/evaluate.py
+    N_('{path_name} lacks or has an unsupported MetaImage field {exc}; give a 3-D MetaImage with a separate data file'),
+    # printpipe/evaluate.py
+    N_('{path_name} is {len_dims}-D; a 3-D label map is needed'),
+    # printpipe/evaluate.py
+    N_('{data_file_name} holds {len_raw} bytes, the header asks for {nx_ny_nz_dtype_itemsize}; the label map is damaged'),
+    # printpipe/evaluate.py
+    N_("label map {path_label_mhd_name} is not on the CT's grid (shape {grid_shape} vs {volume_shape}, or origin/spacing differ); resample it onto the CT first"),
+    # printpipe/evaluate.py
+    N_('label map {path_label_mhd_name} has no pelvis label (1); it is not a pelvic bone map'),
+    # printpipe/evaluate.py
+    N_("the CT's slice axis is not perpendicular to patient x; left/right splitting by column needs an axial (or tilted about x) series"),
+    # printpipe/evaluate.py
+    N_('{outdir} holds no manifest.json; give the output folder of a finished run'),
+    # printpipe/evaluate.py
+    N_('the parts in {outdir} are in the {frame} frame; run with --frame patient so they line up with the CT'),
+    # printpipe/evaluate.py
+    N_('unknown case {case}; choose one of {join_cases}'),
     # printpipe/export.py
     N_('ExportConfig.formats (--format) must be a comma list of {join_formats}; got {join_self_formats_or_nothing}'),
     # printpipe/export.py
@@ -129,6 +131,16 @@ TEMPLATES = (
     # printpipe/export.py
     N_('part {name} has no faces; nothing to write'),
     # printpipe/labels.py
+    N_('label file {path} does not exist; check the path given to --labels'),
+    # printpipe/labels.py
+    N_('label folder {path} holds no .nii.gz masks; give a TotalSegmentator output folder, or a .seg.nrrd, NIfTI, DICOM SEG or RTSTRUCT file'),
+    # printpipe/labels.py
+    N_('{path_name} is a DICOM {modality_or} object, not a label map; give an RTSTRUCT or a DICOM SEG'),
+    # printpipe/labels.py
+    N_('{path_name} is not a label map printpipe reads; give a .seg.nrrd, .nii.gz (with a labels.json), a TotalSegmentator folder, a DICOM SEG or an RTSTRUCT'),
+    # printpipe/labels.py
+    N_('part {name} ({part_info_name_from}) is empty after the one-voxel gap to its neighbours; check the label map in 3D Slicer'),
+    # printpipe/labels.py
     N_('{path_path_name} is a DICOM {ds_get_modality} object, not an RTSTRUCT; give the structure set file (RS*.dcm)'),
     # printpipe/labels.py
     N_('ROI {n} in {path_path_name} has no closed planar contours; choose another ROI or draw it in the planning system'),
@@ -137,7 +149,41 @@ TEMPLATES = (
     # printpipe/labels.py
     N_("ROI {name} has {outside} of {len_polys} contours outside the CT's slices (z {volume_origin_2}..{volume_index_to_patient_nz_1_0_0_0_2} mm); it was drawn on another scan: give the CT series the structure set belongs to"),
     # printpipe/labels.py
-    N_('label file {path} does not exist; check the path given to --labels'),
+    N_('{path_name} holds no closed planar contours; export the structure set again'),
+    # printpipe/labels.py
+    N_('{path_name} is not a DICOM SEG highdicom can read ({exc}); export it again'),
+    # printpipe/labels.py
+    N_("segment {names_number} of {path_name} is not a regular stack of planes ({exc}); export the segmentation on the CT's slices"),
+    # printpipe/labels.py
+    N_("{path_name} is not a 3D Slicer segmentation ({exc}); save it again from Slicer's Segment Editor as .seg.nrrd"),
+    # printpipe/labels.py
+    N_("{path_name} has no segments; add them in Slicer's Segment Editor and save again"),
+    # printpipe/labels.py
+    N_('{path_name} is not a readable NIfTI file ({exc}); write it again'),
+    # printpipe/labels.py
+    N_('{path_name} has shape {img_shape}; a label map is 3-D (one value per voxel)'),
+    # printpipe/labels.py
+    N_('names table {path} does not exist; check --label-names'),
+    # printpipe/labels.py
+    N_('no label in {source} has a bone name printpipe knows ({list_available}); choose the labels to print with --parts NAME[,NAME]'),
+    # printpipe/labels.py
+    N_('{source} has no label named or mapping to {w}; its labels are {list_available}: give those names (or hip_left, femur_right ...) to --parts'),
+    # printpipe/labels.py
+    N_('{source} has several labels for {part} ({list_e_2_for_e_in_best}); name the one to print in --parts (e.g. --parts {best_0_2})'),
+    # printpipe/labels.py
+    N_('label {list_g_2_for_g_in_group} in {source} is empty (no voxel on the CT grid); draw it again, or leave it out of --parts'),
+    # printpipe/labels.py
+    N_('label map in {source} is {arr_ndim}-D; printpipe reads 3-D label maps'),
+    # printpipe/labels.py
+    N_('label map in {source} has a zero voxel size; save it again with its geometry'),
+    # printpipe/labels.py
+    N_('label map in {source} is rotated {angle} deg against the CT; resample it onto the CT (3D Slicer: Segmentations > Export to files with the CT as reference) and give that file'),
+    # printpipe/labels.py
+    N_('label {values_get_v_v} in {source} reaches outside the CT (voxel box {np_round_lo_1_tolist}..{np_round_hi_1_tolist} of a {list_shape_ijk} grid); it belongs to another scan: give the CT it was drawn on'),
+    # printpipe/labels.py
+    N_("the segmentation's grid is not a crop of the CT's; cannot write label maps"),
+    # printpipe/labels.py
+    N_("frame of reference mismatch: {source} was drawn on another scan (its frame of reference is not the CT's); give the CT series it belongs to, or register and export it on this CT first"),
     # printpipe/labels.py
     N_('{path_name} is not a readable DICOM file ({exc}); export the structure set or segmentation again'),
     # printpipe/labels.py
@@ -190,52 +236,72 @@ TEMPLATES = (
     N_("report: labels shape {labels_shape} differs from the volume's {tuple_volume_shape}"),
     # printpipe/report.py
     N_('manifest is missing required keys {missing}; this is a printpipe bug'),
-    # printpipe/segment.py
-    N_('no bone region large enough after separation; lower --min-island or --hu'),
-    # printpipe/segment.py
-    N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),
-    # printpipe/segment.py
-    N_('only {len_p} free surface points around the femoral head'),
-    # printpipe/segment.py
-    N_('too many parts to split the pelvis; raise --min-island'),
-    # printpipe/segment.py
-    N_('preset {name} is unknown; choose one of {join_presets} (printpipe presets lists them) or give --hu LOW:HIGH'),
-    # printpipe/segment.py
-    N_('{name} must be a finite HU value in -1024..32767; got {v}'),
-    # printpipe/segment.py
-    N_('hu_low {lo} must be below hu_high {hi}; give --hu LOW:HIGH with LOW < HIGH'),
-    # printpipe/segment.py
-    N_('min_island_mm3 must be >= 0 mm^3; got {self_min_island_mm3}'),
-    # printpipe/segment.py
-    N_('min_wall_mm must be > 0 mm; got {self_min_wall_mm}'),
-    # printpipe/segment.py
-    N_('hollow_wall_mm must be a positive wall thickness in mm; got {w}'),
-    # printpipe/segment.py
-    N_('hollow wall {w} mm is thinner than two extrusion widths of a {nozzle} mm nozzle ({self_min_wall_mm} mm); choose --hollow {self_min_wall_mm} or more'),
-    # printpipe/segment.py
-    N_("mirror must be 'left' or 'right'; got {self_mirror}"),
-    # printpipe/segment.py
-    N_('mirror needs separated parts; drop --no-separate or --mirror'),
-    # printpipe/segment.py
-    N_('parts is empty; name at least one part (e.g. --parts pelvis,femur_left)'),
-    # printpipe/segment.py
-    N_('part {p} is unknown; choose from {join_part_names} or fragment_N'),
-    # printpipe/segment.py
-    N_('roi_mm must be six numbers xmin,xmax,ymin,ymax,zmin,zmax; got {self_roi_mm}'),
-    # printpipe/segment.py
-    N_('roi_mm {axis}min {a} must be below {axis}max {b}'),
-    # printpipe/segment.py
-    N_('region {self_region} is unknown; choose one of {join_regions}'),
-    # printpipe/segment.py
-    N_('metal_hu must be finite; got {self_metal_hu}'),
-    # printpipe/segment.py
+    # printpipe/segment/__init__.py
     N_('segment needs a printpipe Volume; got {type_volume_name}'),
-    # printpipe/segment.py
+    # printpipe/segment/__init__.py
     N_('no bone found between {low} and {high} HU inside the body{and_the_crop_box_if_config_roi_mm_or_con}; check the series or lower --hu'),
-    # printpipe/segment.py
+    # printpipe/segment/__init__.py
     N_('no bone component of at least {config_min_island_mm3} mm^3 between {low} and {high} HU; check the series, lower --hu or --min-island'),
-    # printpipe/segment.py
+    # printpipe/segment/body.py
     N_('roi_mm {list_roi} does not overlap the volume (LPS extent {extent_str_volume}); check --roi'),
+    # printpipe/segment/config.py
+    N_('{name} must be a finite HU value in -1024..32767; got {v}'),
+    # printpipe/segment/config.py
+    N_('hu_low {lo} must be below hu_high {hi}; give --hu LOW:HIGH with LOW < HIGH'),
+    # printpipe/segment/config.py
+    N_('min_island_mm3 must be >= 0 mm^3; got {self_min_island_mm3}'),
+    # printpipe/segment/config.py
+    N_('min_wall_mm must be > 0 mm; got {self_min_wall_mm}'),
+    # printpipe/segment/config.py
+    N_('hollow_wall_mm must be a positive wall thickness in mm; got {w}'),
+    # printpipe/segment/config.py
+    N_('hollow wall {w} mm is thinner than two extrusion widths of a {nozzle} mm nozzle ({self_min_wall_mm} mm); choose --hollow {self_min_wall_mm} or more'),
+    # printpipe/segment/config.py
+    N_("mirror must be 'left' or 'right'; got {self_mirror}"),
+    # printpipe/segment/config.py
+    N_('mirror needs separated parts; drop --no-separate or --mirror'),
+    # printpipe/segment/config.py
+    N_('parts is empty; name at least one part (e.g. --parts pelvis,femur_left)'),
+    # printpipe/segment/config.py
+    N_('part {p} is unknown; choose from {join_part_names} or fragment_N'),
+    # printpipe/segment/config.py
+    N_('roi_mm must be six numbers xmin,xmax,ymin,ymax,zmin,zmax; got {self_roi_mm}'),
+    # printpipe/segment/config.py
+    N_('roi_mm {axis}min {a} must be below {axis}max {b}'),
+    # printpipe/segment/config.py
+    N_('region {self_region} is unknown; choose one of {join_regions}'),
+    # printpipe/segment/config.py
+    N_('metal_hu must be finite; got {self_metal_hu}'),
+    # printpipe/segment/config.py
+    N_('preset {name} is unknown; choose one of {join_presets} (printpipe presets lists them) or give --hu LOW:HIGH'),
+    # printpipe/segment/geometry.py
+    N_("mask shape {mask_shape} differs from the volume's {volume_shape}"),
+    # printpipe/segment/geometry.py
+    N_('cannot fit a mid-sagittal plane to an empty mask'),
+    # printpipe/segment/geometry.py
+    N_('too little bone ({len_idx} surface samples) to fit a mid-sagittal plane'),
+    # printpipe/segment/geometry.py
+    N_('surface_deviation needs meshes with faces; got an empty mesh'),
+    # printpipe/segment/geometry.py
+    N_('femoral_head_diameter needs a mesh with at least 20 vertices'),
+    # printpipe/segment/geometry.py
+    N_('could not locate the femoral head inside the femur mesh'),
+    # printpipe/segment/geometry.py
+    N_('femoral_head_diameter needs the volume when given a mask'),
+    # printpipe/segment/geometry.py
+    N_('too few surface points near the femoral head to fit a sphere'),
+    # printpipe/segment/geometry.py
+    N_('femoral_head_diameter got an empty femur mask'),
+    # printpipe/segment/geometry.py
+    N_('plane needs a 3-D point and a non-zero 3-D normal; got point={point_tolist} normal={normal_tolist}'),
+    # printpipe/segment/hemipelvis.py
+    N_('too many parts to split the pelvis; raise --min-island'),
+    # printpipe/segment/landmarks.py
+    N_('only {len_p} free surface points around the femoral head'),
+    # printpipe/segment/naming.py
+    N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),
+    # printpipe/segment/naming.py
+    N_('no bone region large enough after separation; lower --min-island or --hu'),
     # printpipe/slicing/__init__.py
     N_('slice_parts got no parts to slice; pass a dict of name -> mesh'),
     # printpipe/slicing/__init__.py
@@ -281,6 +347,12 @@ TEMPLATES = (
     # printpipe/slicing/printers.py
     N_('material file {text} does not exist; use a built-in material ({join_m_name_for_m_in_list_materials}) or an existing .toml'),
     # printpipe/slicing/printers.py
+    N_('{what} uses {node_id} in {shown}, which has no value; use one of {join_sorted_values}'),
+    # printpipe/slicing/printers.py
+    N_('{what}: {shown} uses something printpipe templates do not allow ({type_node_name}); use names, numbers, + - * /, comparisons, and/or/not and min/max/abs/round/int'),
+    # printpipe/slicing/printers.py
+    N_('{what}: {shown} cannot be computed ({exc}); fix the template'),
+    # printpipe/slicing/printers.py
     N_('cannot read profile {str_path}: {exc}; check the path and permissions'),
     # printpipe/slicing/printers.py
     N_('profile {str_path} is not valid TOML ({exc}); fix the syntax'),
@@ -323,6 +395,10 @@ TEMPLATES = (
     # printpipe/slicing/printers.py
     N_('aliases of {src} must be a list of strings, got {aliases}'),
     # printpipe/slicing/printers.py
+    N_('thumbnails of {src} must be a list like ["16x16/PNG", "220x124/PNG"], got {thumbs}'),
+    # printpipe/slicing/printers.py
+    N_('printer_model of {src} is {model}; use the firmware\'s model code (letters, digits, e.g. "MK3S") or leave it out'),
+    # printpipe/slicing/printers.py
     N_('unknown material {text}; choose one of {join_table} or pass the path of your own material .toml'),
     # printpipe/slicing/printers.py
     N_('material {name} ({src}) is missing the field {key}; add it'),
@@ -346,6 +422,28 @@ TEMPLATES = (
     N_('retract_mm of material {name} is {retract}; expected 0-15 mm'),
     # printpipe/slicing/printers.py
     N_('retract_speed_mm_s of material {name} is {retract_speed}; expected 0-200 mm/s'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail: line {line_no} ends a thumbnail that never began; slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_("thumbnail at line {line_no} has no '{end_tag}'; the file is truncated or damaged - slice it again"),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no}: line {line_no_1_k} inside the picture is not a comment; slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no} declares {declared} base64 characters but holds {len_b64}; the printer would show a broken picture - slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no} is not valid base64 ({exc}); slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no} declares {w}x{h} but the picture is {size_0}x{size_1}; slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no} is not a readable {kind} picture ({exc}); slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('thumbnail at line {line_no} is declared {kind} but holds a {fmt} picture; slice the file again'),
+    # printpipe/slicing/thumbnail.py
+    N_('{where}: {text} is not a thumbnail size; write it as "220x124" or "220x124/JPG"'),
+    # printpipe/slicing/thumbnail.py
+    N_('{where}: thumbnail format {fmt} is not supported; use PNG or JPG'),
+    # printpipe/slicing/thumbnail.py
+    N_("{where}: thumbnail size {w}x{h} is outside 8..1024 pixels; choose the size your printer's screen shows (e.g. 220x124)"),
     # printpipe/surface.py
     N_("mask shape {mask_shape} differs from the volume's {volume_shape}; resample the mask onto the volume grid"),
     # printpipe/surface.py
@@ -388,4 +486,6 @@ TEMPLATES = (
     N_('Volume.spacing must be three positive mm values (dz, dy, dx); got {self_spacing}'),
     # printpipe/volume.py
     N_('Volume.direction must be orthonormal (columns are unit axis vectors)'),
+    # printpipe/web/app.py
+    N_('--host {host} would let other computers reach patient CTs; add --allow-remote to do so on purpose (an access token is then printed), or use --host 127.0.0.1'),
 )
