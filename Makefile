@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.printpipe-bench-installed
 export PYVISTA_OFF_SCREEN := true
 export MPLBACKEND := Agg
 
-.PHONY: demo test bench install sysdeps sample clean i18n
+.PHONY: demo test bench install sysdeps sample clean i18n serve
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ sysdeps:
 
 demo: install sysdeps
 	$(VENV)/bin/printpipe run sample_dicom -o out/demo --printer ender3
+
+# The local web page for the printer room: http://127.0.0.1:8765/ (HOST, PORT, DATA override).
+HOST ?= 127.0.0.1
+PORT ?= 8765
+DATA ?= out/serve
+serve: install sysdeps
+	$(VENV)/bin/printpipe serve --host $(HOST) --port $(PORT) --data $(DATA)
 
 test: install sysdeps
 	$(PY) -m pytest -q tests

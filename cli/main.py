@@ -17,7 +17,7 @@ from printpipe.errors import PrintpipeError
 from printpipe.i18n import LANGS, _, current_lang, set_lang, translate_error
 
 # subcommand name -> module in printpipe.cli (the order is the order of `printpipe --help`)
-SUBCOMMANDS = ("run", "inspect", "slice", "batch", "printers", "presets")
+SUBCOMMANDS = ("run", "inspect", "slice", "batch", "printers", "presets", "serve")
 
 
 def _add_lang(parser: argparse.ArgumentParser) -> None:
