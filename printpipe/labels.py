@@ -48,6 +48,7 @@ from printpipe.volume import Volume
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "LabelsConfig",
     "read",
     "write",
     "rtstruct_masks",
@@ -99,6 +100,58 @@ _SIDED = {"femur", "hip"}
 _AUTO = {"dl", "mbs", "ai", "auto", "ts", "pred", "prediction", "model", "atlas", "totalseg"}
 _VERTEBRA = re.compile(r"^(?:vertebrae?_)?([ctls])(\d{1,2})$", re.IGNORECASE)
 
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    """A label map the user brings instead of the automatic segmentation (``--labels``).
+
+    Parameters
+    ----------
+    path : str
+        ``.seg.nrrd``, NIfTI, TotalSegmentator folder, DICOM SEG or RTSTRUCT. It must exist.
+    parts : tuple of str or None
+        Parts to print (``--parts``): printpipe part names or the labels' own names.
+    names_table : str or None
+        Names of a NIfTI label map's values (``--label-names``): a JSON/text file or
+        ``"totalsegmentator"``.
+    gap : bool
+        Cut the one-voxel gap between touching parts.
+
+    Notes
+    -----
+    ``file_sha256`` (the first 16 hex digits, set here) identifies the file in the manifest and the
+    parameter hash; the path itself is not recorded, as a file name may carry a patient's name.
+    """
+
+    path: str
+    parts: tuple[str, ...] | None = None
+    names_table: str | None = None
+    gap: bool = True
+    file_sha256: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        path = Path(self.path)
+        if not path.exists():
+            raise InputError(f"label file {path} does not exist; check the path given to --labels")
+        if self.parts is not None:
+            parts = tuple(str(p).strip() for p in self.parts if str(p).strip())
+            if not parts:
+                raise InputError("parts is empty; name at least one label (e.g. --parts femur_left)")
+            object.__setattr__(self, "parts", parts)
+        if self.names_table is not None and str(self.names_table).lower() not in ("totalsegmentator", "total") \
+                and not Path(self.names_table).is_file():
+            raise InputError(f"names table {self.names_table} does not exist; check --label-names")
+        object.__setattr__(self, "path", str(path))
+        object.__setattr__(self, "file_sha256", _file_hash(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings without the path (recorded in the manifest)."""
+        return {"file_sha256": self.file_sha256, "parts": list(self.parts) if self.parts else None,
+                "names_table": None if self.names_table is None else
+                (self.names_table if str(self.names_table).lower() in ("totalsegmentator", "total")
+                 else _file_hash(Path(self.names_table))),
+                "gap": self.gap}
 
 
 def part_name(name: str) -> str | None:
@@ -275,6 +328,8 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
     grid = volume if volume is not None else seg.volume
     labels = _on_grid(seg, grid)
     names = {int(k): str(v) for k, v in sorted(seg.names.items())}
+    if np.any(labels > max(names, default=0)) or len(names) < int(labels.max(initial=0)):
+        labels = np.where(np.isin(labels, list(names)), labels, 0).astype(labels.dtype)  # exported parts only
     ijk_to_lps = _ijk_to_lps(grid)
     voxels_ijk = labels.transpose(2, 1, 0)      # (i, j, k) = (x, y, z) view, no copy
     written = []

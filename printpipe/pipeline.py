@@ -29,6 +29,7 @@ from printpipe._version import __version__
 from printpipe.dicom import DicomConfig, read_series
 from printpipe.errors import InputError, SegmentationError
 from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
+from printpipe.labels import LabelsConfig
 from printpipe.repair import RepairConfig, decimate, fidelity, repair
 from printpipe.segment import SegmentConfig, mirror_mesh, segment, surface_deviation
 from printpipe.surface import SurfaceConfig, mask_to_mesh
@@ -56,6 +57,9 @@ class PipelineConfig:
     ----------
     dicom, segment, surface, repair, export
         Stage configurations (see each module).
+    labels : LabelsConfig or None
+        A label map to print instead of the automatic segmentation (``--labels``; see
+        :mod:`printpipe.labels`).
     printer : str or None
         Printer profile id or TOML path; ``None`` writes no G-code.
     material : str
@@ -71,6 +75,7 @@ class PipelineConfig:
     surface: SurfaceConfig = field(default_factory=SurfaceConfig)
     repair: RepairConfig = field(default_factory=RepairConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    labels: LabelsConfig | None = None
     printer: str | None = None
     material: str = "PLA"
     slicing: Any = None
@@ -78,7 +83,10 @@ class PipelineConfig:
 
     def to_dict(self) -> dict:
         """JSON-serialisable parameters (recorded in the manifest and hashed for ``--resume``)."""
-        return _jsonable(dataclasses.asdict(self))
+        d = _jsonable(dataclasses.asdict(self))
+        if self.labels is not None:  # the file's hash, never its path (a name may identify a patient)
+            d["labels"] = self.labels.to_dict()
+        return d
 
     def params_hash(self) -> str:
         """Hash of the parameters that change the outputs."""
@@ -166,8 +174,16 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             volume = read_series(source, config.dicom, progress=progress)
         warnings += list(volume.meta.get("warnings", []))
 
-        with stage("segment"):
-            seg = segment(volume, seg_cfg, progress=progress)
+        if config.labels is not None:
+            with stage("labels"):
+                from printpipe.labels import read as read_labels
+
+                lab = config.labels
+                seg = read_labels(lab.path, volume, parts=lab.parts, names_table=lab.names_table,
+                                  ct_source=source, gap=lab.gap)
+        else:
+            with stage("segment"):
+                seg = segment(volume, seg_cfg, progress=progress)
         warnings += list(seg.warnings)
 
         parts, raws, reports, extras = _meshes(seg, config, stage, report_progress)
@@ -192,6 +208,9 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
                 if mirrored:
                     mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
             _write_models(staging, export_parts, mirrored, config, volume)
+            from printpipe.labels import write as write_labels
+
+            write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
 
         print_info = None
         extra_images: dict[str, Path] = {}
@@ -323,10 +342,11 @@ def _mirror(parts: dict, seg, side: str):
 
 def _write_models(staging: Path, parts: dict, mirrored: dict, config: PipelineConfig, volume: Volume):
     frame_note = "LPS patient frame, mm" if config.export.frame == "patient" else "build plate frame, mm"
+    space = "LPS" if config.export.frame == "patient" else None   # 3D Slicer's SPACE= header tag
     formats = set(config.export.formats)
     for name, mesh in {**parts, **mirrored}.items():
-        write_stl(staging / "parts" / f"{name}.stl", {name: mesh}, frame_note=frame_note)
-    write_stl(staging / "model.stl", parts, frame_note=frame_note)
+        write_stl(staging / "parts" / f"{name}.stl", {name: mesh}, frame_note=frame_note, space=space)
+    write_stl(staging / "model.stl", parts, frame_note=frame_note, space=space)
     meta = {
         "units": "millimeter",
         "frame": frame_note,
