@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 
 #: Modules whose ``warmup()`` compiles numba code: the kernels here, plus the compiled helpers of the
 #: segmentation and the mesh back end (repair, export), given by their full module name.
-KERNEL_MODULES = ("mc", "smooth", "slice", "printpipe.segment", "printpipe.repair", "printpipe.export")
+KERNEL_MODULES = ("mc", "smooth", "slice", "checks", "printpipe.segment", "printpipe.repair",
+                  "printpipe.export")
 
 
 def _cache_dir() -> Path:

@@ -48,6 +48,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import pixel_array
 from pydicom.uid import UID
 
+from printpipe import plausibility
 from printpipe.errors import InputError
 from printpipe.volume import Volume
 
@@ -137,12 +138,17 @@ class DicomConfig:
         Decoding workers; None uses ``min(8, os.cpu_count())``. Threads, except for stacks of
         ``_MIN_FILES_FOR_PROCESSES`` or more files in a codec that holds the GIL (JPEG, JPEG-LS,
         JPEG 2000), which are decoded in worker processes.
+    force : bool
+        Continue past the physical plausibility checks of :mod:`printpipe.plausibility` (pixel and
+        slice spacing, field of view, pixel data length, HU scale) and keep slices that do not
+        belong to the stack, each with a warning in ``Volume.meta["warnings"]`` (``--force``).
     """
 
     series: str | None = None
     max_gap_slices: float = 2.0
     allow_gaps: bool = False
     workers: int | None = None
+    force: bool = False
 
     def __post_init__(self) -> None:
         if self.series is not None:
@@ -161,6 +167,7 @@ class DicomConfig:
                              f"spacings); got {self.max_gap_slices!r}. Use --allow-gaps to accept any gap")
         object.__setattr__(self, "max_gap_slices", gap)
         object.__setattr__(self, "allow_gaps", bool(self.allow_gaps))
+        object.__setattr__(self, "force", bool(self.force))
         if self.workers is not None:
             if isinstance(self.workers, bool) or not isinstance(self.workers, (int, np.integer)) \
                     or int(self.workers) < 1:
@@ -184,6 +191,8 @@ class _File:
     pixel_offset: int | None  # offset of the (7FE0,0010) element when the raw fast path applies
     pad: int | None
     pad_limit: int | None
+    samples: int = 1  # SamplesPerPixel
+    pixel_bytes: int | None = None  # length of a native (uncompressed) pixel data element
 
 
 @dataclass(frozen=True)
@@ -479,7 +488,8 @@ def _scan_file(src: _Source, name: str, series_cache: dict[str, dict]
         ds, offset = _read_header(fh)
         end = fh.seek(0, io.SEEK_END)
         fh.seek(offset)
-        tag = fh.read(4)
+        head = fh.read(12)
+        tag = head[:4]
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "1.2.840.10008.1.2")) if meta else "1.2.840.10008.1.2"
     if ts == "1.2.840.10008.1.2.1.99":
@@ -493,20 +503,29 @@ def _scan_file(src: _Source, name: str, series_cache: dict[str, dict]
     modality = str(ds.get("Modality", "") or "?").strip().upper()
     if not has_pixels or "Rows" not in ds or "Columns" not in ds:
         raise _Skip(f"non-image object ({modality or sop_class})")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise _Skip(f"colour image ({modality})")
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
     rows, cols = int(ds.Rows), int(ds.Columns)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     bits_alloc = int(ds.get("BitsAllocated", 16) or 16)
     bits_stored = int(ds.get("BitsStored", bits_alloc) or bits_alloc)
     signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
     raw_ok = ts in _RAW_SYNTAXES and bits_alloc in (8, 16, 32)
+    declared = None
+    if ts in _RAW_SYNTAXES and len(head) >= 12:
+        # the element's own length: a header that does not describe the pixels (BitsAllocated,
+        # Rows, Columns, SamplesPerPixel) is named by printpipe.plausibility, not taken for a
+        # truncated file or decoded into noise
+        declared = struct.unpack("<I", head[4:8] if ts == "1.2.840.10008.1.2" else head[8:12])[0]
+        declared = None if declared == 0xFFFFFFFF else declared
+    if samples != 1 and not (modality == "CT" and declared == rows * cols * n_frames * bits_alloc // 8):
+        raise _Skip(f"colour image ({modality})")
     if ts in _RAW_SYNTAXES:
         header_len = 8 if ts == "1.2.840.10008.1.2" else 12
-        expected = rows * cols * n_frames * bits_alloc // 8
-        if end < offset + header_len + expected:
+        expected = rows * cols * n_frames * bits_alloc * samples // 8
+        need = expected if declared is None else min(expected, declared)
+        if end < offset + header_len + need:
             log.warning("skipping %s: pixel data truncated (%d of %d bytes)", name,
-                        max(0, end - offset - header_len), expected)
+                        max(0, end - offset - header_len), need)
             raise _Skip("truncated pixel data")
     pad = _int_or_none(ds.get("PixelPaddingValue"))
     pad_limit = _int_or_none(ds.get("PixelPaddingRangeLimit"))
@@ -515,7 +534,7 @@ def _scan_file(src: _Source, name: str, series_cache: dict[str, dict]
         pad_limit = pad_limit - 65536 if pad_limit is not None and pad_limit > 32767 else pad_limit
     f = _File(name=name, ts=ts, n_frames=n_frames, rows=rows, cols=cols, bits_allocated=bits_alloc,
               bits_stored=bits_stored, signed=signed, pixel_offset=offset if raw_ok else None,
-              pad=pad, pad_limit=pad_limit)
+              pad=pad, pad_limit=pad_limit, samples=samples, pixel_bytes=declared)
     sop_uid = str(ds.get("SOPInstanceUID", name))
     frames: list[_Frame] = []
     shared = _first(ds.get("SharedFunctionalGroupsSequence"))
@@ -990,7 +1009,9 @@ def read_series(source: str | os.PathLike | Discovery, config: DicomConfig = Dic
     row /= np.linalg.norm(row)
     col = np.cross(n, row)
     frames = sorted(info._frames, key=lambda fr: float(np.dot(fr.position, n)))
-    # Pre-check the gap limit from headers so a refused series costs no decoding.
+    # Pre-check the gap limit and physical plausibility from headers so a refused series costs no
+    # decoding.
+    warnings_ += plausibility.check_header(info, frames, n, force=config.force)
     _check_gaps(np.array([np.dot(fr.position, n) for fr in frames]), config, info, None)
 
     workers = config.workers or min(8, os.cpu_count() or 1)
@@ -1014,6 +1035,8 @@ def read_series(source: str | os.PathLike | Discovery, config: DicomConfig = Dic
                              f"export the series again")
         frames = [frames[k] for k in keep]
         slices = slices[keep]
+    frames, slices, foreign_notes = _drop_foreign(frames, slices, n, info, config)
+    warnings_ += foreign_notes
     shape0 = slices.shape
     s = np.array([np.dot(fr.position, n) for fr in frames])
     hu, spacing_z, origin, geo_notes = _regularise(slices, frames, s, n, row, col, info, config)
@@ -1040,10 +1063,45 @@ def read_series(source: str | os.PathLike | Discovery, config: DicomConfig = Dic
         "skipped": dict(disc.skipped),
         "choice_reason": reason,
         "patient_position": info.patient_position,
+        "rescale": [frames[0].slope, frames[0].intercept],
     }
     dy, dx = info.pixel_spacing
     return Volume(hu=hu, spacing=(spacing_z, dy, dx), origin=tuple(float(v) for v in origin),
                   direction=np.stack([row, col, n], axis=1), meta=meta)
+
+
+def _drop_foreign(frames: list[_Frame], slices: np.ndarray, n: np.ndarray, info: SeriesInfo,
+                  config: DicomConfig) -> tuple[list[_Frame], np.ndarray, list[str]]:
+    """Leave out slices that do not belong (:func:`printpipe.plausibility.foreign_slices`), like
+    missing slices, or refuse when the hole left exceeds the gap limit; keep them with ``force``."""
+    found = plausibility.foreign_slices(slices)
+    if not found:
+        return frames, slices, []
+    s = np.array([np.dot(fr.position, n) for fr in frames])
+    what = "; ".join(f"sorted slice {f.index} of {len(frames)} at {s[f.index]:.1f} mm along the normal: "
+                     f"{f.reason}" for f in found[:3]) + ("; ..." if len(found) > 3 else "")
+    for f in found:
+        log.warning("slice %d (%s) does not belong to stack %s: %s", f.index, frames[f.index].file.name,
+                    info.key, f.reason)
+    if config.force:
+        return frames, slices, [f"{len(found)} slice(s) do not belong to the stack and were kept because "
+                                f"of --force ({what})"]
+    bad = {f.index for f in found}
+    keep = [k for k in range(len(frames)) if k not in bad]
+    s_keep = s[keep]
+    steps = np.diff(s_keep)
+    real = np.diff(s)[np.diff(s) > _dup_tol(None)]
+    nominal = float(np.median(real)) if len(real) else 0.0
+    if len(keep) < MIN_SLICES or (nominal > 0 and len(steps) and not config.allow_gaps
+                                  and float(steps.max()) / nominal > config.max_gap_slices):
+        hole = f"a step of {float(steps.max()):.3g} mm" if len(steps) else f"{len(keep)} slice(s)"
+        raise InputError(
+            f"{len(found)} slice(s) of stack {info.key} do not belong to it ({what}); leaving them out "
+            f"leaves {hole} against {nominal:.3g} mm, more than --max-gap {config.max_gap_slices:g}; "
+            f"export the series again, pass --allow-gaps to interpolate across them, or --force to keep them")
+    text = (f"{len(found)} slice(s) do not belong to the stack and were left out like missing slices "
+            f"({what})")
+    return [frames[k] for k in keep], slices[keep], [text]
 
 
 def _check_gaps(s: np.ndarray, config: DicomConfig, info: SeriesInfo, what: str | None) -> None:

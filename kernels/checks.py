@@ -1,0 +1,318 @@
+"""numba kernels of the input and output checks (:mod:`printpipe.plausibility`, :mod:`printpipe.verify`).
+
+* :func:`slice_stats` -- per-slice sums for the "slice that does not belong" test, one pass over a
+  strided subsample of every slice.
+* :func:`weld` -- vertex ids of a triangle soup (STL) by exact float32 coordinates, with an
+  open-addressing hash table (linear probing); O(n), no sort.
+* :func:`edge_check` -- boundary, over-shared and mis-oriented edges and degenerate faces of an
+  indexed triangle mesh: directed edges are bucketed by their first vertex (counting sort), then
+  each directed edge (a, b) must occur exactly once and its reverse (b, a) exactly once. That is
+  the definition of a closed, edge-manifold (every edge in exactly two faces), consistently wound
+  mesh. O(sum of squared vertex degrees), about 36 comparisons per vertex on a triangle mesh.
+* :func:`parse_3mf` -- vertices and triangles of every ``<object>`` of a 3MF model XML, straight
+  from the bytes (attribute values of ``<vertex x= y= z=>`` and ``<triangle v1= v2= v3=>``).
+* :func:`signed_volume` -- enclosed volume of a triangle soup (divergence theorem), float64 sums.
+
+Kernels are plain loops (valid Python with ``NUMBA_DISABLE_JIT=1``) and never raise; the wrappers
+in ``printpipe/`` validate and talk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["slice_stats", "weld", "edge_check", "parse_3mf", "signed_volume", "warmup"]
+
+
+@njit(cache=True, nogil=True)
+def slice_stats(slices, row_step, out):  # pragma: no cover - numba
+    """Per slice, on rows ``0, row_step, ...`` and column pairs ``(2c, 2c+1)``, write into ``out[k]``:
+    pixels seen, air (< -500 HU), out-of-range (< -1100 or > 4000 HU), soft tissue (-200..300 HU)
+    count and sum, soft-tissue pairs and their summed absolute difference."""
+    nz, ny, nx = slices.shape
+    for k in range(nz):
+        seen = 0
+        air = 0
+        invalid = 0
+        n_soft = 0
+        s_soft = 0
+        n_pair = 0
+        s_pair = 0
+        for r in range(0, ny, row_step):
+            for c in range(0, nx - 1, 2):
+                for q in range(2):
+                    v = np.int64(slices[k, r, c + q])
+                    seen += 1
+                    if v < -500:
+                        air += 1
+                    if v < -1100 or v > 4000:
+                        invalid += 1
+                    if -200 <= v <= 300:
+                        n_soft += 1
+                        s_soft += v
+                a = np.int64(slices[k, r, c])
+                b = np.int64(slices[k, r, c + 1])
+                if -200 <= a <= 300 and -200 <= b <= 300:
+                    n_pair += 1
+                    s_pair += abs(a - b)
+        out[k, 0] = seen
+        out[k, 1] = air
+        out[k, 2] = invalid
+        out[k, 3] = n_soft
+        out[k, 4] = s_soft
+        out[k, 5] = n_pair
+        out[k, 6] = s_pair
+
+
+@njit(cache=True, nogil=True)
+def weld(bits, ids):  # pragma: no cover - numba
+    """``bits`` (m, 3) uint32 (float32 coordinates with -0 made +0): write a vertex id per row into
+    ``ids`` (equal rows, equal ids, numbered in order of first appearance); return the count."""
+    m = bits.shape[0]
+    size = 1
+    while size < 2 * m:
+        size *= 2
+    mask = np.uint64(size - 1)
+    table = np.full(size, -1, dtype=np.int64)
+    count = 0
+    for i in range(m):
+        x = np.uint64(bits[i, 0])
+        y = np.uint64(bits[i, 1])
+        z = np.uint64(bits[i, 2])
+        h = (x * np.uint64(0x9E3779B185EBCA87)) ^ (y * np.uint64(0xC2B2AE3D27D4EB4F)) \
+            ^ (z * np.uint64(0x165667B19E3779F9))
+        h ^= h >> np.uint64(29)
+        slot = h & mask
+        while True:
+            j = table[slot]
+            if j < 0:
+                table[slot] = i
+                ids[i] = count
+                count += 1
+                break
+            if bits[j, 0] == bits[i, 0] and bits[j, 1] == bits[i, 1] and bits[j, 2] == bits[i, 2]:
+                ids[i] = ids[j]
+                break
+            slot = (slot + np.uint64(1)) & mask
+    return count
+
+
+@njit(cache=True, nogil=True)
+def edge_check(faces, n_vertices, out):  # pragma: no cover - numba
+    """Count, into ``out``: [0] degenerate faces (a repeated corner), [1] directed edges without a
+    reverse (boundary), [2] directed edges occurring more than once or with more than one reverse
+    (over-shared or inconsistently wound), [3] faces referring to a vertex outside 0..n_vertices-1."""
+    nf = faces.shape[0]
+    for q in range(4):
+        out[q] = 0
+    deg = np.zeros(n_vertices + 1, dtype=np.int64)
+    for f in range(nf):
+        bad = False
+        for q in range(3):
+            v = faces[f, q]
+            if v < 0 or v >= n_vertices:
+                bad = True
+        if bad:
+            out[3] += 1
+            continue
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        if a == b or b == c or c == a:
+            out[0] += 1
+        deg[a + 1] += 1
+        deg[b + 1] += 1
+        deg[c + 1] += 1
+    for v in range(n_vertices):
+        deg[v + 1] += deg[v]
+    fill = deg[:-1].copy()
+    target = np.empty(deg[n_vertices], dtype=np.int64)
+    for f in range(nf):
+        a, b, c = faces[f, 0], faces[f, 1], faces[f, 2]
+        if a < 0 or b < 0 or c < 0 or a >= n_vertices or b >= n_vertices or c >= n_vertices:
+            continue
+        target[fill[a]] = b
+        fill[a] += 1
+        target[fill[b]] = c
+        fill[b] += 1
+        target[fill[c]] = a
+        fill[c] += 1
+    for a in range(n_vertices):
+        for e in range(deg[a], deg[a + 1]):
+            b = target[e]
+            fwd = 0
+            for e2 in range(deg[a], deg[a + 1]):
+                if target[e2] == b:
+                    fwd += 1
+            rev = 0
+            for e2 in range(deg[b], deg[b + 1]):
+                if target[e2] == a:
+                    rev += 1
+            if rev == 0:
+                out[1] += 1
+            elif fwd > 1 or rev > 1:
+                out[2] += 1
+
+
+@njit(cache=True, nogil=True)
+def _parse_number(buf, i, n):  # pragma: no cover - numba
+    """Parse a decimal number (sign, digits, point, exponent) at ``buf[i]``; return (value, end)."""
+    neg = False
+    if i < n and (buf[i] == 45 or buf[i] == 43):  # - +
+        neg = buf[i] == 45
+        i += 1
+    mant = 0.0
+    digits = 0
+    while i < n and 48 <= buf[i] <= 57:
+        mant = mant * 10.0 + (buf[i] - 48)
+        i += 1
+        digits += 1
+    scale = 0
+    if i < n and buf[i] == 46:  # .
+        i += 1
+        while i < n and 48 <= buf[i] <= 57:
+            mant = mant * 10.0 + (buf[i] - 48)
+            scale -= 1
+            i += 1
+            digits += 1
+    if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
+        j = i + 1
+        eneg = False
+        if j < n and (buf[j] == 45 or buf[j] == 43):
+            eneg = buf[j] == 45
+            j += 1
+        ex = 0
+        if j < n and 48 <= buf[j] <= 57:
+            while j < n and 48 <= buf[j] <= 57:
+                ex = ex * 10 + (buf[j] - 48)
+                j += 1
+            scale += -ex if eneg else ex
+            i = j
+    if digits == 0:
+        return np.nan, i
+    value = mant * 10.0 ** scale if scale >= 0 else mant / 10.0 ** (-scale)
+    return (-value if neg else value), i
+
+
+@njit(cache=True, nogil=True)
+def _match(buf, i, pat):  # pragma: no cover - numba
+    if i + pat.shape[0] > buf.shape[0]:
+        return False
+    for k in range(pat.shape[0]):
+        if buf[i + k] != pat[k]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def parse_3mf(buf, verts, tris, obj_v, obj_t):  # pragma: no cover - numba
+    """Read ``<vertex>`` (x, y, z) and ``<triangle>`` (v1, v2, v3) elements of a 3MF model XML.
+
+    ``buf`` uint8 bytes; ``verts`` (>= nv, 3) float64 and ``tris`` (>= nt, 3) int64 are filled in
+    document order; ``obj_v``/``obj_t`` (>= objects + 1) get the running vertex/triangle counts at
+    each ``<object`` start and at the end. Returns (vertices, triangles, objects, errors), where
+    errors counts elements with a missing or malformed attribute; -1 counts mean the arrays were
+    too small.
+    """
+    n = buf.shape[0]
+    p_vertex = np.array([60, 118, 101, 114, 116, 101, 120, 32], dtype=np.uint8)  # "<vertex "
+    p_tri = np.array([60, 116, 114, 105, 97, 110, 103, 108, 101, 32], dtype=np.uint8)  # "<triangle "
+    p_obj = np.array([60, 111, 98, 106, 101, 99, 116, 32], dtype=np.uint8)  # "<object "
+    nv = 0
+    nt = 0
+    no = 0
+    errors = 0
+    i = 0
+    while i < n:
+        if buf[i] != 60:  # '<'
+            i += 1
+            continue
+        kind = 0
+        if _match(buf, i, p_vertex):
+            kind = 1
+            i += 8
+        elif _match(buf, i, p_tri):
+            kind = 2
+            i += 10
+        elif _match(buf, i, p_obj):
+            if no + 1 >= obj_v.shape[0]:
+                return -1, -1, -1, errors
+            obj_v[no] = nv
+            obj_t[no] = nt
+            no += 1
+            i += 8
+            continue
+        else:
+            i += 1
+            continue
+        vals = np.full(3, np.nan)
+        # attributes up to the closing '>': name="value"
+        while i < n and buf[i] != 62:
+            if buf[i] == 61 and i + 1 < n and (buf[i + 1] == 34 or buf[i + 1] == 39):  # ="
+                # attribute name: the letters just before '='
+                j = i - 1
+                while j >= 0 and buf[j] != 32 and buf[j] != 9 and buf[j] != 10 and buf[j] != 13:
+                    j -= 1
+                name_len = i - j - 1
+                slot = -1
+                if kind == 1 and name_len == 1:
+                    ch = buf[j + 1]
+                    slot = 0 if ch == 120 else 1 if ch == 121 else 2 if ch == 122 else -1
+                elif kind == 2 and name_len == 2 and buf[j + 1] == 118:
+                    ch = buf[j + 2]
+                    slot = 0 if ch == 49 else 1 if ch == 50 else 2 if ch == 51 else -1
+                value, end = _parse_number(buf, i + 2, n)
+                if slot >= 0:
+                    vals[slot] = value
+                i = end
+                continue
+            i += 1
+        ok = not (np.isnan(vals[0]) or np.isnan(vals[1]) or np.isnan(vals[2]))
+        if kind == 1:
+            if nv >= verts.shape[0]:
+                return -1, -1, -1, errors
+            if not ok:
+                errors += 1
+            for q in range(3):
+                verts[nv, q] = vals[q]
+            nv += 1
+        else:
+            if nt >= tris.shape[0]:
+                return -1, -1, -1, errors
+            if not ok:
+                errors += 1
+                for q in range(3):
+                    tris[nt, q] = -1
+            else:
+                for q in range(3):
+                    tris[nt, q] = np.int64(vals[q])
+            nt += 1
+    obj_v[no] = nv
+    obj_t[no] = nt
+    return nv, nt, no, errors
+
+
+@njit(cache=True, nogil=True)
+def signed_volume(v0, v1, v2):  # pragma: no cover - numba
+    """Sum of ``v0 . (v1 x v2) / 6`` over triangles given as three (n, 3) corner arrays (float64 sums)."""
+    total = 0.0
+    for i in range(v0.shape[0]):
+        ax, ay, az = np.float64(v0[i, 0]), np.float64(v0[i, 1]), np.float64(v0[i, 2])
+        bx, by, bz = np.float64(v1[i, 0]), np.float64(v1[i, 1]), np.float64(v1[i, 2])
+        cx, cy, cz = np.float64(v2[i, 0]), np.float64(v2[i, 1]), np.float64(v2[i, 2])
+        total += ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+    return total / 6.0
+
+
+def warmup() -> None:
+    """Compile (or load from numba's cache) every kernel of this module on a tetrahedron."""
+    v = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
+    f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
+    tri = v[f]
+    ids = np.empty(12, dtype=np.int64)
+    weld(np.ascontiguousarray(tri.reshape(-1, 3)).view(np.uint32), ids)
+    edge_check(f, 4, np.zeros(4, dtype=np.int64))
+    signed_volume(tri[:, 0], tri[:, 1], tri[:, 2])
+    xml = b'<object id="1"><vertex x="1.5" y="-2" z="3e1"/><triangle v1="0" v2="0" v3="0"/>'
+    parse_3mf(np.frombuffer(xml, dtype=np.uint8), np.empty((1, 3)), np.empty((1, 3), np.int64),
+              np.zeros(2, np.int64), np.zeros(2, np.int64))
+    slice_stats(np.zeros((1, 4, 4), dtype=np.int16), 1, np.zeros((1, 7), dtype=np.int64))
