@@ -11,6 +11,7 @@ import argparse
 from printpipe.cli import (
     options_dicom,
     options_export,
+    options_labels,
     options_segment,
     options_slicing,
     options_surface,
@@ -24,6 +25,7 @@ def add_pipeline_options(parser: argparse.ArgumentParser) -> None:
     """Add every pipeline option (the same for ``run`` and ``batch``)."""
     options_dicom.add_arguments(parser)
     options_segment.add_arguments(parser)
+    options_labels.add_arguments(parser)
     options_surface.add_arguments(parser)
     options_export.add_arguments(parser)
     options_slicing.add_arguments(parser)
@@ -39,11 +41,16 @@ def pipeline_config_from_args(args: argparse.Namespace):
     from printpipe.pipeline import PipelineConfig
 
     repair_cfg, export_cfg = options_export.config_from_args(args)
+    labels_cfg = options_labels.config_from_args(args)
+    if labels_cfg is not None:
+        # --parts then names labels of the file, which the automatic segmentation need not know
+        args = argparse.Namespace(**{**vars(args), "parts": None})
     printer, material, slice_cfg = options_slicing.config_from_args(args)
     try:
         return PipelineConfig(
             dicom=options_dicom.config_from_args(args),
             segment=options_segment.config_from_args(args),
+            labels=labels_cfg,
             surface=options_surface.config_from_args(args),
             repair=repair_cfg,
             export=export_cfg,

@@ -52,8 +52,12 @@ def _parts(text: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in text.split(",") if p.strip())
     if not names:
         raise argparse.ArgumentTypeError("--parts needs at least one name, e.g. pelvis,femur_left")
+    from printpipe.labels import TOTALSEGMENTATOR_CLASSES, part_name
+
     for n in names:
-        if n not in PART_NAMES and not (n.startswith("fragment_") and n[9:].isdigit()):
+        # with --labels a label's own name (femoreSin, vertebrae_L5) also chooses a part
+        if (n not in PART_NAMES and not (n.startswith("fragment_") and n[9:].isdigit())
+                and part_name(n) is None and n not in TOTALSEGMENTATOR_CLASSES.values()):
             raise argparse.ArgumentTypeError(f"--parts: unknown part {n!r}; choose from {', '.join(PART_NAMES)} "
                                              f"or fragment_N")
     return names
@@ -102,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="mirror this hemipelvis into a template of the other side (implies --split-hemipelvis)")
     g.add_argument("--parts", type=_parts, default=None, metavar="A,B",
                    help="export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, "
-                        "spine, fragment_N)")
+                        "spine, fragment_N); with --labels also the labels' own names")
     g.add_argument("--roi", dest="roi_mm", type=_roi, default=None, metavar="XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX",
                    help="crop box in patient LPS mm before segmenting (write --roi=-100,... when it starts with a minus)")
     g.add_argument("--region", choices=("pelvis",), default=None,
