@@ -159,6 +159,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         report_progress(name, 1.0)
 
     staging = Path(tempfile.mkdtemp(prefix=".printpipe-staging-", dir=outdir))
+    pictures = None
     try:
         printer = material = None
         seg_cfg = config.segment
@@ -185,8 +186,12 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             with stage("segment"):
                 seg = segment(volume, seg_cfg, progress=progress)
         warnings += list(seg.warnings)
+        # the report's pictures are drawn in a worker process beside the stages below
+        pictures = _start_pictures(staging, seg) if config.report else None
 
         parts, raws, reports, extras = _meshes(seg, config, stage, report_progress)
+        if pictures is not None:
+            pictures.send_parts(parts)
         seg_info = dict(seg.info)
 
         mirrored: dict[str, Any] = {}
@@ -247,13 +252,16 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
                 from printpipe.report import write_report
 
                 write_report(staging, manifest=manifest, volume=seg.volume, labels=seg.labels,
-                             names=seg.names, parts=parts, extra_images=extra_images or None)
+                             names=seg.names, parts=parts, extra_images=extra_images or None,
+                             pictures=pictures.result() if pictures is not None else None)
         timings["total"] = round(time.perf_counter() - t_start, 3)
         manifest["outputs"] = _outputs(staging)
         _validate_manifest(manifest)
         atomic_write_text(staging / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         _publish(staging, outdir)
     finally:
+        if pictures is not None:
+            pictures.close()
         shutil.rmtree(staging, ignore_errors=True)
 
     seconds = time.perf_counter() - t_start
@@ -390,6 +398,27 @@ def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig
         "warnings": list(getattr(result, "warnings", [])),
     }
     return info, pictures
+
+
+def _start_pictures(staging: Path, seg):
+    """Start drawing the report's pictures in a worker process; None: they are drawn in this one.
+
+    Not inside a daemonic process (batch and dask workers, which may not have children) nor on a
+    single core, where the worker would only compete with this process.
+    """
+    import multiprocessing
+
+    if multiprocessing.current_process().daemon or (os.cpu_count() or 1) < 2:
+        return None
+    _prefer_headless_rendering()
+    try:
+        from printpipe._report_worker import ReportWorker
+        from printpipe.i18n import current_lang
+
+        return ReportWorker(staging, seg.volume, seg.labels, seg.names, current_lang())
+    except (OSError, ValueError, RuntimeError, ImportError) as exc:
+        log.debug("report worker not started (%s); pictures drawn in this process", exc)
+        return None
 
 
 def _prefer_headless_rendering() -> None:

@@ -169,3 +169,43 @@ def test_each_3d_picture_shows_its_own_parts(case):
     assert share_of("3d_all.png", "hip_left") > 0.01 and share_of("3d_all.png", "fragment_1") > 0.005
     assert share_of("3d_hip_left.png", "hip_left") > 0.01 and share_of("3d_hip_left.png", "fragment_1") < 1e-4
     assert share_of("3d_fragment_1.png", "fragment_1") > 0.01 and share_of("3d_fragment_1.png", "hip_left") < 1e-4
+
+
+def test_pictures_drawn_in_a_worker_process_match(case, tmp_path):
+    # the pipeline draws the pictures in a child process (CT slices at once, 3-D views once the
+    # meshes are sent); the report built from them names the same pictures, and the pictures are
+    # the same images as those drawn in this process (PNG bytes may differ in metadata only)
+    from PIL import Image
+
+    from printpipe._report_worker import ReportWorker
+
+    import printpipe.report as report
+
+    outdir, written, vol, labels = case
+    parts = {}
+    for lab, (c, r) in CENTRES.items():
+        m = trimesh.creation.icosphere(3, radius=r)
+        v = vol.mm_to_patient(np.asarray(m.vertices)[:, ::-1] + np.asarray(c))
+        f = np.asarray(m.faces)[:, ::-1] if vol.handedness < 0 else np.asarray(m.faces)
+        parts[NAMES[lab]] = trimesh.Trimesh(v, f, process=False)
+    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    worker.send_parts(parts)
+    pictures = worker.result(timeout=120)
+    assert pictures is not None
+    got = report.write_report(tmp_path, manifest={"parts": [], "warnings": [], "timings_s": {}, "input": {}},
+                              volume=vol, labels=labels, names=NAMES, parts=parts, pictures=pictures)
+    assert {w["path"] for w in got} == {w["path"] for w in written}
+    for w in written:
+        if w["kind"] == "png":
+            a = np.asarray(Image.open(outdir / w["path"]).convert("RGB")).astype(int)
+            b = np.asarray(Image.open(tmp_path / w["path"]).convert("RGB")).astype(int)
+            assert a.shape == b.shape and np.abs(a - b).max() <= 2, w["path"]
+
+
+def test_worker_that_gets_no_meshes_gives_none_and_stops(case, tmp_path):
+    from printpipe._report_worker import ReportWorker
+
+    _, _, vol, labels = case
+    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    assert worker.result(timeout=5) is None  # meshes never sent: the caller draws the pictures
+    assert not worker._proc.is_alive()
