@@ -12,6 +12,7 @@ from printpipe.i18n import N_, _, current_lang, part_label
 _STAGES = {"read": N_("read"), "segment": N_("segment"), "surface": N_("surface"), "repair": N_("repair"),
            "mirror": N_("mirror"), "export": N_("export"), "slice": N_("slice"), "report": N_("report"),
            "label": N_("label")}
+_STATUS = {"ok": N_("ok"), "failed": N_("failed")}
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -65,7 +66,7 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 def _print_summary(result) -> None:
     m = result.manifest
     print(_("case: {status} in {seconds} s -> {outdir}").format(
-        status=result.status, seconds=f"{result.seconds:.1f}", outdir=result.outdir))
+        status=_(_STATUS.get(result.status, result.status)), seconds=f"{result.seconds:.1f}", outdir=result.outdir))
     inp = m.get("input", {})
     print(_("series: {series}  {slices} slices  spacing {spacing} mm").format(
         series=inp.get("series_uid_hash", "?"), slices=inp.get("slice_count", "?"),

@@ -144,7 +144,10 @@ def stage_printer(stream: IO[str] | None = None, quiet: bool = False, json_lines
                 if new_stage and fraction < 1.0:
                     stream.write(f"{stage} ...\n")
                 elif fraction >= 1.0 and state["shown"] < 1.0:
-                    stream.write(f"{stage} done in {elapsed:.1f} s\n")
+                    from printpipe.i18n import _
+
+                    stream.write(_("{stage} done in {seconds} s").format(stage=stage, seconds=f"{elapsed:.1f}")
+                                 + "\n")
                 else:
                     return
                 state["shown"] = fraction
