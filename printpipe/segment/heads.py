@@ -1,0 +1,278 @@
+"""Femoral heads as spheres: found by a gradient Hough vote, fitted to the head's surface, and
+accepted only when a sphere of human size sits in a bony cup (the acetabulum) with a partner of
+about the same size on the other side of the body.
+
+Everything here is in patient millimetres (LPS: +x the patient's left, +z superior): the image
+axes and the patient position (head- or feet-first, prone or supine) enter only through the
+volume's affine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from printpipe.segment.geometry import fit_sphere
+from printpipe.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: adult femoral head diameters (mm): 38-58 (Mahaisavariya 2002; Noble 1988 give 40-55 in most
+#: adults); the search allows a little more for children's and very large heads
+HEAD_DIAMETER_MM = (34.0, 62.0)
+#: grid (mm) of the smoothed copy the search runs on, and the smoothing (mm)
+_GRID_MM = 2.0
+_SMOOTH_MM = 1.2
+#: an edge: smoothed HU gradient of at least this (HU/mm) on a voxel between 100 and 1000 HU
+_EDGE_HU_MM = 25.0
+#: the centres of both femoral heads lie 120-260 mm apart (adult inter-head distance ~150-220 mm),
+#: at about the same height and depth (the pelvis tilts, but by a few degrees side to side)
+_PAIR_DX_MM = (120.0, 260.0)
+_PAIR_DZ_MM = 30.0
+_PAIR_DY_MM = 40.0
+#: a sphere fit is a femoral head when its surface residual (rms, mm) is below this ...
+_FIT_RMS_MM = 2.0
+#: ... at least this fraction of the directions found the surface ...
+_FIT_INLIERS = 0.3
+#: ... and an acetabular roof covers at least this fraction of the directions within 60 deg of
+#: superior: the ray ends at a joint space with the cup's cortex beyond it (a shaft, a vertebral
+#: body or a trochanter has none; a head under the roof has 0.3-0.8 at 1-3 mm slices)
+_CUP_COVER = 0.25
+_CUP_HU = 300.0
+_CUP_REACH_MM = 14.0
+#: median HU inside a head (trabecular bone); below it the sphere is a shaft's canal
+_CORE_HU = 120.0
+_N_DIRS = 160
+#: soft tissue (muscle, fat) reads below this on the smoothed grid
+_SOFT_HU = 120.0
+#: a joint space is at least this much darker (HU) than the head's inside and the cup beyond it
+_VALLEY_HU = 80.0
+#: an edge on a sphere's surface: 2 mm inside is this much brighter (HU) than 2 mm outside
+_SHELL_STEP_HU = 60.0
+_N_CANDIDATES = 16
+
+
+@dataclass(frozen=True)
+class HeadSphere:
+    """A femoral head: ``center`` (LPS mm), surface radius, the joint-space radius (where the
+    cartilage between head and cup is darkest), fit residual, and the neck direction (unit, LPS)."""
+
+    center: np.ndarray
+    radius_mm: float
+    joint_mm: float
+    rms_mm: float
+    inliers: float
+    cup_cover: float
+    neck_dir: np.ndarray
+    core_hu: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"center_lps": [round(float(v), 1) for v in self.center], "diameter_mm": round(2 * self.radius_mm, 1),
+                "joint_radius_mm": round(self.joint_mm, 1), "rms_mm": round(self.rms_mm, 2),
+                "inliers": round(self.inliers, 2), "cup_cover": round(self.cup_cover, 2),
+                "neck_dir": [round(float(v), 2) for v in self.neck_dir], "core_hu": round(self.core_hu)}
+
+
+class _Smoothed:
+    """A smoothed copy of the HU volume on a ~2 mm grid, sampled in LPS millimetres."""
+
+    def __init__(self, vol: Volume):
+        f = tuple(max(1, int(round(_GRID_MM / s))) for s in vol.spacing)
+        nz, ny, nx = (n // k * k for n, k in zip(vol.shape, f))
+        a = vol.hu[:nz, :ny, :nx].reshape(nz // f[0], f[0], ny // f[1], f[1], nx // f[2], f[2])
+        a = a.mean(axis=(1, 3, 5), dtype=np.float32)
+        self.sp = np.array([s * k for s, k in zip(vol.spacing, f)])
+        self.a = ndi.gaussian_filter(a, sigma=[_SMOOTH_MM / s for s in self.sp])
+        self.f = np.array(f, dtype=float)
+        self.vol = vol
+
+    def index(self, xyz: np.ndarray) -> np.ndarray:
+        """LPS mm -> fractional index of the coarse grid."""
+        return (self.vol.patient_to_index(xyz) - (self.f - 1) / 2) / self.f
+
+    def lps(self, kji: np.ndarray) -> np.ndarray:
+        return self.vol.index_to_patient(kji * self.f + (self.f - 1) / 2)
+
+    def sample(self, xyz: np.ndarray) -> np.ndarray:
+        k = self.index(xyz.reshape(-1, 3))
+        return ndi.map_coordinates(self.a, k.T, order=1, mode="nearest").reshape(xyz.shape[:-1])
+
+
+def find_femoral_heads(vol: Volume, body: np.ndarray | None = None) -> tuple[dict[str, HeadSphere], dict[str, Any]]:
+    """Both femoral heads, ``{"left": HeadSphere, "right": HeadSphere}``, or ``{}`` when no pair of
+    spheres passes the checks; with a record of the candidates tried."""
+    sm = _Smoothed(vol)
+    cands = _candidates(sm, body)
+    dirs = _fibonacci(_N_DIRS)
+    fits = []
+    for c, votes in cands:
+        h = _fit(sm, c, dirs)
+        if h is not None:
+            fits.append((h, votes))
+    info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
+                                                                  for h, v in fits]}
+    pair = _best_pair([h for h, _ in fits])
+    if pair is None:
+        info["found"] = False
+        return {}, info
+    left, right = sorted(pair, key=lambda h: -h.center[0])  # +x is the patient's left (LPS)
+    info["found"] = True
+    return {"left": left, "right": right}, info
+
+
+def _fibonacci(n: int) -> np.ndarray:
+    i = np.arange(n) + 0.5
+    phi = np.arccos(1 - 2 * i / n)
+    th = np.pi * (1 + 5 ** 0.5) * i
+    return np.c_[np.cos(th) * np.sin(phi), np.sin(th) * np.sin(phi), np.cos(phi)]
+
+
+def _candidates(sm: _Smoothed, body: np.ndarray | None) -> list[tuple[np.ndarray, float]]:
+    """Centres voted for by bone edges from above, from below and from the side (a sphere is seen
+    from all sides; a shaft, a cylinder, only from the side)."""
+    a, sp = sm.a, sm.sp
+    g = np.stack(np.gradient(a, *sp))
+    mag = np.sqrt((g ** 2).sum(0))
+    sel = (mag > _EDGE_HU_MM) & (a > 100) & (a < 1000)
+    if body is not None:
+        f = sm.f.astype(int)
+        b = body[::f[0], ::f[1], ::f[2]][: a.shape[0], : a.shape[1], : a.shape[2]]
+        sel[: b.shape[0], : b.shape[1], : b.shape[2]] &= b
+    idx = np.argwhere(sel)
+    up = (g[:, sel] / mag[sel]).T  # uphill: towards the brighter inside of a bone
+    w = np.minimum(mag[sel] / 150.0, 1.0).astype(np.float32)
+    # which way is superior in the patient: the third row of the direction matrix per index axis
+    sup = sm.vol.direction[2] * np.sign(np.ones(3))
+    vert = up @ sup
+    grp = np.where(vert > 0.35, 0, np.where(vert < -0.35, 1, 2))
+    accs = [np.zeros(a.shape, np.float32) for _ in range(3)]
+    r0, r1 = HEAD_DIAMETER_MM[0] / 2, HEAD_DIAMETER_MM[1] / 2
+    for r in np.arange(r0, r1 + 0.5, 1.0):
+        p = np.rint(idx + up * r / sp).astype(np.int64)
+        ok = np.all((p >= 0) & (p < a.shape), axis=1)
+        for gi in range(3):
+            o = ok & (grp == gi)
+            np.add.at(accs[gi], tuple(p[o].T), w[o])
+    accs = [ndi.gaussian_filter(x, sigma=[2.0 / s for s in sp]) for x in accs]
+    acc = np.cbrt(accs[0] * accs[1] * accs[2])
+    mx = ndi.maximum_filter(acc, size=tuple(int(round(20 / s)) | 1 for s in sp))
+    pk = np.argwhere((acc == mx) & (acc > 0))
+    vals = acc[tuple(pk.T)]
+    order = np.argsort(-vals)[:_N_CANDIDATES]
+    return [(sm.lps(pk[o][None].astype(float))[0], float(vals[o])) for o in order]
+
+
+def _shell_score(sm: _Smoothed, centres: np.ndarray, radii: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Fraction of directions along which a sphere's surface is an edge: the HU 2 mm inside is at
+    least _SHELL_STEP_HU above the HU 2 mm outside. ``(centres, radii)`` scores."""
+    off = np.array([-2.5, 0.0])
+    pts = (centres[:, None, None, None, :] + dirs[None, None, :, None, :]
+           * (radii[None, :, None, None, None] + off[None, None, None, :, None]))
+    v = sm.sample(pts)  # (nc, nr, nd, 2)
+    return np.mean((v[..., 0] - v[..., 1]) > _SHELL_STEP_HU, axis=2)
+
+
+def _ray_surface(prof: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per ray (rows of ``prof``, HU at radii ``rr``): the radius of the head's boundary, the first
+    of (a) the profile falling to soft tissue (< _SOFT_HU) and (b) a joint space: a local minimum
+    _VALLEY_HU below the head's HU that the cup's cortex beyond it rises from by _VALLEY_HU within
+    _CUP_REACH_MM. Returns (radius or nan, is-cup flags)."""
+    n, m = prof.shape
+    band = (rr >= HEAD_DIAMETER_MM[0] / 2 - 4) & (rr <= HEAD_DIAMETER_MM[1] / 2 + 3)
+    inner = prof[:, rr <= 8].mean(axis=1)
+    soft = band[None] & (prof < _SOFT_HU)
+    lm = np.zeros_like(soft)
+    lm[:, 1:-1] = (prof[:, 1:-1] <= prof[:, :-2]) & (prof[:, 1:-1] <= prof[:, 2:])
+    reach = int(round(_CUP_REACH_MM / (rr[1] - rr[0])))
+    ahead = np.full_like(prof, -np.inf)
+    for k in range(1, reach + 1):
+        ahead[:, :-k] = np.maximum(ahead[:, :-k], prof[:, k:])
+    valley = band[None] & lm & (ahead - prof >= _VALLEY_HU) & (prof <= inner[:, None] - _VALLEY_HU)
+    ev = soft | valley
+    has = ev.any(axis=1)
+    k = np.argmax(ev, axis=1)
+    r = np.where(has, rr[k], np.nan)
+    cup = has & valley[np.arange(n), k]
+    return r, cup
+
+
+def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = None) -> HeadSphere | None:
+    """Fit the head around ``c0``: along each ray the head's boundary (_ray_surface); a trimmed
+    least-squares sphere through those points, re-centred until it settles."""
+    rr = np.arange(0.0, HEAD_DIAMETER_MM[1] / 2 + _CUP_REACH_MM + 4, 0.5)
+    c = np.asarray(c0, float)
+    for _ in range(5):
+        prof = sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None])
+        r_dir, cup = _ray_surface(prof, rr)
+        ok = np.isfinite(r_dir)
+        if ok.sum() < 0.3 * len(dirs):
+            return None
+        pts = c + dirs[ok] * r_dir[ok, None]
+        cc, r = fit_sphere(pts)
+        for _ in range(4):
+            res = np.abs(np.linalg.norm(pts - cc, axis=1) - r)
+            keep = res < max(2.0, 1.5 * np.median(res))
+            if keep.sum() < 0.25 * len(dirs):
+                return None
+            cc, r = fit_sphere(pts[keep])
+        moved = float(np.linalg.norm(cc - c))
+        if np.linalg.norm(cc - c0) > 20.0:
+            return None
+        c = cc
+        if moved < 0.5:
+            break
+    res = np.linalg.norm(pts - c, axis=1) - r
+    inl = np.abs(res) < 2.0
+    rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else np.inf
+    inliers = float(inl.sum()) / len(dirs)
+    # the boundary found is the joint space (the darkest point) or the fall to soft tissue: the
+    # bone surface lies about a millimetre inside it
+    joint = float(r)
+    r_bone = joint - 1.0
+    if not (HEAD_DIAMETER_MM[0] / 2 <= r_bone <= HEAD_DIAMETER_MM[1] / 2):
+        return None
+    # a head is full of trabecular bone; a shaft's canal holds fatty marrow
+    core = sm.sample(c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r_bone, 0.6 * r_bone])[None, :, None])
+    core_hu = float(np.median(core))
+    if core_hu < _CORE_HU:
+        return None
+    # the acetabulum covers the head from above: rays within 60 deg of superior that ended at a cup
+    upper = dirs[:, 2] > 0.5
+    prof = sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None])
+    r_dir, cup = _ray_surface(prof, rr)
+    on = np.isfinite(r_dir) & (np.abs(r_dir - joint) < 3.0)
+    cover = float(np.mean((cup & on)[upper]))
+    # neck: lateral, not upwards, bone going on far beyond the head
+    far = sm.sample(c[None, None] + dirs[:, None] * np.array([joint + 8, joint + 12, joint + 16])[None, :, None])
+    lateral = np.sign(c[0] - mid_x) if mid_x is not None else 0.0
+    cont = (far > 200).all(axis=1) & (dirs[:, 2] < 0.2) & (dirs[:, 0] * lateral > 0.3)
+    neck = dirs[cont].mean(axis=0) if cont.sum() >= 3 else np.array([lateral * 0.6, 0.0, -0.8])
+    neck = neck / max(np.linalg.norm(neck), 1e-9)
+    return HeadSphere(center=c, radius_mm=r_bone, joint_mm=joint, rms_mm=rms, inliers=inliers,
+                      cup_cover=cover, neck_dir=neck, core_hu=core_hu)
+
+
+def _good(h: HeadSphere) -> bool:
+    return h.rms_mm <= _FIT_RMS_MM and h.inliers >= _FIT_INLIERS and h.cup_cover >= _CUP_COVER
+
+
+def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
+    """The pair of good spheres side by side (120-260 mm apart in x, same height and depth, radii
+    within 15 %) with the best combined fit."""
+    good = [h for h in fits if _good(h)]
+    best, score = None, -np.inf
+    for i, a in enumerate(good):
+        for b in good[i + 1:]:
+            d = np.abs(a.center - b.center)
+            if not (_PAIR_DX_MM[0] <= d[0] <= _PAIR_DX_MM[1] and d[2] <= _PAIR_DZ_MM and d[1] <= _PAIR_DY_MM):
+                continue
+            if abs(a.radius_mm - b.radius_mm) > 0.15 * max(a.radius_mm, b.radius_mm):
+                continue
+            s = a.inliers + b.inliers + a.cup_cover + b.cup_cover - 0.2 * (a.rms_mm + b.rms_mm)
+            if s > score:
+                best, score = (a, b), s
+    return best
