@@ -97,6 +97,14 @@ class SliceConfig:
         change layer (2.0, as PrusaSlicer's ``retract_before_travel``).
     orient : {"auto", "none"}
         ``auto`` lets the orientation step reduce supports; ``none`` keeps the given frame.
+    thumbnails : bool
+        Embed the preview pictures the printer profile asks for (True).
+    label_objects : bool
+        Mark every part with ``M486 S<n>`` / ``; printing object <name>`` so that one failed part
+        can be cancelled on the printer without stopping the plate (True).
+    progress_gcode : bool
+        ``M73 P<percent> R<minutes>`` at every layer from the print-time estimate, and ``M117``
+        messages naming the plate and its parts (True).
     """
 
     layer_height_mm: float = 0.2
@@ -129,6 +137,9 @@ class SliceConfig:
     first_layer_speed_mm_s: float | None = None
     retract_min_travel_mm: float = 2.0
     orient: str = "auto"
+    thumbnails: bool = True
+    label_objects: bool = True
+    progress_gcode: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, value: Any, why: str) -> InputError:
@@ -160,8 +171,9 @@ class SliceConfig:
             raise bad("infill_pattern", self.infill_pattern, f"choose one of {', '.join(INFILL_PATTERNS)}")
         if self.orient not in ORIENT_MODES:
             raise bad("orient", self.orient, f"choose one of {', '.join(ORIENT_MODES)}")
-        if not isinstance(self.support, bool):
-            raise bad("support", self.support, "give True or False")
+        for name in ("support", "thumbnails", "label_objects", "progress_gcode"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, getattr(self, name), "give True or False")
         if not isinstance(self.support_angle_deg, (int, float)) or not 0 <= self.support_angle_deg < 90:
             raise bad("support_angle_deg", self.support_angle_deg,
                       "give the overhang threshold from the vertical in [0, 90) degrees (55 is usual)")

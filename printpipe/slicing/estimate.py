@@ -74,7 +74,10 @@ def estimate(text: str, printer, density_g_cm3: float = 1.24, *, include_heating
         ``filament_mm`` (filament pushed by extruding moves; retract/unretract pairs are not
         counted), ``filament_net_mm`` (sum of all E changes), ``filament_g``,
         ``per_type_time_s`` (by ``;TYPE:`` label; non-extruding moves under ``"TRAVEL"``),
-        ``layer_count`` (``;LAYER:`` markers, else distinct extrusion heights), ``moves``.
+        ``layer_count`` (``;LAYER:`` markers, else distinct extrusion heights), ``moves``,
+        ``layer_start_s`` (clock, motion + dwells, when each ``;LAYER:`` mark is reached) and
+        ``per_layer_time_s`` (from one mark to the next; the last layer runs to the end of the
+        file), both lists with one entry per mark. Heat-up waits are not in them.
     """
     from printpipe.slicing.printers import load_printer
 
@@ -112,6 +115,7 @@ def estimate(text: str, printer, density_g_cm3: float = 1.24, *, include_heating
         layer_count = int(np.unique(np.round(z[extruding], 4)).size)
     dwell_total = float(sum(d for _, d in dwell_s))
     total = motion_s + dwell_total + (heating_s if include_heating else 0.0)
+    layer_start, per_layer = _layer_times(times, dwell_s, pg.layer_moves)
     return {
         "time_s": total,
         "motion_s": motion_s,
@@ -123,6 +127,8 @@ def estimate(text: str, printer, density_g_cm3: float = 1.24, *, include_heating
         "per_type_time_s": per_type,
         "layer_count": int(layer_count),
         "moves": int(n),
+        "layer_start_s": layer_start,
+        "per_layer_time_s": per_layer,
     }
 
 
@@ -152,6 +158,22 @@ def _base_row(printer) -> np.ndarray:
     j = printer.jerk_mm_s or {"x": 10.0, "y": 10.0, "z": 0.3, "e": 5.0}
     row[[_C_JX, _C_JY, _C_JZ, _C_JE]] = [j["x"], j["y"], j["z"], j["e"]]
     return row
+
+
+def _layer_times(times: np.ndarray, dwell, layer_moves: np.ndarray) -> tuple[list, list]:
+    """Clock at each ``;LAYER:`` mark and the time of each layer (motion + dwells)."""
+    n = times.shape[0]
+    clock = np.r_[0.0, np.cumsum(times)]  # (n + 1,) time before move i
+    if dwell:
+        add = np.zeros(n + 1)
+        np.add.at(add, np.minimum(np.array([d[0] for d in dwell], np.int64), n),
+                  np.array([d[1] for d in dwell], np.float64))
+        clock = clock + np.cumsum(add)  # a dwell at move i happens before move i
+    if layer_moves.size == 0:
+        return [], []
+    start = clock[np.minimum(layer_moves, n)]
+    per = np.diff(np.r_[start, clock[n]])
+    return start.tolist(), per.tolist()
 
 
 def _limit_states(pg, printer):

@@ -15,6 +15,22 @@ Conventions of the files written by :func:`to_gcode`:
   normal ones at layer 1;
 * travel retracts when it is at least ``retract_min_travel_mm`` long and leaves the current
   island (crosses its outline, goes to another island or part, or changes layer).
+
+For the printer's screen (each can be switched off in :class:`SliceConfig`):
+
+* ``M73 P<percent> R<minutes>`` before the start G-code, after every ``;LAYER:`` line and
+  before the end G-code, from the estimator's clock at each layer (motion and dwells, as
+  ``;TIME:``; heat-up waits are not counted), so the percentage only rises and the minutes only
+  fall;
+* ``M117`` messages (ASCII, at most 60 characters): the plate and its parts when printing
+  starts, "Print done" at the end;
+* preview pictures (``; thumbnail begin WxH LEN`` base64 PNG, ``; thumbnail_JPG begin`` for
+  JPEG) in the sizes of the printer profile, after the header comments;
+* object labels: ``M486 T<parts>`` once, then per part and layer ``; printing object <name>``,
+  ``M486 S<n>`` ... ``M486 S-1``, ``; stop printing object <name>``. A block starts and ends
+  with the filament retracted and holds no layer change or heater command, so when the
+  firmware skips a cancelled part (Marlin drops its XYZ and E motion) the other parts print on
+  with the right extrusion.
 """
 
 from __future__ import annotations
@@ -22,6 +38,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -90,6 +108,13 @@ class _Writer:
                 self.retractions += 1
         self.out.append(f"G0 F{self.travel_f:.0f} X{x:.3f} Y{y:.3f}")
         self.x, self.y = x, y
+
+    def retract(self) -> None:
+        """Retract now unless already retracted (object labels start and end retracted)."""
+        if not self.retracted and self.retract_mm > 0:
+            self.out.append(f"G1 E{-self.retract_mm:.5f} F{self.retract_f:.0f}")
+            self.retracted = True
+            self.retractions += 1
 
     def unretract(self) -> None:
         if self.retracted:
@@ -257,7 +282,7 @@ def _skirt_rings(models: list[SlicedModel], r, printer) -> list:
 
 
 def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, config: SliceConfig | None = None,
-             header_info: dict | None = None, *, estimate_fn=None) -> str:
+             header_info: dict | None = None, *, estimate_fn=None, on_layer=None) -> str:
     """G-code for one plate of sliced parts.
 
     Parameters
@@ -272,7 +297,11 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
         Extra ``;key: value`` header comments. Must not hold patient identifiers.
     estimate_fn : callable, optional
         ``estimate_fn(text, printer) -> dict(time_s, filament_mm, ...)``; default
-        :func:`printpipe.slicing.estimate.estimate` (acceleration-aware).
+        :func:`printpipe.slicing.estimate.estimate` (acceleration-aware). Its ``layer_start_s``
+        (clock at each ``;LAYER:`` mark) makes the ``M73`` figures; without it the default
+        estimate is run for them.
+    on_layer : callable, optional
+        ``on_layer(fraction)`` while the layers are written (about every 2 %), for progress bars.
 
     Returns
     -------
@@ -311,9 +340,18 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
     out.append("G90 ; absolute XYZ")
     out.append("M83 ; relative extrusion")
     out.append("G92 E0")
+    names = _object_names(models)
+    if config.progress_gcode:
+        out.append(_m117(_plate_message(header_info, names)))
+    if config.label_objects:
+        out.append(f"M486 T{len(models)} ; parts that can be cancelled one by one")
     skirt = _skirt_rings(models, r, printer)
     top_z = 0.0
+    layer_pos: list[int] = []  # index in `out` right after each ;LAYER: line (for M73)
+    step = max(1, n_layers // 50)
     for k in range(n_layers):
+        if on_layer is not None and k % step == 0:
+            on_layer(k / n_layers)
         lay_models = [m for m in models if k < m.layer_count]
         layer0 = lay_models[0].layers[k]
         h = layer0.height_mm
@@ -323,6 +361,7 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
         epm = area / fil_area
         speeds = _feature_speeds(r, printer, k == 0, area, max_vol)
         out.append(f";LAYER:{k}")
+        layer_pos.append(len(out))
         if k == 0:
             out.append(f"M106 S{round(255 * fan0 / 100)}" if fan0 > 0 else "M107")
         elif k == 1:
@@ -348,6 +387,12 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
             _emit_group(wr, sk, None, epm, speeds)
         for m in lay_models:
             lay = m.layers[k]
+            label = config.label_objects and bool(lay.islands or lay.support)
+            if label:
+                oid = models.index(m)
+                wr.retract()
+                out.append(f"; printing object {names[oid]}")
+                out.append(f"M486 S{oid}")
             if lay.support:
                 _emit_support(wr, lay, epm, speeds)
             remaining = list(lay.islands)
@@ -364,15 +409,41 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
                     # arriving from elsewhere always counts as leaving
                     wr.travel(float(paths[0][1][0, 0]), float(paths[0][1][0, 1]), True)
                 _emit_group(wr, paths, isl.outline, epm, speeds)
-    body_end = printer.render_end(material, max_layer_z_mm=round(top_z, 3)) if hasattr(printer, "render_end") else ""
-    start = printer.render_start(material, relative_e=True) if hasattr(printer, "render_start") else ""
+            if label:
+                wr.retract()
+                out.append("M486 S-1")
+                out.append(f"; stop printing object {names[oid]}")
+    if config.progress_gcode:
+        out.append(_m117("Print done"))
+    slice_values = {"layer_height_mm": r.layer_height, "first_layer_height_mm": r.first_layer_height,
+                    "layer_count": n_layers}
+    body_end = (printer.render_end(material, max_layer_z_mm=round(top_z, 3), **slice_values)
+                if hasattr(printer, "render_end") else "")
+    start = printer.render_start(material, relative_e=True, **slice_values) if hasattr(printer, "render_start") else ""
     start = _ensure_heating(start, material)
     body = "\n".join(out) + "\n"
     text_wo_header = start + body + body_end
+    default_estimate = estimate_fn is None
     if estimate_fn is None:
         from printpipe.slicing.estimate import estimate as estimate_fn
     est = estimate_fn(text_wo_header, printer)
     time_s = float(est["time_s"])
+    if config.progress_gcode:
+        starts = est.get("layer_start_s")
+        if starts is None and not default_estimate:
+            from printpipe.slicing.estimate import estimate as _estimate
+
+            starts = _estimate(text_wo_header, printer)["layer_start_s"]
+        marks_before = start.count("\n;LAYER:") + start.startswith(";LAYER:")
+        starts = list(starts or [])[marks_before:marks_before + n_layers]
+        if len(starts) == n_layers:
+            body = _with_m73(out, layer_pos, starts, time_s)
+            text_wo_header = _m73(0.0, time_s) + "\n" + start + body + body_end
+        else:
+            log.warning("no M73 progress lines: the estimate found %d layer marks, expected %d",
+                        len(starts), n_layers)
+    if on_layer is not None:
+        on_layer(1.0)
     fil_mm = float(est.get("filament_mm", 0.0))
     header = [
         f";FLAVOR:{_FLAVOR_HEADER.get(str(getattr(printer, 'flavor', 'marlin')).lower(), 'Marlin')}",
@@ -396,7 +467,68 @@ def to_gcode(sliced: "SlicedModel | list[SlicedModel]", printer, material, confi
         header.insert(3, f";Filament weight: {float(est['filament_g']):.2f}g")
     for key, val in (header_info or {}).items():
         header.append(f";{key}: {val}")
-    return "\n".join(header) + "\n" + text_wo_header
+    thumbs = ""
+    if config.thumbnails and getattr(printer, "thumbnails", ()):
+        from printpipe.slicing.thumbnail import thumbnail_blocks
+
+        thumbs = thumbnail_blocks(models, printer.thumbnails)
+    return "\n".join(header) + "\n" + thumbs + text_wo_header
+
+
+def _m73(elapsed_s: float, total_s: float) -> str:
+    """``M73 P<percent> R<minutes>``: percent rounded down (100 only at the end), minutes up."""
+    if total_s <= 0:
+        return "M73 P100 R0"
+    elapsed_s = min(max(elapsed_s, 0.0), total_s)
+    pct = int(math.floor(100.0 * elapsed_s / total_s + 1e-9))
+    if elapsed_s < total_s:
+        pct = min(pct, 99)
+    return f"M73 P{pct} R{int(math.ceil((total_s - elapsed_s) / 60.0 - 1e-9))}"
+
+
+def _with_m73(out: list, layer_pos: list, starts: list, total_s: float) -> str:
+    """The body with an M73 line after every ;LAYER: line and ``M73 P100 R0`` at its end."""
+    pieces = []
+    prev = 0
+    for pos, t in zip(layer_pos, starts):
+        pieces.extend(out[prev:pos])
+        pieces.append(_m73(float(t), total_s))
+        prev = pos
+    pieces.extend(out[prev:])
+    pieces.append("M73 P100 R0")
+    return "\n".join(pieces) + "\n"
+
+
+def _ascii(text: str, limit: int = 60) -> str:
+    """Printable ASCII for a printer screen: accents dropped, ``;`` ``(`` ``)`` and control
+    characters replaced (they would start a comment on the printer), cut to ``limit``."""
+    flat = unicodedata.normalize("NFKD", str(text)).encode("ascii", "ignore").decode("ascii")
+    flat = re.sub(r"[^A-Za-z0-9 _.,:/+#=-]", "_", flat)
+    flat = re.sub(r"\s+", " ", flat).strip()
+    return flat[:limit].rstrip()
+
+
+def _object_names(models: list) -> list[str]:
+    """ASCII object names, unique (``part``, ``part_2``) and never empty."""
+    names: list[str] = []
+    for i, m in enumerate(models):
+        base = _ascii(getattr(m, "name", ""), 40).replace(" ", "_") or f"part_{i + 1}"
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _plate_message(header_info: dict | None, names: list[str]) -> str:
+    plate = str((header_info or {}).get("plate", ""))
+    m = re.fullmatch(r"\s*(\d+)\s+of\s+(\d+)\s*", plate)
+    head = f"Plate {m.group(1)}/{m.group(2)}" if m else "Printing"
+    return f"{head}: {', '.join(names)}"
+
+
+def _m117(message: str) -> str:
+    return f"M117 {_ascii(message)}"
 
 
 def _feature_speeds(r, printer, first_layer: bool, area: float, max_vol: float) -> dict:

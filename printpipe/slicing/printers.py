@@ -25,9 +25,11 @@ Examples
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -52,12 +54,15 @@ __all__ = [
     "list_printers",
     "list_materials",
     "render_gcode",
+    "user_config_dir",
+    "user_printers_dir",
+    "user_materials_dir",
 ]
 
 _FLAVORS = ("marlin", "marlin2", "prusa", "klipper", "reprap")
 _AXES = ("x", "y", "z", "e")
 _ACCEL_KEYS = ("x", "y", "z", "e", "print", "retract", "travel")
-_TEMPLATE_FIELD = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+_TEMPLATE_FIELD = re.compile(r"\{([^{}\n]*)\}")
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,13 @@ class Printer:
         Lowest reachable coordinates outside the printable area (see module docstring).
     aliases : tuple of str
         Other names accepted by :func:`load_printer`.
+    thumbnails : tuple of ThumbnailSpec
+        Preview pictures to embed in the G-code (profile key ``thumbnails = ["16x16/PNG",
+        "220x124/PNG"]``; ``/JPG`` for firmware that reads ``; thumbnail_JPG`` blocks); empty =
+        none.
+    printer_model : str
+        Model code checked by Prusa firmware (``M862.3 P "MK3S"``; the template value
+        ``{printer_model}``); empty for other printers.
     source : str
         Where the values come from.
     """
@@ -137,6 +149,8 @@ class Printer:
     min_x_mm: float | None = None
     min_y_mm: float | None = None
     aliases: tuple = ()
+    thumbnails: tuple = ()
+    printer_model: str = ""
     source: str = ""
     path: str = field(default="", compare=False)
 
@@ -187,6 +201,9 @@ class Printer:
                 if isinstance(v, (int, float, str)):
                     values[f.name if f.name != "name" else "material"] = v
         values.setdefault("e_mode", "M83")
+        # slice-dependent values (to_gcode passes the real ones; these let a profile load)
+        values.update(layer_height_mm=0.2, first_layer_height_mm=0.2, layer_count=1,
+                      max_layer_z_mm=0.0)
         values.update(extra)
         return values
 
@@ -258,14 +275,44 @@ class Material:
 # public functions
 # ------------------------------------------------------------------------------------------------
 
-def list_printers() -> list[Printer]:
-    """All built-in printer profiles, sorted by id.
+def list_printers(*, user: bool = True) -> list[Printer]:
+    """The built-in printer profiles, sorted by id, then the user's (:func:`user_printers_dir`).
+
+    Parameters
+    ----------
+    user : bool
+        Include the user's profiles (a broken one is skipped with a logged warning).
 
     Returns
     -------
     list of Printer
     """
-    return [_load_printer_file(p) for p in sorted(_builtin_printer_files().values())]
+    out = [_load_printer_file(p) for p in sorted(_builtin_printer_files().values())]
+    if user:
+        for path in sorted(_user_printer_files().values()):
+            try:
+                out.append(_load_printer_file(path))
+            except PrinterError as exc:
+                log.warning("user printer profile %s skipped: %s", path, exc)
+    return out
+
+
+def user_config_dir() -> Path:
+    """``$XDG_CONFIG_HOME/printpipe`` (``~/.config/printpipe`` when the variable is unset)."""
+    base = os.environ.get("XDG_CONFIG_HOME") or ""
+    root = Path(base).expanduser() if base.strip() else Path.home() / ".config"
+    return root / "printpipe"
+
+
+def user_printers_dir() -> Path:
+    """Where the user's printer profiles live (``printpipe printers import`` writes here):
+    ``$XDG_CONFIG_HOME/printpipe/printers``. Profiles there are found by id like built-in ones."""
+    return user_config_dir() / "printers"
+
+
+def user_materials_dir() -> Path:
+    """Where the user's material presets live: ``$XDG_CONFIG_HOME/printpipe/materials``."""
+    return user_config_dir() / "materials"
 
 
 def list_materials() -> list[Material]:
@@ -314,6 +361,16 @@ def load_printer(name_or_path: "str | Path | Printer") -> Printer:
         p = _load_printer_file(pfile)
         if key in {_norm(a) for a in (p.id, p.name, *p.aliases)}:
             return p
+    user_files = _user_printer_files()
+    if key in user_files:
+        return _load_printer_file(user_files[key])
+    for pfile in user_files.values():
+        try:
+            p = _load_printer_file(pfile)
+        except PrinterError:
+            continue
+        if key in {_norm(a) for a in (p.id, p.name, *p.aliases)}:
+            return p
     raise PrinterError(f"unknown printer {text!r}; choose one of {', '.join(_known_ids())} "
                        "(see `printpipe printers`) or pass the path of your own profile .toml")
 
@@ -359,32 +416,135 @@ def load_material(name: "str | Path | Material" = "PLA", printer: Printer | None
                 data = merged
             mat_data, src = data, str(path)
         else:
+            user_file = _user_material_files().get(_norm(text))
+            if user_file is not None and _norm(text) not in {_norm(k) for k in _materials_table()}:
+                return load_material(user_file, printer)
             mat_name, mat_data = _lookup_material(text)
             src = "materials.toml"
     return _material_from_table(mat_name, mat_data, printer, src)
 
 
 def render_gcode(template: str, values: Mapping[str, Any], *, what: str = "G-code template") -> str:
-    """Fill ``{field}`` placeholders of a G-code template.
+    """Fill the placeholders of a G-code template.
 
-    Only ``{lowercase_name}`` is a placeholder, so G-code itself is never misread. Floats are
-    written without trailing zeros.
+    ``{name}`` is replaced by a value; ``{expression}`` may also compute with values, numbers and
+    strings (``+ - * / %``, comparisons, ``and or not``, ``min max abs round int``), e.g.
+    ``{min(max_layer_z_mm + 2, max_z_mm)}``; ``{if condition}...{elsif condition}...{else}...{endif}``
+    keeps one branch. Nothing else is evaluated (no attribute access, no other calls), and braces
+    never occur in plain G-code, so G-code itself is never misread. Floats are written without
+    trailing zeros.
 
     Raises
     ------
     PrinterError
-        A placeholder with no value (names the placeholder and the known ones).
+        A placeholder with no value (names the placeholder and the known ones), an expression
+        that is not allowed, or an ``{if}`` without its ``{endif}``.
     """
-    def sub(m: re.Match) -> str:
-        key = m.group(1)
-        if key not in values:
-            raise PrinterError(f"{what} uses {{{key}}}, which has no value; use one of "
-                               f"{', '.join(sorted(values))}")
-        v = values[key]
-        return _fmt(v) if isinstance(v, float) else str(v)
+    out: list[str] = []
+    stack: list[list[bool]] = []  # per open {if}: [parent active, a branch was taken]
+    active = True
+    pos = 0
+    for m in _TEMPLATE_FIELD.finditer(template):
+        if active:
+            out.append(template[pos:m.start()])
+        pos = m.end()
+        body = m.group(1).strip()
+        word = body.split(None, 1)
+        head = word[0] if word else ""
+        if head in ("if", "elsif") and len(word) == 2:
+            cond = bool(_eval_template(word[1], values, what, m.group(0)))
+            if head == "if":
+                stack.append([active, cond])
+                active = active and cond
+            else:
+                if not stack:
+                    raise PrinterError(f"{what} has {m.group(0)} without an {{if}}; fix the template")
+                parent, taken = stack[-1]
+                active = parent and not taken and cond
+                stack[-1][1] = taken or cond
+        elif body == "else":
+            if not stack:
+                raise PrinterError(f"{what} has {{else}} without an {{if}}; fix the template")
+            parent, taken = stack[-1]
+            active = parent and not taken
+            stack[-1][1] = True
+        elif body == "endif":
+            if not stack:
+                raise PrinterError(f"{what} has {{endif}} without an {{if}}; fix the template")
+            active = stack.pop()[0]
+        else:
+            v = _eval_template(body, values, what, m.group(0))
+            if active:
+                out.append(_fmt(v) if isinstance(v, float) else str(int(v)) if isinstance(v, bool) else str(v))
+    if stack:
+        raise PrinterError(f"{what} has an {{if}} without its {{endif}}; add {{endif}}")
+    if active:
+        out.append(template[pos:])
+    text = "".join(out)
+    return text if text.endswith("\n") else text + "\n"
 
-    out = _TEMPLATE_FIELD.sub(sub, template)
-    return out if out.endswith("\n") else out + "\n"
+
+_CALLS = {"min": min, "max": max, "abs": abs, "round": round, "int": int}
+_BINOPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+           ast.Div: lambda a, b: a / b, ast.Mod: lambda a, b: a % b}
+_CMPOPS = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: lambda a, b: a < b,
+           ast.LtE: lambda a, b: a <= b, ast.Gt: lambda a, b: a > b, ast.GtE: lambda a, b: a >= b}
+
+
+def _eval_template(expr: str, values: Mapping[str, Any], what: str, shown: str):
+    """Evaluate one template expression over ``values`` (the whitelist of :func:`render_gcode`)."""
+    if re.fullmatch(r"[a-z_][a-z0-9_]*", expr):
+        if expr not in values:
+            raise PrinterError(f"{what} uses {{{expr}}}, which has no value; use one of "
+                               f"{', '.join(sorted(values))}")
+        return values[expr]
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        raise PrinterError(f"{what}: {shown} is neither a placeholder nor an expression printpipe "
+                           "understands; write {name} or {if name < 10}...{endif}") from None
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool)):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id in ("true", "false"):
+                return node.id == "true"
+            if node.id not in values:
+                raise PrinterError(f"{what} uses {node.id!r} in {shown}, which has no value; use "
+                                   f"one of {', '.join(sorted(values))}")
+            return values[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            return _BINOPS[type(node.op)](ev(node.left), ev(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd, ast.Not)):
+            v = ev(node.operand)
+            return -v if isinstance(node.op, ast.USub) else (+v if isinstance(node.op, ast.UAdd) else not v)
+        if isinstance(node, ast.BoolOp):
+            vals = [ev(v) for v in node.values]
+            return all(vals) if isinstance(node.op, ast.And) else any(vals)
+        if isinstance(node, ast.Compare) and all(type(o) in _CMPOPS for o in node.ops):
+            left = ev(node.left)
+            for op, right_node in zip(node.ops, node.comparators):
+                right = ev(right_node)
+                if not _CMPOPS[type(op)](left, right):
+                    return False
+                left = right
+            return True
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in _CALLS
+                and not node.keywords):
+            return _CALLS[node.func.id](*[ev(a) for a in node.args])
+        raise PrinterError(f"{what}: {shown} uses something printpipe templates do not allow "
+                           f"({type(node).__name__}); use names, numbers, + - * /, comparisons, "
+                           "and/or/not and min/max/abs/round/int")
+
+    try:
+        return ev(tree)
+    except PrinterError:
+        raise
+    except (TypeError, ValueError, ZeroDivisionError) as exc:
+        raise PrinterError(f"{what}: {shown} cannot be computed ({exc}); fix the template") from exc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -415,7 +575,22 @@ def _builtin_printer_files() -> dict[str, Path]:
 
 
 def _known_ids() -> list[str]:
-    return sorted(_builtin_printer_files())
+    return sorted(_builtin_printer_files()) + sorted(k for k in _user_printer_files()
+                                                     if k not in _builtin_printer_files())
+
+
+def _user_printer_files() -> dict[str, Path]:
+    d = user_printers_dir()
+    if not d.is_dir():
+        return {}
+    return {_norm(f.stem): f for f in sorted(d.glob("*.toml"))}
+
+
+def _user_material_files() -> dict[str, Path]:
+    d = user_materials_dir()
+    if not d.is_dir():
+        return {}
+    return {_norm(f.stem): f for f in sorted(d.glob("*.toml"))}
 
 
 def _read_toml(path: Path) -> dict:
@@ -442,9 +617,9 @@ def _load_printer_file(path: Path) -> Printer:
     data = _read_toml(path)
     base = data.get("inherits")
     if base is not None:
-        files = _builtin_printer_files()
+        files = {**_user_printer_files(), **_builtin_printer_files()}
         bkey = _norm(str(base))
-        if bkey not in files:
+        if bkey not in files or files[bkey] == path:
             raise PrinterError(f"profile {str(path)!r} inherits from unknown printer {base!r}; "
                                f"use one of {', '.join(_known_ids())}")
         merged = _read_toml(files[bkey])
@@ -553,6 +728,19 @@ def _printer_from_table(data: Mapping, path: Path) -> Printer:
     aliases = data.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise PrinterError(f"aliases of {src!r} must be a list of strings, got {aliases!r}")
+    from printpipe.slicing.thumbnail import parse_spec
+
+    thumbs = data.get("thumbnails", [])
+    if isinstance(thumbs, str):
+        thumbs = [t for t in thumbs.split(",") if t.strip()]
+    if not isinstance(thumbs, list):
+        raise PrinterError(f"thumbnails of {src!r} must be a list like [\"16x16/PNG\", \"220x124/PNG\"], "
+                           f"got {thumbs!r}")
+    thumbs = tuple(parse_spec(t, where=f"thumbnails of {src!r}") for t in thumbs)
+    model = data.get("printer_model", "")
+    if not isinstance(model, str) or not re.fullmatch(r"[A-Za-z0-9_.+-]{0,32}", model):
+        raise PrinterError(f"printer_model of {src!r} is {model!r}; use the firmware's model code "
+                           "(letters, digits, e.g. \"MK3S\") or leave it out")
     pid = str(data.get("id", path.stem))
     printer = Printer(
         id=pid, name=_req(data, "name", src, kind=str),
@@ -568,7 +756,8 @@ def _printer_from_table(data: Mapping, path: Path) -> Printer:
         travel_speed_mm_s=num["travel_speed_mm_s"], z_speed_mm_s=num["z_speed_mm_s"],
         min_x_mm=None if min_x is None else float(min_x),
         min_y_mm=None if min_y is None else float(min_y),
-        aliases=tuple(aliases), source=str(data.get("source", "")), path=src,
+        aliases=tuple(aliases), thumbnails=thumbs, printer_model=model,
+        source=str(data.get("source", "")), path=src,
     )
     # the templates must render with a default material: catch typos at load time
     dummy = Material("PLA", 1.24, 200.0, 200.0, 60.0, 60.0, (190.0, 220.0), (0.0, 70.0), 100.0,

@@ -14,7 +14,16 @@ Checks
 - nozzle and bed temperatures within the printer's limits (and the material's range when given);
 - no extrusion while the nozzle is set below the printer's cold-extrusion limit;
 - the extrusion mode declared (``M82``/``M83``) before the first extrusion;
-- heaters switched off (``M104 S0``, ``M140 S0``) at the end of the file.
+- heaters switched off (``M104 S0``, ``M140 S0``) at the end of the file;
+- what the printer shows: ``M73`` progress within 0..100 %, never falling, with remaining
+  minutes never rising; ``M117`` messages in printable ASCII; every thumbnail block closed, its
+  base64 length equal to its header's, decoding to a PNG/JPEG of the declared size;
+- object labels (``M486``): every ``M486 S<n>`` closed by ``M486 S-1`` before another starts
+  and before the end, indices below ``M486 T``, each block ending at the height and retraction
+  state it started in (a cancelled part is skipped by the firmware, so anything it changes
+  would be lost), the ``; printing object`` / ``; stop printing object`` comments paired;
+- Prusa firmware checks (``M862.3 P "<model>"``, ``M862.1 P<nozzle>``) naming the profile's
+  printer model and nozzle.
 
 Coordinates are compared with a tolerance of 1e-3 mm, the resolution of the G-code numbers.
 """
@@ -23,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -66,6 +76,8 @@ class ParsedGcode:
     first_home_move: int = -1  # index of the first move after G28 (-1: never homed)
     unknown_move_line: int = 0  # line of a move from an unknown position (0 if none)
     e_mode: str | None = None  # the first declared extrusion mode
+    layer_moves: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    # index of the first move after each ``;LAYER:`` mark (one entry per mark)
 
     def line_text(self, number: int) -> str:
         """Text of 1-based line ``number``."""
@@ -96,7 +108,8 @@ def validate_gcode(text: str, printer, material=None) -> dict:
         ``moves``, ``extrusion_moves``, ``bbox_mm`` (``[[xmin, ymin, zmin], [xmax, ymax, zmax]]``
         of all moves), ``extrusion_bbox_mm``, ``max_hotend_c``, ``max_bed_c``, ``layers``
         (``;LAYER:`` markers, else distinct extrusion heights), ``e_mode`` (``"M82"``/``"M83"``),
-        ``lines``.
+        ``lines``, ``m73`` (progress lines), ``thumbnails`` (``"WxH/FMT"`` each), ``objects``
+        (labelled parts), ``object_blocks``.
 
     Raises
     ------
@@ -107,7 +120,9 @@ def validate_gcode(text: str, printer, material=None) -> dict:
 
     printer = load_printer(printer)
     pg = parse_gcode(text, flavor=printer.flavor)
-    return _check(pg, printer, material)
+    stats = _check(pg, printer, material)
+    stats.update(_check_display(pg, printer))
+    return stats
 
 
 def parse_gcode(text: str, *, flavor: str = "marlin") -> ParsedGcode:
@@ -136,7 +151,7 @@ def parse_gcode(text: str, *, flavor: str = "marlin") -> ParsedGcode:
     """
     buf = np.frombuffer(text.encode("utf-8", "replace"), dtype=np.uint8)
     (mx, my, mz, mde, mf, mline, mtype, ev_mi, ev_line, ev_code, ev_par, ty_mi, ty_start, ty_end,
-     info, start) = _scan_kernel(buf, flavor in _MARLIN_LIKE)
+     info, start, lay_mi) = _scan_kernel(buf, flavor in _MARLIN_LIKE)
     raw = buf.tobytes() if ty_start.size else b""
     types: list = []
     type_index: dict = {}
@@ -179,6 +194,7 @@ def parse_gcode(text: str, *, flavor: str = "marlin") -> ParsedGcode:
         types=types, events=events, arcs=arcs, layer_marks=int(info[0]), text=text,
         e_mode_line=int(info[1]), first_home_move=int(info[2]), unknown_move_line=int(info[3]),
         e_mode={0: None, 82: "M82", 83: "M83"}.get(int(info[4])),
+        layer_moves=lay_mi,
     )
 
 
@@ -229,6 +245,127 @@ def _fail(pg: ParsedGcode, line: int, what: str) -> PrinterError:
     return PrinterError(f"unsafe G-code at line {line} (`{text}`): {what}; do not print this "
                         "file - slice the model again for this printer (--printer) and report the "
                         "problem if it persists")
+
+
+def _check_display(pg: ParsedGcode, printer) -> dict:
+    """Checks of what the printer shows and of the object labels (see the module docstring)."""
+    from printpipe.slicing.thumbnail import read_thumbnails
+
+    ev = pg.events
+    lines_cache: list = []
+
+    def line_of(number: int) -> str:
+        if not lines_cache:
+            lines_cache.append(pg.text.split("\n"))
+        lines = lines_cache[0]
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+    # M73 progress
+    m73 = [(line, p) for _mi, cmd, p, line in ev if cmd == "M73"]
+    last_p, last_r = -1.0, math.inf
+    for line, p in m73:
+        pct, rem = p.get("P"), p.get("R")
+        if pct is not None:
+            if not 0 <= pct <= 100:
+                raise _fail(pg, line, f"progress M73 P{pct:g} is outside 0..100 %")
+            if pct < last_p:
+                raise _fail(pg, line, f"progress falls from {last_p:g} % to {pct:g} % (M73 must never go back)")
+            last_p = pct
+        if rem is not None:
+            if rem < 0:
+                raise _fail(pg, line, f"negative remaining time M73 R{rem:g}")
+            if rem > last_r:
+                raise _fail(pg, line, f"remaining time rises from {last_r:g} to {rem:g} minutes")
+            last_r = rem
+    # M117 messages and Prusa firmware checks
+    for _mi, cmd, _p, line in ev:
+        if cmd == "M117":
+            msg = line_of(line).split("M117", 1)[-1].strip()
+            if not all(32 <= ord(c) < 127 for c in msg):
+                raise _fail(pg, line, "M117 message is not plain ASCII (printer screens show only ASCII)")
+        elif cmd == "M862.3" and printer.printer_model:
+            m = re.search(r'M862\.3\s+P\s*"?([^";\s]+)', line_of(line))
+            if m and m.group(1) != printer.printer_model:
+                raise _fail(pg, line, f"printer model check names {m.group(1)!r} but the profile is "
+                            f"for the {printer.printer_model!r}")
+        elif cmd == "M862.1" and "P" in _p:
+            if abs(_p["P"] - printer.nozzle_mm) > 1e-3:
+                raise _fail(pg, line, f"nozzle check M862.1 P{_p['P']:g} differs from the profile's "
+                            f"{printer.nozzle_mm:g} mm nozzle")
+    # object labels
+    total = None
+    current = None   # (index, line, move index)
+    blocks = 0
+    seen: set = set()
+    n = len(pg.x)
+    for mi, cmd, p, line in ev:
+        if cmd != "M486":
+            continue
+        if "T" in p:
+            total = int(p["T"])
+            continue
+        if "S" not in p:
+            continue  # M486 C / P / U: cancel commands, not labels
+        idx = int(p["S"])
+        if idx >= 0:
+            if current is not None and current[0] != idx:
+                raise _fail(pg, line, f"object {idx} starts while object {current[0]} (line "
+                            f"{current[1]}) was not closed with M486 S-1")
+            if total is not None and idx >= total:
+                raise _fail(pg, line, f"object index {idx} is not below the count M486 T{total}")
+            if current is None:
+                current = (idx, line, mi)
+                seen.add(idx)
+        else:
+            if current is None:
+                raise _fail(pg, line, "M486 S-1 closes an object that was never started")
+            _check_block(pg, current, mi, line, n)
+            blocks += 1
+            current = None
+    if current is not None:
+        raise _fail(pg, current[1], f"object {current[0]} is never closed with M486 S-1")
+    if "; printing object" in pg.text or "; stop printing object" in pg.text:
+        open_name = None
+        for m in re.finditer(r"^; (printing|stop printing) object (.*?)\s*$", pg.text, re.M):
+            number = pg.text.count("\n", 0, m.start()) + 1 if open_name is None and m.group(1) == "stop printing" else 0
+            if m.group(1) == "printing":
+                if open_name is not None:
+                    raise _fail(pg, pg.text.count("\n", 0, m.start()) + 1,
+                                f"'; printing object {m.group(2)}' while {open_name!r} is still open")
+                open_name = m.group(2)
+            else:
+                if open_name != m.group(2):
+                    raise _fail(pg, number or pg.text.count("\n", 0, m.start()) + 1,
+                                f"'; stop printing object {m.group(2)}' does not close "
+                                f"{'nothing' if open_name is None else repr(open_name)}")
+                open_name = None
+        if open_name is not None:
+            raise PrinterError(f"unsafe G-code: '; printing object {open_name}' is never closed; "
+                               "slice the model again")
+    thumbs = read_thumbnails(pg.text)
+    return {"m73": len(m73), "thumbnails": [f"{t['width']}x{t['height']}/{t['format']}" for t in thumbs],
+            "objects": len(seen) if total is None else total, "object_blocks": blocks}
+
+
+def _check_block(pg: ParsedGcode, current, end_mi: int, end_line: int, n: int) -> None:
+    """An object block must end at its starting height and retraction state."""
+    idx, line, start_mi = current
+    if end_mi <= start_mi:
+        return
+    z_before = pg.start_xyz[2] if start_mi == 0 else float(pg.z[start_mi - 1])
+    z_after = float(pg.z[end_mi - 1])
+    if not (math.isnan(z_before) or abs(z_after - z_before) <= _EPS_MM):
+        raise _fail(pg, end_line, f"object {idx} (from line {line}) ends at Z {z_after:.3f} but started "
+                    f"at Z {z_before:.3f}; if it were cancelled the other parts would print at the wrong height")
+    sl = slice(start_mi, end_mi)
+    prev_x = np.r_[pg.start_xyz[0] if start_mi == 0 else pg.x[start_mi - 1], pg.x[sl][:-1]]
+    prev_y = np.r_[pg.start_xyz[1] if start_mi == 0 else pg.y[start_mi - 1], pg.y[sl][:-1]]
+    still = (np.abs(pg.x[sl] - prev_x) <= 1e-9) & (np.abs(pg.y[sl] - prev_y) <= 1e-9)
+    net = float(pg.de[sl][still].sum())
+    if abs(net) > 1e-3:
+        raise _fail(pg, end_line, f"object {idx} (from line {line}) changes the retraction by "
+                    f"{net:+.3f} mm; if it were cancelled the next part would start "
+                    f"{abs(net):.3f} mm {'over' if net < 0 else 'under'}-extruded")
 
 
 def _check(pg: ParsedGcode, printer, material) -> dict:
@@ -438,6 +575,7 @@ def _scan_kernel(buf, marlin):  # pragma: no cover - compiled
     ty_start = np.empty(nl, np.int64)
     ty_end = np.empty(nl, np.int64)
     nty = 0
+    lay_mi = np.empty(nl, np.int64)  # move index at each ;LAYER: mark
     # letter -> event slot for "SPRTXYZEJIF"
     slot = np.full(26, -1, np.int64)
     slot[18] = 0
@@ -500,6 +638,7 @@ def _scan_kernel(buf, marlin):  # pragma: no cover - compiled
                     nty += 1
                 elif end - k > 7 and buf[k + 1] == 76 and buf[k + 2] == 65 and buf[k + 3] == 89 \
                         and buf[k + 4] == 69 and buf[k + 5] == 82 and buf[k + 6] == 58:  # ;LAYER:
+                    lay_mi[layer_marks] = nm
                     layer_marks += 1
             else:
                 if 97 <= c <= 122:
@@ -656,4 +795,4 @@ def _scan_kernel(buf, marlin):  # pragma: no cover - compiled
     return (mx[:nm].copy(), my[:nm].copy(), mz[:nm].copy(), mde[:nm].copy(), mf[:nm].copy(),
             mline[:nm].copy(), mtype[:nm].copy(), ev_mi[:nev].copy(), ev_line[:nev].copy(),
             ev_code[:nev].copy(), ev_par[:nev].copy(), ty_mi[:nty].copy(), ty_start[:nty].copy(),
-            ty_end[:nty].copy(), info, start)
+            ty_end[:nty].copy(), info, start, lay_mi[:layer_marks].copy())
