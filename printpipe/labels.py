@@ -446,10 +446,25 @@ def _rtstruct_contours(ds) -> tuple[dict[int, str], dict[str, list[np.ndarray]]]
         for c in rc.get("ContourSequence", []) or []:
             if str(c.get("ContourGeometricType", "")).upper() != "CLOSED_PLANAR":
                 continue
-            pts = np.asarray(c.ContourData, dtype=float).reshape(-1, 3)
+            pts = _contour_points(c)
             if len(pts) >= 3:
                 contours[name].append(pts)
     return rois, contours
+
+
+def _contour_points(contour) -> np.ndarray:
+    """ContourData as ``(n, 3)`` float mm, parsed straight from the raw DS bytes: pydicom's per-value
+    DSfloat conversion takes 2 s for a pelvic structure set, numpy 0.1 s."""
+    raw = contour.get_item(0x30060050)
+    if raw is None:
+        return np.zeros((0, 3))
+    value = raw.value
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            return np.array(bytes(value).strip(b" \x00").split(b"\\"), dtype=float).reshape(-1, 3)
+        except ValueError:
+            value = contour.ContourData
+    return np.asarray(value, dtype=float).reshape(-1, 3)
 
 
 def _rasterise(polys: list[np.ndarray], volume: Volume, name: str, strict: bool) -> np.ndarray:
