@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -221,7 +222,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         extra_images: dict[str, Path] = {}
         if printer is not None:
             with stage("slice"):
-                print_info, gcode_pictures = _slice(staging, parts, printer, material, config)
+                print_info, gcode_pictures = _slice(staging, parts, printer, material, config,
+                                                    progress=report_progress)
             extra_images.update(gcode_pictures)
             warnings += print_info.pop("warnings", [])
 
@@ -292,17 +294,24 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
             result = mask_to_mesh(sub, mask, config.surface)
             parts[name], raws[name] = result.mesh, result.raw
             report_progress("surface", (i + 1) / len(names))
+    def fix(name: str):
+        mesh, rep = repair(parts[name], config.repair, name=name)
+        extra: dict[str, Any] = {"decimation": None}
+        if config.repair.target_faces or config.repair.max_error_mm:
+            mesh, extra["decimation"] = decimate(mesh, target_faces=config.repair.target_faces,
+                                                 max_error_mm=config.repair.max_error_mm)
+            mesh, rep = repair(mesh, config.repair, name=name)
+        extra["fidelity"] = fidelity(mesh, raws[name])
+        return name, mesh, rep, extra
+
     with stage("repair"):
-        for i, name in enumerate(list(parts)):
-            mesh, rep = repair(parts[name], config.repair, name=name)
-            extra: dict[str, Any] = {"decimation": None}
-            if config.repair.target_faces or config.repair.max_error_mm:
-                mesh, extra["decimation"] = decimate(mesh, target_faces=config.repair.target_faces,
-                                                     max_error_mm=config.repair.max_error_mm)
-                mesh, rep = repair(mesh, config.repair, name=name)
-            extra["fidelity"] = fidelity(mesh, raws[name])
-            parts[name], reports[name], extras[name] = mesh, rep, extra
-            report_progress("repair", (i + 1) / len(parts))
+        # parts in parallel threads (the checks' kernels, KD-trees and sorts release the GIL),
+        # largest first; every part has its own seeded samples, so the figures do not depend on it
+        order = sorted(parts, key=lambda n: -len(parts[n].faces))
+        with ThreadPoolExecutor(max(1, min(_threads(), len(order)))) as pool:
+            for i, (name, mesh, rep, extra) in enumerate(pool.map(fix, order)):
+                parts[name], reports[name], extras[name] = mesh, rep, extra
+                report_progress("repair", (i + 1) / len(parts))
     if config.export.label:
         with stage("label"):
             from printpipe.export import emboss_label
@@ -313,6 +322,16 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
                 parts[name], reports[name] = repair(labelled, config.repair, name=name)
                 extras[name]["label"] = {"text": config.export.label, "side_marker": side}
     return parts, raws, reports, extras
+
+
+def _threads() -> int:
+    """Threads for per-part work: numba's thread count (NUMBA_NUM_THREADS, set per batch worker)."""
+    try:
+        import numba
+
+        return int(numba.get_num_threads())
+    except Exception:  # pragma: no cover - numba is a dependency
+        return os.cpu_count() or 1
 
 
 def _crop_to_label(volume: Volume, labels: np.ndarray, label: int) -> tuple[Volume, np.ndarray]:
@@ -370,12 +389,12 @@ def _write_models(staging: Path, parts: dict, mirrored: dict, config: PipelineCo
         write_ply(staging / "model.ply", parts)
 
 
-def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig):
+def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig, progress=None):
     from printpipe.slicing import slice_parts
     from printpipe.slicing.config import SliceConfig
 
     slice_cfg = config.slicing or SliceConfig()
-    result = slice_parts(parts, printer, material, slice_cfg, staging, stem="model")
+    result = slice_parts(parts, printer, material, slice_cfg, staging, stem="model", progress=progress)
     pictures: dict[str, Path] = {}
     try:
         from printpipe.slicing import render_toolpaths

@@ -683,7 +683,7 @@ def _spatial_order(points: np.ndarray, cells: int = 64) -> np.ndarray:
     return np.argsort((q[:, 0] * cells + q[:, 1]) * cells + q[:, 2], kind="stable")
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _nearest_candidate_distance(p, ic, proxy_face, iv, vf, tri):  # pragma: no cover - numba
     """Distance from each point to the nearest of its candidate triangles: the faces of its
     nearest proxy points ``proxy_face[ic]`` and the faces around its nearest vertices ``vf[iv]``."""
@@ -924,7 +924,7 @@ def count_self_intersections(vertices: np.ndarray, faces: np.ndarray, *, max_fac
     return int(count), fraction
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _si_grid_count(tri, f, query, in_sample, lo, hi, origin, h, dims):  # pragma: no cover - numba
     """Intersecting face pairs with at least one face in ``query`` (see count_self_intersections)."""
     nf = tri.shape[0]
@@ -1247,7 +1247,7 @@ def _signed_volumes(vertices: np.ndarray, faces: np.ndarray, labels: np.ndarray,
                               np.ascontiguousarray(labels, dtype=np.int64), int(n), v.mean(axis=0))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _signed_volumes_nb(v, f, labels, n, c):  # pragma: no cover - numba
     """Sum over faces of det(a - c, b - c, d - c) / 6 per label: one pass, no (faces, 3, 3) temporary."""
     out = np.zeros(n)
@@ -1328,7 +1328,7 @@ def _sample_surface(mesh: trimesh.Trimesh, count: int, rng: np.random.Generator)
     return pts, fid
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _face_areas(v, f):  # pragma: no cover - numba
     """Area of every triangle, |(b - a) x (c - a)| / 2, without (faces, 3, 3) temporaries."""
     out = np.empty(f.shape[0])
