@@ -10,6 +10,8 @@ def N_(message: str) -> str:  # marks a message for Babel's extraction
 
 
 TEMPLATES = (
+    # cli/options_labels.py
+    N_('--label-names needs --labels FILE (the label map the names belong to)'),
     # cli/options_slicing.py
     N_('--infill {infill} is out of range; give a percentage from 0 to 100 (15 is usual)'),
     # printpipe/batch.py
@@ -131,6 +133,14 @@ TEMPLATES = (
     # printpipe/export.py
     N_('part {name} has no faces; nothing to write'),
     # printpipe/labels.py
+    N_('{path_name} is not a readable DICOM file ({exc}); export the structure set or segmentation again'),
+    # printpipe/labels.py
+    N_('{source} has no structure named {name}; it holds {join_repr_a_for_a_in_available_or_none}: give one of those'),
+    # printpipe/labels.py
+    N_('parts is empty; name at least one label (e.g. --parts femur_left)'),
+    # printpipe/labels.py
+    N_('names table {self_names_table} does not exist; check --label-names'),
+    # printpipe/labels.py
     N_('label file {path} does not exist; check the path given to --labels'),
     # printpipe/labels.py
     N_('label folder {path} holds no .nii.gz masks; give a TotalSegmentator output folder, or a .seg.nrrd, NIfTI, DICOM SEG or RTSTRUCT file'),
@@ -184,10 +194,6 @@ TEMPLATES = (
     N_("the segmentation's grid is not a crop of the CT's; cannot write label maps"),
     # printpipe/labels.py
     N_("frame of reference mismatch: {source} was drawn on another scan (its frame of reference is not the CT's); give the CT series it belongs to, or register and export it on this CT first"),
-    # printpipe/labels.py
-    N_('{path_name} is not a readable DICOM file ({exc}); export the structure set or segmentation again'),
-    # printpipe/labels.py
-    N_('{source} has no structure named {name}; it holds {join_repr_a_for_a_in_available_or_none}: give one of those'),
     # printpipe/pipeline.py
     N_('output path {outdir} exists and is not a folder; choose another -o'),
     # printpipe/pipeline.py
@@ -444,6 +450,8 @@ TEMPLATES = (
     N_('{where}: thumbnail format {fmt} is not supported; use PNG or JPG'),
     # printpipe/slicing/thumbnail.py
     N_("{where}: thumbnail size {w}x{h} is outside 8..1024 pixels; choose the size your printer's screen shows (e.g. 220x124)"),
+    # printpipe/slicing/validate.py
+    N_("unsafe G-code: '; printing object {open_name}' is never closed; slice the model again"),
     # printpipe/surface.py
     N_("mask shape {mask_shape} differs from the volume's {volume_shape}; resample the mask onto the volume grid"),
     # printpipe/surface.py
@@ -476,6 +484,22 @@ TEMPLATES = (
     N_('SurfaceConfig.taubin_lambda must be in (0, 1); got {self_taubin_lambda}'),
     # printpipe/surface.py
     N_('SurfaceConfig.taubin_mu must be below -taubin_lambda ({lam}) for a low-pass filter; got {self_taubin_mu}'),
+    # printpipe/verify.py
+    N_('{path_name} as written cannot be read back ({exc}); nothing was published; check the disk and run the case again'),
+    # printpipe/verify.py
+    N_('{path_name} as written holds {errors_or_too_many} malformed vertex or triangle element(s); nothing was published; run the case again or report a bug'),
+    # printpipe/verify.py
+    N_("model.stl as written holds {len_corners} triangles, the manifest's parts {start}; nothing was published; run the case again or report a bug"),
+    # printpipe/verify.py
+    N_('model.3mf as written holds {len_figs} objects, the manifest {len_entries} parts; nothing was published; run the case again or report a bug'),
+    # printpipe/verify.py
+    N_('{file} as written does not match the manifest: part {name} {what}; nothing was published; run the case again, and report a bug if it persists'),
+    # printpipe/verify.py
+    N_('{file} as written is not a closed manifold surface: part {name} has {fig_open_edges} open edge(s), {fig_bad_edges} over-shared or mis-wound edge(s) and {fig_degenerate} collapsed triangle(s) when read back (coordinates up to {far} mm); nothing was published; check the input geometry (`printpipe inspect`), use --frame plate, or report a bug'),
+    # printpipe/verify.py
+    N_('{path_name} as written is {len_data} bytes, shorter than a binary STL header; nothing was published; check the disk and run the case again'),
+    # printpipe/verify.py
+    N_('{path_name} as written holds {len_data} bytes but its header announces {n} triangles ({v_84_50_n} bytes); nothing was published; check the disk and run the case again'),
     # printpipe/volume.py
     N_('crop box {lo}..{hi} is empty for a volume of shape {self_shape}'),
     # printpipe/volume.py
