@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from printpipe.cli import options_slicing
@@ -23,6 +24,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("model", help="model file (.stl or .3mf; .obj and .ply also work)")
     p.add_argument("-o", "--output", default=None, metavar="OUT.gcode",
                    help="G-code file (default: the model's name with .gcode)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--log-json", action="store_true", dest="log_json",
+                   help="progress as JSON lines on stderr (event, stage, fraction, seconds, time)")
     options_slicing.add_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -34,7 +38,11 @@ def run(args: argparse.Namespace) -> int:
     printer, material, config = options_slicing.config_from_args(args)
     printer = printer or DEFAULT_PRINTER
     out = Path(args.output) if args.output else Path(args.model).with_suffix(".gcode")
-    result = slice_file(args.model, printer, material, config, out)
+    from printpipe.progress import stage_printer
+
+    progress = stage_printer(sys.stderr, quiet=getattr(args, "quiet", False),
+                             json_lines=getattr(args, "log_json", False))
+    result = slice_file(args.model, printer, material, config, out, progress=progress)
     print(f"print time: {format_duration(result.time_s)}")
     print(f"filament: {result.filament_mm / 1000:.2f} m, {result.filament_g:.1f} g ({material})")
     print(f"layers: {result.layer_count}, plates: {result.plates}")
