@@ -37,6 +37,8 @@ def test_wheel_has_one_top_level_package(wheel):
         assert "printpipe/kernels/__init__.py" in names
         # printer profiles ship as package data
         assert any(n.startswith("printpipe/printers/") and n.endswith(".toml") for n in names)
+        # gettext catalogs ship compiled, so an installed wheel speaks Chinese without a build step
+        assert {f"printpipe/locale/{lang}/LC_MESSAGES/printpipe.mo" for lang in ("zh", "en")} <= set(names)
         entry = next(n for n in names if n.endswith("entry_points.txt"))
         assert "printpipe = printpipe.cli.main:main" in zf.read(entry).decode()
 
