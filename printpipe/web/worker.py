@@ -116,6 +116,13 @@ def worker_main(data_dir: str, stop_when_idle: bool = False) -> None:
     store = JobStore(data_dir)
     import printpipe.pipeline  # noqa: F401  (import once, before the first job, not during it)
 
+    try:  # compile or load the numba kernels now, so the first job does not wait for them
+        from printpipe import kernels
+
+        kernels.warmup()
+    except Exception as exc:  # a slow first job is better than no worker
+        log.warning("kernel warmup skipped: %s", exc)
+
     while True:
         job = store.claim_next()
         if job is None:
