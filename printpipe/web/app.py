@@ -387,12 +387,12 @@ def _stored_error(job, lang: str) -> str | None:
 
 
 def _expected_stages(job) -> list[str]:
-    names = ["read", "segment", "surface", "repair"]
+    """The stages every job goes through, plus those this job has reported, in pipeline order."""
+    names = {"read", "segment", "surface", "repair", "export", "slice", "report", *job.stages}
     if WHAT.get(job.options.get("what"), ("", {}))[1].get("mirror"):
-        names.append("mirror")
-    names += ["export", "slice", "report"]
-    names += [s for s in job.stages if s not in names]
-    return names
+        names.add("mirror")
+    order = list(STAGES)
+    return sorted(names, key=lambda s: order.index(s) if s in order else len(order))
 
 
 def _job_summary(job, lang: str) -> dict:
@@ -470,14 +470,16 @@ def _result_view(job, lang: str) -> dict | None:
         elif o["kind"] in ("obj", "ply"):
             models.append(entry(o, p))
     others = []
-    for o in outputs:
-        p = o["path"]
-        if p == "report.html":
-            others.append(entry(o, _("Quality report (open in the browser)")))
-        elif p == "manifest.json":
-            others.append(entry(o, _("Manifest (all figures, JSON)")))
-        elif p.endswith((".nrrd", ".nii", ".nii.gz", ".seg.nrrd")) or "label" in Path(p).name:
-            others.append(entry(o, _("Label map")))
+    kinds = (  # (test on the path, label), in the order they are offered
+        (lambda p: p == "report.html", _("Quality report (open in the browser)")),
+        (lambda p: p.endswith(".seg.nrrd"), _("Label map for 3D Slicer (.seg.nrrd)")),
+        (lambda p: p.endswith((".nii.gz", ".nii")), _("Label map, NIfTI (ITK-SNAP, 3D Slicer)")),
+        (lambda p: p.endswith(".nrrd") and not p.endswith(".seg.nrrd"), _("Label map (NRRD)")),
+        (lambda p: p == "labels.json", _("Names of the labels (JSON)")),
+        (lambda p: p == "manifest.json", _("Manifest (all figures, JSON)")),
+    )
+    for test, label in kinds:
+        others += [entry(o, label) for o in outputs if test(o["path"])]
     pr = res.get("print") or {}
     print_view = None
     if pr:

@@ -52,6 +52,8 @@ QUALITY: dict[str, tuple[str, dict[str, Any]]] = {
 #: pipeline stages: name -> (label, share of the whole job's time on the sample case)
 STAGES: dict[str, tuple[str, float]] = {
     "read": (N_("Reading the CT"), 2.0),
+    "check": (N_("Checking the CT values"), 1.0),
+    "labels": (N_("Reading the label map"), 2.0),
     "segment": (N_("Finding the bones"), 10.0),
     "surface": (N_("Building surfaces"), 8.0),
     "repair": (N_("Checking and repairing meshes"), 8.0),
@@ -59,6 +61,7 @@ STAGES: dict[str, tuple[str, float]] = {
     "mirror": (N_("Mirroring the template"), 4.0),
     "export": (N_("Writing STL and 3MF"), 2.0),
     "slice": (N_("Slicing for the printer (G-code)"), 55.0),
+    "verify": (N_("Checking the written files"), 2.0),
     "report": (N_("Writing the report"), 9.0),
 }
 
