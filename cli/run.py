@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from printpipe.cli.options import add_pipeline_options, pipeline_config_from_args
-from printpipe.i18n import N_, _, current_lang, part_label
+from printpipe.i18n import N_, _, current_lang, part_label, translate_message
 
 # stage names as the progress lines show them (JSON lines keep the names the pipeline gives)
 _STAGES = {"read": N_("read"), "segment": N_("segment"), "surface": N_("surface"), "repair": N_("repair"),
@@ -88,4 +88,4 @@ def _print_summary(result) -> None:
     for out in m.get("outputs", []):
         print(_("wrote {path}").format(path=out["path"]))
     for w in m.get("warnings", []):
-        print(_("warning: {warning}").format(warning=w))
+        print(_("warning: {warning}").format(warning=translate_message(w)))

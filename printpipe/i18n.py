@@ -55,6 +55,7 @@ __all__ = [
     "NP_",
     "part_label",
     "translate_error",
+    "translate_message",
 ]
 
 Lang = Literal["zh", "en"]
@@ -368,6 +369,22 @@ def translate_error(exc: BaseException, lang: str | None = None) -> str:
     if translated == template:
         return f"{label}{sep}{message}"
     return f"{label}{sep}{_safe_format(translated, fields, message)}"
+
+
+def translate_message(message: str, lang: str | None = None) -> str:
+    """``message`` (a warning printpipe wrote, in English) in ``lang``, when it matches a template.
+
+    The same matching as :func:`translate_error`, without the kind label; a message that matches
+    no template comes back unchanged.
+    """
+    found = match_error_template(message)
+    if found is None:
+        return message
+    template, fields = found
+    translated = get_translator(lang)(template)
+    if translated == template:
+        return message
+    return _safe_format(translated, fields, message)
 
 
 def _safe_format(template: str, fields: dict, fallback: str) -> str:

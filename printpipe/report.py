@@ -31,7 +31,7 @@ import numpy as np
 from printpipe._atomic import atomic_path, atomic_write_text
 from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
-from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label
+from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label, translate_message
 
 __all__ = ["write_report", "draw_pictures", "merge_pictures", "validate_manifest", "load_schema",
            "render_backend", "BONE_WINDOW"]
@@ -727,7 +727,8 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
     warnings = list(m.get("warnings") or [])
     out.append(_h2(_t("Warnings")))
     if warnings:
-        out.append("<ul>" + "".join(f"<li class='warn'>{_e(w)}</li>" for w in warnings) + "</ul>")
+        out.append("<ul>" + "".join(f"<li class='warn'>{_e(translate_message(w, lang))}</li>" for w in warnings)
+                   + "</ul>")
     else:
         out.append(f"<p class='ok'>{_e(none)}</p>")
 
@@ -748,7 +749,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
         (_t("corrections (gaps, tilt, ...)"), "; ".join(_fmt(c, t=_t) for c in inp.get("corrections") or [])
          or none),
         (_t("stacks skipped"), _fmt(skipped, t=_t) if skipped else none),
-        (_t("input warnings"), "; ".join(inp.get("warnings") or []) or none),
+        (_t("input warnings"), "; ".join(translate_message(w, lang) for w in inp.get("warnings") or []) or none),
     ], _t))
 
     out.append(_h2(_t("Segmentation")))

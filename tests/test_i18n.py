@@ -296,3 +296,11 @@ def test_chinese_report_pictures_have_no_tofu(zh_report):
                                                 "Droid Sans Fallback", "Noto Serif CJK"))
     for name in ("axial.png", "coronal.png", "sagittal.png", "3d_all.png", "3d_hip_left.png"):
         assert (zh_report / "pictures" / name).stat().st_size > 1000
+
+
+def test_warnings_are_translated_where_shown():
+    from printpipe.i18n import translate_message
+
+    assert translate_message("3 hole(s) filled with 12 faces", "zh") == "补了 3 个孔洞，新增 12 个面"
+    assert translate_message("3 hole(s) filled with 12 faces", "en") == "3 hole(s) filled with 12 faces"
+    assert translate_message("a warning no template knows", "zh") == "a warning no template knows"
