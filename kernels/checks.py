@@ -9,9 +9,10 @@
   each directed edge (a, b) must occur exactly once and its reverse (b, a) exactly once. That is
   the definition of a closed, edge-manifold (every edge in exactly two faces), consistently wound
   mesh. O(sum of squared vertex degrees), about 36 comparisons per vertex on a triangle mesh.
-* :func:`parse_3mf` -- vertices and triangles of every ``<object>`` of a 3MF model XML, straight
-  from the bytes (attribute values of ``<vertex x= y= z=>`` and ``<triangle v1= v2= v3=>``).
-* :func:`signed_volume` -- enclosed volume of a triangle soup (divergence theorem), float64 sums.
+* :func:`count_3mf`, :func:`parse_3mf` -- vertices and triangles of every ``<object>`` of a 3MF
+  model XML, straight from the bytes (attribute values of ``<vertex x= y= z=>`` and ``<triangle v1= v2= v3=>``).
+* :func:`soup_stats`, :func:`indexed_stats` -- bounds and enclosed volume (divergence theorem,
+  float64 sums) of a triangle soup or an indexed mesh.
 
 Kernels are plain loops (valid Python with ``NUMBA_DISABLE_JIT=1``) and never raise; the wrappers
 in ``printpipe/`` validate and talk.
@@ -22,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["slice_stats", "weld", "edge_check", "parse_3mf", "signed_volume", "warmup"]
+__all__ = ["slice_stats", "weld", "edge_check", "count_3mf", "parse_3mf", "soup_stats", "indexed_stats", "warmup"]
 
 
 @njit(cache=True, nogil=True)
@@ -153,9 +154,13 @@ def edge_check(faces, n_vertices, out):  # pragma: no cover - numba
                 out[2] += 1
 
 
+_POW10 = np.array([10.0 ** k for k in range(-30, 31)])
+
+
 @njit(cache=True, nogil=True)
 def _parse_number(buf, i, n):  # pragma: no cover - numba
-    """Parse a decimal number (sign, digits, point, exponent) at ``buf[i]``; return (value, end)."""
+    """Parse a decimal number (sign, digits, point, exponent) at ``buf[i]``; return (value, end).
+    NaN when there are no digits."""
     neg = False
     if i < n and (buf[i] == 45 or buf[i] == 43):  # - +
         neg = buf[i] == 45
@@ -189,7 +194,10 @@ def _parse_number(buf, i, n):  # pragma: no cover - numba
             i = j
     if digits == 0:
         return np.nan, i
-    value = mant * 10.0 ** scale if scale >= 0 else mant / 10.0 ** (-scale)
+    if -30 <= scale <= 30:
+        value = mant * _POW10[scale + 30] if scale >= 0 else mant / _POW10[30 - scale]
+    else:
+        value = mant * 10.0 ** scale
     return (-value if neg else value), i
 
 
@@ -204,14 +212,34 @@ def _match(buf, i, pat):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
+def count_3mf(buf, out):  # pragma: no cover - numba
+    """Count ``<vertex ``, ``<triangle `` and ``<object `` elements of a 3MF model XML into ``out``."""
+    p_vertex = np.array([60, 118, 101, 114, 116, 101, 120, 32], dtype=np.uint8)
+    p_tri = np.array([60, 116, 114, 105, 97, 110, 103, 108, 101, 32], dtype=np.uint8)
+    p_obj = np.array([60, 111, 98, 106, 101, 99, 116, 32], dtype=np.uint8)
+    out[0] = 0
+    out[1] = 0
+    out[2] = 0
+    for i in range(buf.shape[0]):
+        if buf[i] != 60:
+            continue
+        if _match(buf, i, p_vertex):
+            out[0] += 1
+        elif _match(buf, i, p_tri):
+            out[1] += 1
+        elif _match(buf, i, p_obj):
+            out[2] += 1
+
+
+@njit(cache=True, nogil=True)
 def parse_3mf(buf, verts, tris, obj_v, obj_t):  # pragma: no cover - numba
     """Read ``<vertex>`` (x, y, z) and ``<triangle>`` (v1, v2, v3) elements of a 3MF model XML.
 
     ``buf`` uint8 bytes; ``verts`` (>= nv, 3) float64 and ``tris`` (>= nt, 3) int64 are filled in
     document order; ``obj_v``/``obj_t`` (>= objects + 1) get the running vertex/triangle counts at
     each ``<object`` start and at the end. Returns (vertices, triangles, objects, errors), where
-    errors counts elements with a missing or malformed attribute; -1 counts mean the arrays were
-    too small.
+    errors counts elements with a missing or malformed attribute (their indices become -1); -1
+    counts mean the arrays were too small.
     """
     n = buf.shape[0]
     p_vertex = np.array([60, 118, 101, 114, 116, 101, 120, 32], dtype=np.uint8)  # "<vertex "
@@ -244,11 +272,13 @@ def parse_3mf(buf, verts, tris, obj_v, obj_t):  # pragma: no cover - numba
         else:
             i += 1
             continue
-        vals = np.full(3, np.nan)
+        a = np.nan
+        b = np.nan
+        c = np.nan
         # attributes up to the closing '>': name="value"
         while i < n and buf[i] != 62:
-            if buf[i] == 61 and i + 1 < n and (buf[i + 1] == 34 or buf[i + 1] == 39):  # ="
-                # attribute name: the letters just before '='
+            if buf[i] == 61 and i + 1 < n and (buf[i + 1] == 34 or buf[i + 1] == 39):  # =" or ='
+                # attribute name: the characters just before '='
                 j = i - 1
                 while j >= 0 and buf[j] != 32 and buf[j] != 9 and buf[j] != 10 and buf[j] != 13:
                     j -= 1
@@ -261,30 +291,37 @@ def parse_3mf(buf, verts, tris, obj_v, obj_t):  # pragma: no cover - numba
                     ch = buf[j + 2]
                     slot = 0 if ch == 49 else 1 if ch == 50 else 2 if ch == 51 else -1
                 value, end = _parse_number(buf, i + 2, n)
-                if slot >= 0:
-                    vals[slot] = value
+                if slot == 0:
+                    a = value
+                elif slot == 1:
+                    b = value
+                elif slot == 2:
+                    c = value
                 i = end
                 continue
             i += 1
-        ok = not (np.isnan(vals[0]) or np.isnan(vals[1]) or np.isnan(vals[2]))
+        ok = not (np.isnan(a) or np.isnan(b) or np.isnan(c))
         if kind == 1:
             if nv >= verts.shape[0]:
                 return -1, -1, -1, errors
             if not ok:
                 errors += 1
-            for q in range(3):
-                verts[nv, q] = vals[q]
+            verts[nv, 0] = a
+            verts[nv, 1] = b
+            verts[nv, 2] = c
             nv += 1
         else:
             if nt >= tris.shape[0]:
                 return -1, -1, -1, errors
-            if not ok:
-                errors += 1
-                for q in range(3):
-                    tris[nt, q] = -1
+            if ok:
+                tris[nt, 0] = np.int64(a)
+                tris[nt, 1] = np.int64(b)
+                tris[nt, 2] = np.int64(c)
             else:
-                for q in range(3):
-                    tris[nt, q] = np.int64(vals[q])
+                errors += 1
+                tris[nt, 0] = -1
+                tris[nt, 1] = -1
+                tris[nt, 2] = -1
             nt += 1
     obj_v[no] = nv
     obj_t[no] = nt
@@ -292,13 +329,50 @@ def parse_3mf(buf, verts, tris, obj_v, obj_t):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def signed_volume(v0, v1, v2):  # pragma: no cover - numba
-    """Sum of ``v0 . (v1 x v2) / 6`` over triangles given as three (n, 3) corner arrays (float64 sums)."""
+def soup_stats(corners, lo, hi):  # pragma: no cover - numba
+    """Enclosed volume (sum of ``v0 . (v1 x v2) / 6``, float64) of a triangle soup ``corners``
+    (n, 3, 3); its bounds go into ``lo``/``hi`` (NaN coordinates make them NaN)."""
+    for q in range(3):
+        lo[q] = np.inf
+        hi[q] = -np.inf
     total = 0.0
-    for i in range(v0.shape[0]):
-        ax, ay, az = np.float64(v0[i, 0]), np.float64(v0[i, 1]), np.float64(v0[i, 2])
-        bx, by, bz = np.float64(v1[i, 0]), np.float64(v1[i, 1]), np.float64(v1[i, 2])
-        cx, cy, cz = np.float64(v2[i, 0]), np.float64(v2[i, 1]), np.float64(v2[i, 2])
+    for i in range(corners.shape[0]):
+        for k in range(3):
+            for q in range(3):
+                x = np.float64(corners[i, k, q])
+                if not x >= lo[q]:
+                    lo[q] = x if not np.isnan(lo[q]) else lo[q]
+                if not x <= hi[q]:
+                    hi[q] = x if not np.isnan(hi[q]) else hi[q]
+        ax, ay, az = np.float64(corners[i, 0, 0]), np.float64(corners[i, 0, 1]), np.float64(corners[i, 0, 2])
+        bx, by, bz = np.float64(corners[i, 1, 0]), np.float64(corners[i, 1, 1]), np.float64(corners[i, 1, 2])
+        cx, cy, cz = np.float64(corners[i, 2, 0]), np.float64(corners[i, 2, 1]), np.float64(corners[i, 2, 2])
+        total += ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
+    return total / 6.0
+
+
+@njit(cache=True, nogil=True)
+def indexed_stats(verts, faces, lo, hi):  # pragma: no cover - numba
+    """:func:`soup_stats` of an indexed mesh, skipping faces with an index outside ``verts``."""
+    for q in range(3):
+        lo[q] = np.inf
+        hi[q] = -np.inf
+    nv = verts.shape[0]
+    total = 0.0
+    for i in range(faces.shape[0]):
+        a, b, c = faces[i, 0], faces[i, 1], faces[i, 2]
+        if a < 0 or b < 0 or c < 0 or a >= nv or b >= nv or c >= nv:
+            continue
+        for v in (a, b, c):
+            for q in range(3):
+                x = verts[v, q]
+                if not x >= lo[q]:
+                    lo[q] = x if not np.isnan(lo[q]) else lo[q]
+                if not x <= hi[q]:
+                    hi[q] = x if not np.isnan(hi[q]) else hi[q]
+        ax, ay, az = verts[a, 0], verts[a, 1], verts[a, 2]
+        bx, by, bz = verts[b, 0], verts[b, 1], verts[b, 2]
+        cx, cy, cz = verts[c, 0], verts[c, 1], verts[c, 2]
         total += ax * (by * cz - bz * cy) + ay * (bz * cx - bx * cz) + az * (bx * cy - by * cx)
     return total / 6.0
 
@@ -311,8 +385,11 @@ def warmup() -> None:
     ids = np.empty(12, dtype=np.int64)
     weld(np.ascontiguousarray(tri.reshape(-1, 3)).view(np.uint32), ids)
     edge_check(f, 4, np.zeros(4, dtype=np.int64))
-    signed_volume(tri[:, 0], tri[:, 1], tri[:, 2])
-    xml = b'<object id="1"><vertex x="1.5" y="-2" z="3e1"/><triangle v1="0" v2="0" v3="0"/>'
-    parse_3mf(np.frombuffer(xml, dtype=np.uint8), np.empty((1, 3)), np.empty((1, 3), np.int64),
-              np.zeros(2, np.int64), np.zeros(2, np.int64))
+    lo, hi = np.zeros(3), np.zeros(3)
+    soup_stats(tri, lo, hi)
+    indexed_stats(v.astype(np.float64), f, lo, hi)
+    xml = np.frombuffer(b'<object id="1"><vertex x="1.5" y="-2" z="3e1"/><triangle v1="0" v2="0" v3="0"/>',
+                        dtype=np.uint8)
+    count_3mf(xml, np.zeros(3, np.int64))
+    parse_3mf(xml, np.empty((1, 3)), np.empty((1, 3), np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64))
     slice_stats(np.zeros((1, 4, 4), dtype=np.int16), 1, np.zeros((1, 7), dtype=np.int64))

@@ -31,9 +31,11 @@ from printpipe.dicom import DicomConfig, read_series
 from printpipe.errors import InputError, SegmentationError
 from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
 from printpipe.labels import LabelsConfig
+from printpipe.plausibility import check_hu
 from printpipe.repair import RepairConfig, decimate, fidelity, repair
 from printpipe.segment import SegmentConfig, mirror_mesh, segment, surface_deviation
 from printpipe.surface import SurfaceConfig, mask_to_mesh
+from printpipe.verify import verify_outputs
 from printpipe.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,10 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         with stage("read"):
             volume = read_series(source, config.dicom, progress=progress)
         warnings += list(volume.meta.get("warnings", []))
+        with stage("check"):  # HU scale of a CT (headers and slices were checked while reading)
+            hu_warnings, hu_levels = check_hu(volume.hu, rescale=volume.meta.get("rescale"),
+                                              force=config.dicom.force)
+        warnings += hu_warnings
 
         if config.labels is not None:
             with stage("labels"):
@@ -247,6 +253,16 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             "warnings": list(dict.fromkeys(warnings)),
             "timings_s": timings,
         }
+        manifest["input"]["hu_levels"] = _jsonable(hu_levels)
+        manifest["input"]["warnings"] = list(dict.fromkeys(manifest["input"]["warnings"] + hu_warnings))
+
+        with stage("verify"):  # read every STL/3MF back: "ok" only when the files hold what we say
+            verified = verify_outputs(
+                staging, manifest["parts"], model_parts=list(export_parts),
+                translation=None if frame_transform is None else frame_transform[:3, 3])
+        for entry in manifest["parts"]:
+            entry["watertight"] = bool(verified["watertight"].get(entry["name"], entry["watertight"]))
+        manifest["verification"] = _jsonable(verified)
 
         if config.report:
             with stage("report"):
