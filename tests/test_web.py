@@ -273,3 +273,29 @@ def test_serve_refuses_a_public_address_without_the_flag(tmp_path):
 
     with pytest.raises(InputError, match="--allow-remote"):
         serve("0.0.0.0", 8765, tmp_path)
+
+
+def test_worker_records_a_failed_case_as_one_translated_line(tmp_path):
+    from printpipe.web.worker import run_job
+
+    store = JobStore(tmp_path)
+    job_id = store.new_id()
+    _zip(store.job_dir(job_id).parent.parent / "x.zip", {})  # make the jobs/ folder
+    store.job_dir(job_id).mkdir(parents=True)
+    _zip(store.job_dir(job_id) / "input.zip", {f"{PATIENT}/notes.txt": b"no DICOM here\n" * 20})
+    store.add(job_id, {**validate_options(_form()), "lang": "en"}, "zip")
+    run_job(store, store.claim_next())
+    job = store.get(job_id)
+    assert job.status == "failed" and job.error_type == "InputError"
+    assert "\n" not in job.error and PATIENT not in job.error and str(tmp_path) not in job.error
+    assert not (store.job_dir(job_id) / "input.zip").exists()  # the CT is removed once the job ends
+    assert not (store.job_dir(job_id) / "out").exists()
+
+
+def test_error_lines_lose_server_paths_and_upload_names(tmp_path):
+    from printpipe.web.worker import _scrub
+
+    _zip(tmp_path / "input.zip", {f"{PATIENT}/IM0001.dcm": b"x"})
+    text = _scrub(f"cannot read {tmp_path}/input.zip member {PATIENT}/IM0001.dcm:\n  bad header", tmp_path)
+    assert PATIENT not in text and str(tmp_path) not in text and "\n" not in text
+    assert text == "cannot read the upload member <file>/<file>: bad header"

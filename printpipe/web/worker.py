@@ -207,10 +207,26 @@ def summarize(manifest: dict, out: Path) -> dict:
 
 
 def _scrub(message: str, jdir: Path) -> str:
-    """One line, without the job's folder (the page's reader does not need server paths)."""
+    """One line, without server paths and without any file or folder name from the upload.
+
+    Names inside a zip are often a patient's name (hospital exports name folders after the
+    patient); an error from the DICOM reader may quote one, so every path component of the archive
+    is replaced by ``<file>`` before the message is stored.
+    """
     text = " ".join(str(message).split())
     for p in (str(jdir / "input.zip"), str(jdir / "input"), str(jdir / "out"), str(jdir)):
         text = text.replace(p, "the upload")
+    names: set[str] = set()
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(jdir / "input.zip") as zf:
+            for name in zf.namelist():
+                names.update(c for c in name.replace("\\", "/").split("/") if len(c) >= 3)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        pass
+    for name in sorted(names, key=len, reverse=True):
+        text = text.replace(name, "<file>")
     return text[:600]
 
 
