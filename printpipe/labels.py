@@ -98,6 +98,7 @@ _BONES = {
 _SIDED = {"femur", "hip"}
 #: tokens that mark an automatic contour (deep learning, model-based ...): a manual one is preferred
 _AUTO = {"dl", "mbs", "ai", "auto", "ts", "pred", "prediction", "model", "atlas", "totalseg"}
+_OWN = re.compile(r"^(?:bone|fragment)(?:_\d+)?$", re.IGNORECASE)
 _VERTEBRA = re.compile(r"^(?:vertebrae?_)?([ctls])(\d{1,2})$", re.IGNORECASE)
 
 
@@ -164,6 +165,8 @@ def part_name(name: str) -> str | None:
     ['hip_left', 'femur_left', 'femur_right', 'spine', 'sacrum', 'femur_left', None, None]
     """
     text = str(name).strip()
+    if _OWN.match(text):
+        return text.lower()          # printpipe's own names for unnamed pieces (a round trip keeps them)
     m = _VERTEBRA.match(text)
     if m:
         return "sacrum" if m.group(1).lower() == "s" else "spine"
