@@ -50,3 +50,15 @@ def _split_pelvis(labels: np.ndarray, names: dict[int, str], vol: Volume, plane:
     names[new_right] = "hip_right"
     return labels, names
 
+
+
+def join_hips(labels: np.ndarray, names: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
+    """``hip_left`` and ``hip_right`` as one part, ``pelvis`` (in place)."""
+    inv = {v: k for k, v in names.items()}
+    if "hip_left" not in inv or "hip_right" not in inv:
+        return labels, names
+    a, b = inv["hip_left"], inv["hip_right"]
+    labels[labels == b] = a
+    names = {k: v for k, v in names.items() if k != b}
+    names[a] = "pelvis"
+    return labels, names

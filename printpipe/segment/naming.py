@@ -158,3 +158,153 @@ def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[
                      "bbox_lps": [round(float(v), 1) for v in np.minimum(lo, hi).tolist() + np.maximum(lo, hi).tolist()]}
     return out
 
+
+
+def _relabel(regions: np.ndarray, name_of: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
+    """uint8 labels from region ids and their names (regions without a name become 0)."""
+    order = ["pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine"]
+
+    def key(n: str) -> tuple[int, int]:
+        if n in order:
+            return order.index(n), 0
+        base, _, num = n.rpartition("_")
+        return len(order) + (0 if base == "bone" else 1), int(num) if num.isdigit() else 0
+
+    uniq = sorted(set(name_of.values()), key=key)
+    if len(uniq) > 250:
+        raise SegmentationError(f"{len(uniq)} parts found, more than a uint8 label image holds; raise --min-island")
+    label_of = {n: i + 1 for i, n in enumerate(uniq)}
+    lut = np.zeros(int(regions.max()) + 1, np.uint8)
+    for rid, n in name_of.items():
+        lut[rid] = label_of[n]
+    return lut[regions], {v: k for k, v in label_of.items()}
+
+
+def _region_sizes(regions: np.ndarray) -> dict[int, int]:
+    counts = np.bincount(regions.ravel())
+    return {int(i): int(c) for i, c in enumerate(counts) if i and c}
+
+
+def name_seeded(regions: np.ndarray, vol: Volume, min_vox: int) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
+    """Regions grown from anatomical markers carry their marker's name; the rest, bone not
+    connected to the pelvic skeleton (ribs, arms, bowel contrast that reached bone HU), are
+    ``other_N`` by size."""
+    from printpipe.segment.anatomy import NAMES
+
+    sizes = _region_sizes(regions)
+    name_of = {rid: NAMES[rid] for rid in sizes if rid in NAMES and sizes[rid] >= min_vox}
+    rest = sorted((rid for rid in sizes if rid not in NAMES and sizes[rid] >= min_vox), key=lambda r: -sizes[r])
+    for i, rid in enumerate(rest, 1):
+        name_of[rid] = f"other_{i}"
+    labels, names = _relabel(regions, name_of)
+    vox = float(np.prod(vol.spacing)) / 1000.0
+    info = {"method": "anatomical markers", "parts": {n: round(sizes[r] * vox, 1) for r, n in name_of.items()}}
+    return labels, names, info
+
+
+def name_unseparated(regions: np.ndarray, vol: Volume, min_vox: int) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
+    """Without landmarks no anatomical name is safe: the parts are ``bone_N`` by size."""
+    sizes = _region_sizes(regions)
+    keep = sorted((r for r in sizes if sizes[r] >= min_vox), key=lambda r: -sizes[r])
+    name_of = {rid: f"bone_{i}" for i, rid in enumerate(keep, 1)}
+    if not name_of:
+        raise SegmentationError("no bone region large enough after separation; lower --min-island or --hu")
+    labels, names = _relabel(regions, name_of)
+    return labels, names, {"method": "by size (no anatomical landmarks)", "parts": len(names)}
+
+
+#: Anatomical ranges a named part must fall in (adults; generous, so a normal pelvis always passes
+#: and a fused or mislabelled one does not). Volumes are of solid parts (cortex and marrow):
+#: hemipelvis ~150-450 cm^3, sacrum ~100-350 cm^3 with the coccyx, proximal femur as far as the scan
+#: reaches (the head and neck alone ~100 cm^3) (Dice-validated CT segmentations, e.g. TotalSegmentator
+#: and the Pelvic Reference Data labels, and anatomy texts).
+CHECKS = {
+    "hip": {"volume_cm3": (60.0, 900.0), "height_mm": (90.0, 320.0), "width_mm": (60.0, 240.0)},
+    "sacrum": {"volume_cm3": (30.0, 600.0), "width_mm": (50.0, 180.0), "midline_mm": 30.0},
+    "femur": {"volume_cm3": (40.0, 1500.0), "head_share": 0.7},
+    "pelvis": {"volume_cm3": (120.0, 1800.0), "width_mm": (160.0, 420.0)},
+}
+#: left and right of a pair (hip bones; femurs cut by the same slices) differ by at most this ratio
+LR_RATIO = 1.5
+
+
+def _stats(labels: np.ndarray, lab: int, vol: Volume) -> dict[str, Any]:
+    sl = ndi.find_objects((labels == lab).view(np.uint8))[0]
+    idx = np.argwhere(labels[sl] == lab)
+    sub = idx[:: max(1, len(idx) // 50_000)] + [s.start for s in sl]
+    p = vol.index_to_patient(sub.astype(float))
+    return {"n": len(idx), "cm3": len(idx) * float(np.prod(vol.spacing)) / 1000.0, "c": p.mean(axis=0),
+            "lo": p.min(axis=0), "hi": p.max(axis=0)}
+
+
+def _in(v: float, rng: tuple[float, float]) -> bool:
+    return rng[0] <= v <= rng[1]
+
+
+def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: Volume, heads: dict,
+               mid_x: float | None) -> list[str]:
+    """The checks ``name`` fails (empty when it passes)."""
+    fails = []
+    kind = name.split("_")[0]
+    rule = CHECKS.get(kind, {})
+    if "volume_cm3" in rule and not _in(s["cm3"], rule["volume_cm3"]):
+        fails.append(f"volume {s['cm3']:.0f} cm^3 outside {rule['volume_cm3'][0]:g}-{rule['volume_cm3'][1]:g}")
+    ext = s["hi"] - s["lo"]
+    if "height_mm" in rule and not _in(ext[2], rule["height_mm"]):
+        fails.append(f"height {ext[2]:.0f} mm outside {rule['height_mm'][0]:g}-{rule['height_mm'][1]:g}")
+    if "width_mm" in rule and not _in(ext[0], rule["width_mm"]):
+        fails.append(f"width {ext[0]:.0f} mm outside {rule['width_mm'][0]:g}-{rule['width_mm'][1]:g}")
+    side = name.rsplit("_", 1)[-1]
+    if mid_x is not None and side in ("left", "right"):
+        # LPS: +x is the patient's left
+        if (s["c"][0] - mid_x) * (1 if side == "left" else -1) < 10.0:
+            fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm from the midline is not on the {side}")
+    if kind == "sacrum" and mid_x is not None and abs(s["c"][0] - mid_x) > rule["midline_mm"]:
+        fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm off the midline")
+    if kind == "femur" and side in heads:
+        h = heads[side]
+        k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
+        r = [max(1, int(0.5 * h.radius_mm / sp)) for sp in vol.spacing]
+        box = tuple(slice(max(a - b, 0), a + b + 1) for a, b in zip(k, r))
+        share = float(np.mean(labels[box] == lab)) if labels[box].size else 0.0
+        if share < rule["head_share"]:
+            fails.append(f"holds {share:.0%} of its femoral head's core (needs {rule['head_share']:.0%})")
+    return fails
+
+
+def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: dict, warnings: list[str]
+                ) -> tuple[dict[int, str], dict[str, Any]]:
+    """Keep a name only when the part passes its anatomical checks; a part that fails becomes
+    ``bone_N`` and the failed checks go to the warnings. Returns the names and the record."""
+    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)).tolist())
+    names = {k: v for k, v in names.items() if k in present}
+    mid_x = float((heads["left"].center[0] + heads["right"].center[0]) / 2) if heads else None
+    stats = {lab: _stats(labels, lab, vol) for lab, n in names.items()
+             if n.split("_")[0] in CHECKS}
+    record: dict[str, Any] = {}
+    failed: dict[int, list[str]] = {}
+    for lab, s in stats.items():
+        fails = _check_one(names[lab], s, labels, lab, vol, heads, mid_x)
+        if fails:
+            failed[lab] = fails
+    inv = {v: k for k, v in names.items()}
+    for kind in ("hip", "femur"):
+        a, b = inv.get(f"{kind}_left"), inv.get(f"{kind}_right")
+        if a in stats and b in stats and a not in failed and b not in failed:
+            ratio = max(stats[a]["cm3"], stats[b]["cm3"]) / max(min(stats[a]["cm3"], stats[b]["cm3"]), 1e-9)
+            record[f"{kind}_left_right_ratio"] = round(ratio, 2)
+            if ratio > LR_RATIO:
+                for lab in (a, b):
+                    failed[lab] = [f"left/right volumes differ {ratio:.2f}x (more than {LR_RATIO:g}x)"]
+    n_bone = sum(1 for v in names.values() if v.startswith("bone_"))
+    for lab, fails in sorted(failed.items()):
+        n_bone += 1
+        old = names[lab]
+        names[lab] = f"bone_{n_bone}"
+        warnings.append(f"part that looked like {old} failed its anatomical checks ({'; '.join(fails)}): "
+                        f"exported as bone_{n_bone}; check it before printing")
+        record[old] = {"passed": False, "renamed": f"bone_{n_bone}", "failed": fails}
+    for lab, s in stats.items():
+        if lab not in failed:
+            record[names[lab]] = {"passed": True, "volume_cm3": round(s["cm3"], 1)}
+    return names, record

@@ -64,3 +64,31 @@ def _cavities(bone: np.ndarray, z_open: tuple[bool, bool]) -> np.ndarray:
     cav = inner[bg]
     return cav
 
+
+
+def bone_mask(vol: Volume, low: float, high: float, body: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """Voxels in [low, high] HU, inside ``body`` when given; returns the mask and the number of
+    bone-dense voxels outside the body (couch, cables, markers)."""
+    bone = vol.hu >= low
+    if high < 32767:
+        bone &= vol.hu <= high
+    outside = 0
+    if body is not None:
+        outside = int(np.count_nonzero(bone & ~body))
+        bone &= body
+    return bone, outside
+
+
+def drop_islands(bone: np.ndarray, min_vox: int) -> tuple[np.ndarray, int, int]:
+    """Keep the 26-connected components of at least ``min_vox`` voxels; returns the mask, the
+    number of components dropped and their voxels."""
+    import cc3d
+
+    comp, n_comp = cc3d.connected_components(bone, connectivity=26, return_N=True)
+    counts = np.bincount(comp.ravel(), minlength=n_comp + 1)
+    counts[0] = 0
+    small = counts < max(min_vox, 1)
+    small[0] = False
+    keep = ~small
+    keep[0] = False
+    return keep[comp], int(small[1:].sum()), int(counts[small].sum())

@@ -1,0 +1,172 @@
+"""Separation seeded by anatomy: one marker per bone, placed from the femoral heads, then a
+watershed that follows the joint spaces.
+
+With both femoral heads found (:mod:`printpipe.segment.heads`), every bone of the pelvic region
+gets one marker from anatomy alone, in millimetres of the patient frame:
+
+* ``femur_left``/``femur_right``: the ball inside the head's joint space, and the bone lateral to
+  and below the head's centre (greater trochanter, shaft), where no part of the hip bone lies;
+* ``hip_left``/``hip_right``: the acetabular roof, the bone just outside the joint space above the
+  head's centre;
+* ``sacrum``: bone on the mid-sagittal plane between the heads, posterior to them and 30-90 mm
+  above them (S2-S4; the promontory is ~100 mm above the heads, the symphysis below them).
+
+The hip joint is cut along the fitted sphere (the shell at the joint space's radius, except
+where the neck leaves the head); the other joints (sacroiliac, symphysis, lumbosacral) are
+carved where a thin dark layer lies between two bright plates (``valley_map``). A marker
+watershed on the distance to the carved surface then settles every other voxel, with its
+borders at the carved joints and the narrow necks of bony bridges. Bone not connected to a
+marker is not part of the pelvis and is labelled separately.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from printpipe.segment.heads import HeadSphere
+from printpipe.volume import Volume
+
+log = logging.getLogger(__name__)
+
+#: marker labels
+FEMUR = {"left": 1, "right": 2}
+HIP = {"left": 3, "right": 4}
+SACRUM = 5
+NAMES = {1: "femur_left", 2: "femur_right", 3: "hip_left", 4: "hip_right", 5: "sacrum"}
+
+#: the femoral marker: the ball this far (mm) inside the joint space ...
+_HEAD_INSET_MM = 2.0
+#: ... and bone at least this far lateral of and below the head's centre (mm)
+_SHAFT_LATERAL_MM = 20.0
+_SHAFT_BELOW_MM = 20.0
+#: the acetabular marker: bone between these distances (mm) outside the joint space, in the
+#: directions more than 35 deg above the head's equator
+_ROOF_MM = (2.0, 14.0)
+_ROOF_SIN = 0.57
+#: the sacral marker: within this distance (mm) of the mid-sagittal plane, this high above the
+#: heads' centres (mm), and at least this far posterior of them (mm)
+_SACRUM_HALF_MM = 15.0
+_SACRUM_Z_MM = (30.0, 90.0)
+_SACRUM_POSTERIOR_MM = 10.0
+#: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
+#: open within this angle (deg) of the neck's axis
+_SHELL_MM = 1.0
+_NECK_HALF_DEG = 40.0
+
+
+def _coords(vol: Volume, sl: tuple[slice, slice, slice]) -> np.ndarray:
+    """LPS coordinates (mm) of the voxel centres of the box ``sl``: an (nz, ny, nx, 3) float32 array."""
+    k = np.arange(sl[0].start, sl[0].stop)
+    j = np.arange(sl[1].start, sl[1].stop)
+    i = np.arange(sl[2].start, sl[2].stop)
+    a = vol.affine
+    out = (a[:3, 3].astype(np.float32)
+           + (k[:, None, None, None] * a[:3, 0]).astype(np.float32)
+           + (j[None, :, None, None] * a[:3, 1]).astype(np.float32)
+           + (i[None, None, :, None] * a[:3, 2]).astype(np.float32))
+    return out
+
+
+def _box(vol: Volume, center: np.ndarray, radius: float) -> tuple[slice, slice, slice]:
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for dx in (-radius, radius):
+        for dy in (-radius, radius):
+            for dz in (-radius, radius):
+                k = vol.patient_to_index(np.array([center + [dx, dy, dz]]))[0]
+                lo = np.minimum(lo, k)
+                hi = np.maximum(hi, k)
+    lo = np.clip(np.floor(lo).astype(int), 0, vol.shape)
+    hi = np.clip(np.ceil(hi).astype(int) + 1, 0, vol.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Anatomical markers (uint8, labels of :data:`NAMES`) and the hip-joint cut (bool) on ``vol``."""
+    mk = np.zeros(bone.shape, np.uint8)
+    cut = np.zeros(bone.shape, bool)
+    cl, cr = heads["left"].center, heads["right"].center
+    mid = (cl + cr) / 2
+    lat = (cl - cr) / np.linalg.norm(cl - cr)  # towards the patient's left
+    info: dict[str, Any] = {}
+    shell = max(_SHELL_MM, float(min(vol.spacing)))
+    for side, h in heads.items():
+        out = 1.0 if side == "left" else -1.0
+        reach = h.joint_mm + max(_ROOF_MM[1], 60.0)
+        sl = _box(vol, h.center, reach)
+        p = _coords(vol, sl) - h.center.astype(np.float32)
+        d = np.sqrt((p ** 2).sum(-1))
+        b = bone[sl]
+        m = mk[sl]
+        # neck axis: from the centre towards the femur's bone lateral of and below the head
+        lateral = (p @ lat.astype(np.float32)) * out
+        below = -p[..., 2]
+        shaft = b & (lateral > _SHAFT_LATERAL_MM) & (below > _SHAFT_BELOW_MM)
+        near = b & (d > h.joint_mm + 3) & (d < h.joint_mm + 20) & (lateral > 0) & (p[..., 2] < 0.3 * d)
+        axis = p[near].mean(axis=0) if near.any() else np.array([out * lat[0], out * lat[1], -1.0])
+        axis = axis / max(np.linalg.norm(axis), 1e-9)
+        cosang = (p @ axis.astype(np.float32)) / np.maximum(d, 1e-6)
+        in_neck = cosang > np.cos(np.deg2rad(_NECK_HALF_DEG))
+        head_ball = b & (d < h.joint_mm - _HEAD_INSET_MM)
+        roof = b & (d > h.joint_mm + _ROOF_MM[0]) & (d < h.joint_mm + _ROOF_MM[1]) & (p[..., 2] > _ROOF_SIN * d) & ~in_neck
+        cut[sl] |= b & (np.abs(d - h.joint_mm) <= shell / 2 + 0.5) & ~in_neck
+        m[shaft | head_ball] = FEMUR[side]
+        m[roof] = HIP[side]
+        info[side] = {"neck_axis": [round(float(v), 2) for v in axis], "head_marker_voxels": int(head_ball.sum()),
+                      "shaft_marker_voxels": int(shaft.sum()), "roof_marker_voxels": int(roof.sum())}
+    # sacrum: on the mid-sagittal plane, above and behind the heads
+    span = max(_SACRUM_Z_MM[1], 120.0)
+    sl = _box(vol, mid + np.array([0.0, 0.0, span / 2]), span)
+    p = _coords(vol, sl) - mid.astype(np.float32)
+    off = p @ lat.astype(np.float32)
+    sac = (bone[sl] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0]) & (p[..., 2] < _SACRUM_Z_MM[1])
+           & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[sl] == 0))
+    mk[sl][sac] = SACRUM
+    info["sacrum_marker_voxels"] = int(sac.sum())
+    return mk, cut, info
+
+
+def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float], mk: np.ndarray, cut: np.ndarray
+          ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Grow the markers through the bone: joint spaces carved (``valley_map`` and the hip-joint
+    ``cut``), a marker watershed on the distance to the carved surface, then the carved voxels
+    given to the nearest part. Bone no marker reaches keeps its own components, numbered after
+    the markers. Returns int32 regions, the joint-space map (bool) and a record."""
+    import cc3d
+    import edt
+
+    from printpipe.kernels.segment import flood as _flood
+    from printpipe.kernels.segment import grow_labels, neighbour_dirs, valley_map
+    from printpipe.segment import separate as sep
+    from printpipe.segment._util import _threads
+
+    sp = np.asarray(spacing, dtype=float)
+    dirs = neighbour_dirs()
+    steps = np.array([max(1, int(round(sep._JOINT_RAY_MM / float(np.linalg.norm(d * sp))))) for d in dirs],
+                     dtype=np.int64)
+    valley = valley_map(hu, bone, dirs, steps, sep._VALLEY_CAP, sep._VALLEY_BRIGHT, sep._VALLEY_DELTA).view(bool)
+    joint = valley | (cut & bone)
+    carved = bone & ~joint
+    dist = np.asarray(edt.edt(carved, anisotropy=tuple(map(float, sp)), parallel=_threads()), dtype=np.float32)
+    dist *= 1.0 / sep._FLOOD_STEP_MM
+    np.minimum(dist, 65000, out=dist)
+    level = dist.astype(np.uint16)
+    del dist
+    markers = np.where(carved, mk, 0).astype(np.int32)
+    present = sorted(int(v) for v in np.unique(mk) if v)
+    regions = _flood(markers, level, carved)
+    del level
+    regions = grow_labels(regions, bone)
+    rest = bone & (regions == 0)
+    n_rest = 0
+    if rest.any():
+        comp, n_rest = cc3d.connected_components(rest, connectivity=26, return_N=True)
+        regions[rest] = comp[rest].astype(np.int32) + max(NAMES)
+    info = {"method": "anatomical markers (femoral heads, acetabular roofs, sacrum) + watershed on the distance "
+                      "to the carved joint spaces; hip joints cut on the fitted head spheres",
+            "markers_present": [NAMES[v] for v in present], "joint_space_voxels": int(joint.sum()),
+            "unmarked_components": int(n_rest)}
+    return regions, joint, info
