@@ -55,6 +55,7 @@ i18n: install
 	    --project=printpipe --copyright-holder="printpipe developers" -o $(LOCALE)/printpipe.pot .
 	for l in zh en; do \
 	    if [ -f $(LOCALE)/$$l/LC_MESSAGES/printpipe.po ]; then \
+	        $(PY) scripts/i18n_catalogs.py carry $$l || exit 1; \
 	        $(PYBABEL) -q update --no-fuzzy-matching --ignore-obsolete --width=100 -D printpipe -l $$l \
 	            -i $(LOCALE)/printpipe.pot -d $(LOCALE) || exit 1; \
 	    else \

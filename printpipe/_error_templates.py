@@ -111,6 +111,8 @@ TEMPLATES = (
     # printpipe/evaluate.py
     N_("the CT's slice axis is not perpendicular to patient x; left/right splitting by column needs an axial (or tilted about x) series"),
     # printpipe/evaluate.py
+    N_("the segmentation is not a crop of this volume's grid; segment this volume"),
+    # printpipe/evaluate.py
     N_('{outdir} holds no manifest.json; give the output folder of a finished run'),
     # printpipe/evaluate.py
     N_('the parts in {outdir} are in the {frame} frame; run with --frame patient so they line up with the CT'),
@@ -264,18 +266,6 @@ TEMPLATES = (
     N_('manifest is missing required keys {missing}; this is a printpipe bug'),
     # printpipe/segment/__init__.py
     N_('segment needs a printpipe Volume; got {type_volume_name}'),
-    # printpipe/segment/__init__.py
-    N_('--region pelvis: could not find the pelvis (no slices with bone at the midline and on both sides); kept the whole volume'),
-    # printpipe/segment/__init__.py
-    N_('metal above {config_metal_hu} HU ({m_volume_mm3} mm^3) at LPS ({x}, {y}, {z}) mm, slice {m_slice}: streak artefacts may threshold into fake bone near it; check that region'),
-    # printpipe/segment/__init__.py
-    N_('no bone found between {low} and {high} HU inside the body{and_the_crop_box_if_config_roi_mm_or_con}; check the series or lower --hu'),
-    # printpipe/segment/__init__.py
-    N_('no bone component of at least {config_min_island_mm3} mm^3 between {low} and {high} HU; check the series, lower --hu or --min-island'),
-    # printpipe/segment/__init__.py
-    N_('mid-sagittal plane not fitted: {exc}'),
-    # printpipe/segment/__init__.py
-    N_('requested part(s) {join_missing} not found; found {join_names_values}'),
     # printpipe/segment/body.py
     N_('roi_mm {list_roi} does not overlap the volume (LPS extent {extent_str_volume}); check --roi'),
     # printpipe/segment/config.py
@@ -339,7 +329,23 @@ TEMPLATES = (
     # printpipe/segment/naming.py
     N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),
     # printpipe/segment/naming.py
+    N_('part that looked like {old} failed its anatomical checks ({join_fails}): exported as bone_{n_bone}; check it before printing'),
+    # printpipe/segment/naming.py
     N_('no bone region large enough after separation; lower --min-island or --hu'),
+    # printpipe/segment/steps.py
+    N_('metal above {cfg_metal_hu} HU ({m_volume_mm3} mm^3) at LPS ({x}, {y}, {z}) mm, slice {m_slice}: streak artefacts may threshold into fake bone near it; check that region'),
+    # printpipe/segment/steps.py
+    N_('no bone found between {low} and {high} HU inside the body{and_the_crop_box_if_cfg_roi_mm_or_cfg_re}; check the series or lower --hu'),
+    # printpipe/segment/steps.py
+    N_('no bone component of at least {cfg_min_island_mm3} mm^3 between {low} and {high} HU; check the series, lower --hu or --min-island'),
+    # printpipe/segment/steps.py
+    N_('femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm apart): parts separated without anatomical landmarks are named bone_N; check the field of view covers both hip joints'),
+    # printpipe/segment/steps.py
+    N_('requested part(s) {join_missing} not found; found {join_st_names_values}'),
+    # printpipe/segment/steps.py
+    N_('mid-sagittal plane not fitted: {exc}'),
+    # printpipe/segment/steps.py
+    N_('--region pelvis: could not find the pelvis (no slices with bone at the midline and on both sides); kept the whole volume'),
     # printpipe/slicing/__init__.py
     N_('slice_parts got no parts to slice; pass a dict of name -> mesh'),
     # printpipe/slicing/__init__.py
@@ -460,6 +466,56 @@ TEMPLATES = (
     N_('retract_mm of material {name} is {retract}; expected 0-15 mm'),
     # printpipe/slicing/printers.py
     N_('retract_speed_mm_s of material {name} is {retract_speed}; expected 0-200 mm/s'),
+    # printpipe/slicing/profile_import.py
+    N_('profile file {str_path} does not exist; give the path of a PrusaSlicer .ini or a Cura .def.json file'),
+    # printpipe/slicing/profile_import.py
+    N_('cannot read {path_name} ({exc}); export the profile again as UTF-8 text'),
+    # printpipe/slicing/profile_import.py
+    N_('{path_name} is neither a PrusaSlicer .ini nor a Cura .def.json file; export the printer profile from the slicer and import that'),
+    # printpipe/slicing/profile_import.py
+    N_('--id {profile_id} is not a usable profile id; use lower-case letters, digits and - (e.g. ward3-ender3)'),
+    # printpipe/slicing/profile_import.py
+    N_('--out {str_target} should be a folder or end in .toml'),
+    # printpipe/slicing/profile_import.py
+    N_('{target_stem} is the id of a built-in printer; choose another with --id'),
+    # printpipe/slicing/profile_import.py
+    N_('{str_target} already exists; pass --force to replace it or --id to import under another name'),
+    # printpipe/slicing/profile_import.py
+    N_('{str_mat_target} already exists; pass --force to replace it'),
+    # printpipe/slicing/profile_import.py
+    N_("{src} line {n} is not 'key = value' ({line_40}); is this a PrusaSlicer .ini export?"),
+    # printpipe/slicing/profile_import.py
+    N_('{kind} preset {name} of {src} inherits from itself through {parent}; fix the inherits chain'),
+    # printpipe/slicing/profile_import.py
+    N_('{src} has no {kind} preset {wanted}; choose one of {join_concrete_or_none}'),
+    # printpipe/slicing/profile_import.py
+    N_('{src} holds no printer preset; export the printer profile from PrusaSlicer (File > Export > Export Config) and import that'),
+    # printpipe/slicing/profile_import.py
+    N_('{src} holds {len_concrete} {kind} presets; choose one with {opt} NAME ({shown})'),
+    # printpipe/slicing/profile_import.py
+    N_('{src} has no bed_shape and no [printer:...] section; export the printer profile from PrusaSlicer (File > Export > Export Config)'),
+    # printpipe/slicing/profile_import.py
+    N_('{where} of {src} has no bed_shape; add it (e.g. bed_shape = 0x0,220x0,220x220,0x220)'),
+    # printpipe/slicing/profile_import.py
+    N_('bed_shape {shape} of {src} is not a list of XxY points'),
+    # printpipe/slicing/profile_import.py
+    N_('bed_shape {shape} of {src} is not a rectangle; printpipe supports rectangular beds only (round delta beds are not supported)'),
+    # printpipe/slicing/profile_import.py
+    N_('bed_shape {shape} of {src} starts at ({x0}, {y0}); printpipe needs the origin at the front-left corner or the centre of the bed'),
+    # printpipe/slicing/profile_import.py
+    N_("{where} of {src} has no max_print_height; add the printer's build height in mm"),
+    # printpipe/slicing/profile_import.py
+    N_('gcode_flavor {flavor} of {src} is not supported; printpipe writes G-code for Marlin, Marlin 2, Klipper and RepRapFirmware'),
+    # printpipe/slicing/profile_import.py
+    N_('{path_name} is not a readable Cura definition ({exc}); export it again'),
+    # printpipe/slicing/profile_import.py
+    N_("{path_name} has neither 'overrides' nor 'settings'; is it a Cura .def.json printer definition?"),
+    # printpipe/slicing/profile_import.py
+    N_("{path_name} inherits from itself through {parent}; fix 'inherits'"),
+    # printpipe/slicing/profile_import.py
+    N_('{src} has no {key}; add it under "overrides" (the bed size in mm)'),
+    # printpipe/slicing/profile_import.py
+    N_('machine_gcode_flavor {flavor} of {src} is not supported; printpipe writes G-code for Marlin ("RepRap (Marlin/Sprinter)") and RepRapFirmware'),
     # printpipe/slicing/thumbnail.py
     N_('thumbnail: line {line_no} ends a thumbnail that never began; slice the file again'),
     # printpipe/slicing/thumbnail.py

@@ -22,7 +22,7 @@ from functools import lru_cache
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CjkFont", "cjk_font", "mpl_rc", "pil_font", "CJK_FAMILIES"]
+__all__ = ["CjkFont", "cjk_font", "mpl_rc", "mpl_families", "pil_font", "CJK_FAMILIES"]
 
 #: families tried in order; SC (Simplified Chinese) faces first, since glyph shapes differ between
 #: the Chinese, Japanese and Korean forms of the same character (骨 among them)
@@ -103,6 +103,16 @@ def mpl_rc(lang: str) -> dict:
         return {}
     return {"font.family": "sans-serif", "font.sans-serif": [font.family, "DejaVu Sans"],
             "axes.unicode_minus": False}
+
+
+def mpl_families(lang: str) -> list[str] | None:
+    """An explicit font family list for one matplotlib text in ``lang`` (``fontfamily=``), or None.
+
+    For code that cannot wrap its drawing in :func:`mpl_rc`'s context: named families are resolved
+    when the figure is drawn, whatever the rcParams are then.
+    """
+    rc = mpl_rc(lang)
+    return list(rc["font.sans-serif"]) if rc else None
 
 
 @lru_cache(maxsize=8)

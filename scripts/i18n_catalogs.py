@@ -1,5 +1,9 @@
 """Helpers for ``make i18n`` that pybabel lacks.
 
+``python scripts/i18n_catalogs.py carry LANG``
+    Before ``pybabel update``: a new message whose text equals a translated one except for the
+    names of its ``{fields}`` (a variable renamed at a raise site: ``{config_min_island_mm3}`` ->
+    ``{cfg_min_island_mm3}``) gets that translation with the fields renamed, instead of none.
 ``python scripts/i18n_catalogs.py fill-en``
     English is printpipe's source language: every empty msgstr of the ``en`` catalog becomes its
     msgid (a message with a deliberate English wording keeps the one it has).
@@ -13,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -42,6 +47,37 @@ def _empty(msg) -> bool:
     if isinstance(msg.string, (tuple, list)):
         return not all(msg.string)
     return not msg.string
+
+
+FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def carry(lang: str) -> int:
+    with (LOCALE / "printpipe.pot").open("rb") as fh:
+        template = read_po(fh)
+    cat = _load(lang)
+    have = {(m.context, m.id): m for m in cat if isinstance(m.id, str) and m.id and m.string and not m.fuzzy}
+    by_skeleton: dict = {}
+    for m in have.values():
+        by_skeleton.setdefault((m.context, FIELD.sub("{}", m.id)), []).append(m)
+    n = 0
+    for msg in template:
+        if not isinstance(msg.id, str) or not msg.id or (msg.context, msg.id) in have:
+            continue
+        found = by_skeleton.get((msg.context, FIELD.sub("{}", msg.id)), [])
+        if len(found) != 1:
+            continue  # none, or ambiguous: leave it to the translator
+        old = found[0]
+        mapping: dict[str, str] = {}
+        if any(mapping.setdefault(a, b) != b for a, b in zip(FIELD.findall(old.id), FIELD.findall(msg.id))):
+            continue
+        string = FIELD.sub(lambda f: "{" + mapping.get(f.group(1), f.group(1)) + "}", old.string)
+        cat.add(msg.id, string, locations=msg.locations, flags=set(msg.flags) - {"fuzzy"},
+                context=msg.context)
+        n += 1
+    _save(lang, cat)
+    print(f"{lang}: carried {n} translation(s) over renamed fields")
+    return 0
 
 
 def fill_en() -> int:
@@ -87,6 +123,8 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__)
         return 2
+    if argv[0] == "carry" and len(argv) == 2:
+        return carry(argv[1])
     if argv[0] == "fill-en":
         return fill_en()
     if argv[0] == "missing":

@@ -47,6 +47,7 @@ import numpy as np
 import shapely
 
 from printpipe.errors import InputError
+from printpipe.i18n import N_
 from printpipe.kernels import slice as kslice
 from printpipe.slicing.config import SliceConfig
 from printpipe.slicing.toolpaths import SlicedModel
@@ -730,6 +731,9 @@ def check_paths_inside(gcode_text: str, mesh, line_width: float = 0.45, **kwargs
 
 _COLORS = {"WALL-OUTER": "#d62728", "WALL-INNER": "#ff7f0e", "SKIN": "#1f77b4", "FILL": "#2ca02c",
            "SUPPORT": "#9467bd", "SKIRT": "#7f7f7f"}
+# legend names of the features in the toolpath picture (translated where drawn; the G-code keeps ;TYPE:)
+_FEATURE_NAMES = {"WALL-OUTER": N_("outer wall"), "WALL-INNER": N_("inner wall"), "SKIN": N_("top/bottom skin"),
+                  "FILL": N_("infill"), "SUPPORT": N_("support"), "SKIRT": N_("skirt")}
 
 
 def _moves_from_sliced(models: list[SlicedModel]):
@@ -754,7 +758,8 @@ def _moves_from_sliced(models: list[SlicedModel]):
     return np.concatenate(segs), np.concatenate(zs), np.concatenate(names)
 
 
-def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segments: int = 150_000) -> Path:
+def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segments: int = 150_000,
+                     lang: str | None = None) -> Path:
     """Draw a few layers and a 3D view of the toolpaths into a PNG (matplotlib, Agg).
 
     Parameters
@@ -767,6 +772,9 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
         Number of layer plots (first layer, then evenly through the part).
     max_3d_segments : int
         The 3D view draws every n-th layer so that at most this many segments are drawn.
+    lang : {"zh", "en"}, optional
+        Language of the titles and legend (default :func:`printpipe.i18n.current_lang`); Chinese
+        needs a CJK font (``fonts-noto-cjk``), else the picture stays in English.
 
     Returns
     -------
@@ -781,6 +789,12 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
     from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
     from printpipe._atomic import atomic_path
+    from printpipe._fonts import mpl_families
+    from printpipe.i18n import current_lang, get_translator
+
+    lang = lang or current_lang()
+    families = mpl_families(lang)
+    _t = get_translator(lang if families or lang == "en" else "en")  # no CJK font: English, not tofu
 
     if isinstance(gcode_or_sliced, os.PathLike):  # a G-code file
         gcode_or_sliced = Path(gcode_or_sliced).read_text(encoding="utf-8", errors="replace")
@@ -807,7 +821,8 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
         ax.add_collection(LineCollection(seg[sel].reshape(-1, 2, 2), colors=list(colors[sel]), linewidths=0.6))
         ax.autoscale()
         ax.set_aspect("equal")
-        ax.set_title(f"layer {li} (z = {levels[li]:.2f} mm)", fontsize=9)
+        ax.set_title(_t("layer {index} (z = {z} mm)").format(index=li, z=f"{levels[li]:.2f}"), fontsize=9,
+                     fontfamily=families)
         ax.tick_params(labelsize=7)
     ax3 = fig.add_subplot(1, len(pick) + 1, len(pick) + 1, projection="3d")
     step = max(1, int(math.ceil(seg.shape[0] / max_3d_segments)))
@@ -822,10 +837,13 @@ def render_toolpaths(gcode_or_sliced, png_path, *, layers: int = 3, max_3d_segme
     ax3.set_xlim(mid[0] - span, mid[0] + span)
     ax3.set_ylim(mid[1] - span, mid[1] + span)
     ax3.set_zlim(max(0.0, mid[2] - span), mid[2] + span)
-    ax3.set_title(f"3D toolpaths (every {step}. layer)" if step > 1 else "3D toolpaths", fontsize=9)
+    ax3.set_title(_t("3D toolpaths (every {step}. layer)").format(step=step) if step > 1 else _t("3D toolpaths"),
+                  fontsize=9, fontfamily=families)
     ax3.tick_params(labelsize=6)
-    handles = [matplotlib.lines.Line2D([], [], color=c, label=k) for k, c in _COLORS.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+    handles = [matplotlib.lines.Line2D([], [], color=c, label=_t(_FEATURE_NAMES.get(k, k)) if families else k)
+               for k, c in _COLORS.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+               prop={"size": 8, **({"family": families} if families else {})})
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     png_path = Path(png_path)
     with atomic_path(png_path, suffix=".png") as tmp:
