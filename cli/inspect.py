@@ -8,6 +8,7 @@ import sys
 
 from printpipe import dicom
 from printpipe.errors import PrintpipeError
+from printpipe.i18n import _, current_lang, translate_error
 
 __all__ = ["add_parser", "run"]
 
@@ -41,12 +42,13 @@ def _fmt(v, digits: int = 3) -> str:
 def run(args: argparse.Namespace) -> int:
     """Print the table (or JSON) to stdout; return 0, or 1 when nothing readable was found."""
     disc = dicom.discover(args.input)
-    chosen_key, reason, error = None, "", None
+    chosen_key, reason, error, shown_error = None, "", None, None
     try:
         info, reason = dicom.choose(disc, getattr(args, "series", None))
         chosen_key = info.key
     except PrintpipeError as exc:
-        error = str(exc)
+        error = str(exc)  # JSON keeps the English message for scripts
+        shown_error = error if current_lang() == "en" else translate_error(exc)
     if args.json:
         out = disc.to_dict(show_phi=args.show_phi)
         out["chosen"] = chosen_key
@@ -81,14 +83,14 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print()
-    print(f"files scanned: {disc.files_scanned}")
+    print(_("files scanned: {count}").format(count=disc.files_scanned))
     if disc.skipped:
-        print("skipped: " + ", ".join(f"{n} {why}" for why, n in disc.skipped.items()))
+        print(_("skipped: {list}").format(list=", ".join(f"{n} {why}" for why, n in disc.skipped.items())))
     if chosen_key:
-        print(f"run would read #{next(s.index for s in disc.series if s.key == chosen_key)} "
-              f"({chosen_key}): {reason}")
+        print(_("run would read #{row} ({stack}): {reason}").format(
+            row=next(s.index for s in disc.series if s.key == chosen_key), stack=chosen_key, reason=reason))
     else:
-        print(f"run would fail: {error}")
+        print(_("run would fail: {error}").format(error=shown_error))
     if args.show_phi:
         print()
         print("patient identifiers (--show-phi):")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from printpipe.cli import options_slicing
+from printpipe.i18n import _, translate_message
 
 DEFAULT_PRINTER = "ender3"
 
@@ -43,13 +44,15 @@ def run(args: argparse.Namespace) -> int:
     progress = stage_printer(sys.stderr, quiet=getattr(args, "quiet", False),
                              json_lines=getattr(args, "log_json", False))
     result = slice_file(args.model, printer, material, config, out, progress=progress)
-    print(f"print time: {format_duration(result.time_s)}")
-    print(f"filament: {result.filament_mm / 1000:.2f} m, {result.filament_g:.1f} g ({material})")
-    print(f"layers: {result.layer_count}, plates: {result.plates}")
+    minutes = int(round(result.time_s / 60.0))  # as format_duration rounds
+    print(_("print time: {hours}:{minutes} (h:mm)").format(hours=minutes // 60, minutes=f"{minutes % 60:02d}"))
+    print(_("filament: {metres} m, {grams} g ({material})").format(
+        metres=f"{result.filament_mm / 1000:.2f}", grams=f"{result.filament_g:.1f}", material=material))
+    print(_("layers: {layers}, plates: {plates}").format(layers=result.layer_count, plates=result.plates))
     for w in getattr(result, "warnings", []) or []:
-        print(f"warning: {w}")
+        print(_("warning: {warning}").format(warning=translate_message(w)))
     for f in result.files:
-        print(f"wrote {f}")
+        print(_("wrote {path}").format(path=f))
     return 0
 
 
