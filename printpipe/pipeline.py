@@ -181,6 +181,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             hu_warnings, hu_levels = check_hu(volume.hu, rescale=volume.meta.get("rescale"),
                                               force=config.dicom.force)
         warnings += hu_warnings
+        # every input check, including the reader's (headers, slices that do not belong)
+        timings["check"] = round(timings["check"] + float(volume.meta.get("check_s", 0.0)), 3)
 
         if config.labels is not None:
             with stage("labels"):

@@ -97,8 +97,12 @@ def _read_stl(path: Path) -> tuple[bytes, np.ndarray]:
     return data, rec["v"]
 
 
-def read_3mf_figures(path: Path) -> list[MeshFigures]:
-    """Figures of every ``<object>`` of a 3MF file, in document order."""
+def read_3mf_figures(path: Path, expect: tuple[int, int, int] | None = None) -> list[MeshFigures]:
+    """Figures of every ``<object>`` of a 3MF file, in document order.
+
+    ``expect`` (vertices, triangles, objects) sizes the arrays for one parsing pass; without it, or
+    when the file holds more, the elements are counted first.
+    """
     from printpipe.kernels.checks import count_3mf, indexed_stats, parse_3mf
 
     try:
@@ -108,14 +112,23 @@ def read_3mf_figures(path: Path) -> list[MeshFigures]:
         raise MeshError(f"{path.name} as written cannot be read back ({exc}); nothing was published; "
                         f"check the disk and run the case again") from None
     buf = np.frombuffer(xml, dtype=np.uint8)
-    counts = np.zeros(3, dtype=np.int64)
-    count_3mf(buf, counts)
-    nv, nt, no = (int(c) for c in counts)
-    verts = np.empty((nv, 3), dtype=np.float64)
-    tris = np.empty((nt, 3), dtype=np.int64)
-    obj_v = np.zeros(no + 1, dtype=np.int64)
-    obj_t = np.zeros(no + 1, dtype=np.int64)
-    got_v, _got_t, got_o, errors = parse_3mf(buf, verts, tris, obj_v, obj_t)
+    got_v = -1
+    for attempt in ("expected", "counted"):
+        if attempt == "expected":
+            if expect is None:
+                continue
+            nv, nt, no = (int(c) for c in expect)
+        else:
+            counts = np.zeros(3, dtype=np.int64)
+            count_3mf(buf, counts)
+            nv, nt, no = (int(c) for c in counts)
+        verts = np.empty((nv, 3), dtype=np.float64)
+        tris = np.empty((nt, 3), dtype=np.int64)
+        obj_v = np.zeros(no + 1, dtype=np.int64)
+        obj_t = np.zeros(no + 1, dtype=np.int64)
+        got_v, _got_t, got_o, errors = parse_3mf(buf, verts, tris, obj_v, obj_t)
+        if got_v >= 0:
+            break
     if got_v < 0 or errors:
         raise MeshError(f"{path.name} as written holds {errors or 'too many'} malformed vertex or "
                         f"triangle element(s); nothing was published; run the case again or report a bug")
@@ -170,7 +183,9 @@ def verify_outputs(folder: str | Path, parts: Sequence[Mapping[str, Any]], *,
     three = folder / "model.3mf"
     # the 3MF (inflate and parse, both without the GIL) is read in a thread beside the STL checks
     pool = ThreadPoolExecutor(max_workers=1) if three.exists() else None
-    three_figs = pool.submit(read_3mf_figures, three) if pool is not None else None
+    expect = (sum(int(p["vertices"]) for p in entries.values()),
+              sum(int(p["triangles"]) for p in entries.values()), len(entries))
+    three_figs = pool.submit(read_3mf_figures, three, expect) if pool is not None else None
     try:
         _check_stls(folder, entries, model_parts, shift, files, tight, part_bytes)
         if three_figs is not None:
