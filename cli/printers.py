@@ -16,7 +16,50 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+    sub = p.add_subparsers(dest="printers_command", metavar="import")
+    imp = sub.add_parser(
+        "import",
+        help="import a PrusaSlicer .ini or Cura .def.json printer profile",
+        description="Translate a PrusaSlicer .ini (exported config, config bundle or vendor bundle: "
+                    "printer, filament and print sections, inherits, bed_shape, machine_max_*) or a "
+                    "Cura .def.json (machine_width/depth/height, start/end G-code) into a printpipe "
+                    "TOML profile, written where --printer finds it (the user profile folder, "
+                    "$XDG_CONFIG_HOME/printpipe/printers) unless --out says otherwise. A filament "
+                    "section becomes a material preset beside it. Slicer placeholders become "
+                    "printpipe's; an unknown one is refused by name and nothing is written.",
+    )
+    imp.add_argument("file", help="PrusaSlicer .ini or Cura .def.json")
+    imp.add_argument("--out", metavar="PATH", default=None,
+                     help="where to write the profile (.toml file or folder; default: the user profile folder)")
+    imp.add_argument("--id", dest="profile_id", metavar="ID", default=None,
+                     help="id of the new profile for --printer (default: from the printer's name)")
+    imp.add_argument("--preset", metavar="NAME", default=None,
+                     help="the [printer:NAME] section of a PrusaSlicer bundle to import")
+    imp.add_argument("--filament", metavar="NAME", default=None,
+                     help="the [filament:NAME] section to import as a material preset")
+    imp.add_argument("--print", dest="print_preset", metavar="NAME", default=None,
+                     help="the [print:NAME] section whose speeds to use")
+    imp.add_argument("--force", action="store_true", help="replace an existing profile of that id")
+    imp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help="show the full traceback on errors and debug logging")
+    imp.set_defaults(func=run_import)
     return p
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from printpipe.slicing.profile_import import import_profile, write_imported
+
+    prof = import_profile(args.file, preset=args.preset, filament=args.filament,
+                          print_preset=args.print_preset, profile_id=args.profile_id)
+    printer_path, material_path = write_imported(prof, args.out, force=args.force)
+    print(f"imported {prof.printer['name']} as printer {prof.printer_id!r}")
+    print(f"wrote {printer_path}")
+    if material_path is not None:
+        print(f"wrote {material_path} (material {prof.material['name']!r})")
+    for note in prof.notes:
+        print(f"check: {note}")
+    print(f"use: printpipe slice MODEL.stl --printer {printer_path if args.out else prof.printer_id}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

@@ -493,6 +493,8 @@ _CMPOPS = {ast.Eq: lambda a, b: a == b, ast.NotEq: lambda a, b: a != b, ast.Lt: 
 
 def _eval_template(expr: str, values: Mapping[str, Any], what: str, shown: str):
     """Evaluate one template expression over ``values`` (the whitelist of :func:`render_gcode`)."""
+    if expr in ("true", "false") and expr not in values:
+        return expr == "true"
     if re.fullmatch(r"[a-z_][a-z0-9_]*", expr):
         if expr not in values:
             raise PrinterError(f"{what} uses {{{expr}}}, which has no value; use one of "
