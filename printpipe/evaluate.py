@@ -65,6 +65,7 @@ __all__ = [
     "read_metaimage",
     "run_case",
     "score_parts",
+    "segmentation_masks",
     "surface_distances",
 ]
 
@@ -346,6 +347,25 @@ def _toggle(kk, jj, ii, toggles, bj, bi, nz):
     first = np.clip(np.floor(k - 1e-6 * math.sqrt(2.0)) + 1, 0, nz).astype(np.int64)
     lin = (pj * bi + pi) * (nz + 1) + first
     toggles += np.bincount(lin, minlength=toggles.size).astype(np.int32)
+
+
+def segmentation_masks(seg, volume: Volume) -> dict[str, np.ndarray]:
+    """Each named part of a :class:`~printpipe.segment.Segmentation` as a mask on ``volume``'s grid.
+
+    ``seg.volume`` may be a crop of ``volume`` (same spacing and direction, whole-voxel offset).
+    """
+    sub = seg.volume
+    lo = np.rint(volume.patient_to_index(np.asarray(sub.origin))[0]).astype(int)
+    if (not np.allclose(sub.spacing, volume.spacing) or not np.allclose(sub.direction, volume.direction)
+            or np.any(lo < 0) or np.any(lo + np.array(sub.shape) > np.array(volume.shape))):
+        raise InputError("the segmentation is not a crop of this volume's grid; segment this volume")
+    box = tuple(slice(int(a), int(a) + n) for a, n in zip(lo, sub.shape))
+    out = {}
+    for label, name in seg.names.items():
+        m = np.zeros(volume.shape, dtype=bool)
+        m[box] = seg.labels == label
+        out[name] = m
+    return out
 
 
 def part_masks(outdir: str | os.PathLike, volume: Volume, names: Iterable[str] | None = None

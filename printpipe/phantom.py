@@ -37,6 +37,7 @@ voxels belong to the nearer bone. The two hemipelves meet at the pubic symphysis
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
@@ -54,11 +55,14 @@ from printpipe.volume import Volume
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "EXTRA_LABELS",
     "LABELS",
     "SAMPLE_KWARGS",
+    "VARIANTS",
     "Phantom",
     "pelvis_phantom",
     "sample_phantom",
+    "variant_phantom",
     "write_dicom_series",
 ]
 
@@ -72,6 +76,37 @@ LABELS: dict[int, str] = {
     6: "table",
 }
 _L = {name: value for value, name in LABELS.items()}
+
+#: labels of the optional non-pelvic structures (present in ``Phantom.names`` only when made):
+#: 7 ``bowel`` (contrast-filled bowel loops, ``bowel=True``), 8 ``arm`` (arm bones, ``arms=True``).
+EXTRA_LABELS: dict[int, str] = {7: "bowel", 8: "arm"}
+_L.update({name: value for value, name in EXTRA_LABELS.items()})
+
+#: Phantom variants for segmentation tests (keyword arguments of :func:`pelvis_phantom`, on grids
+#: coarse enough to segment in a few seconds): see :func:`variant_phantom`.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # feet-first supine: IOP (-1,0,0, 0,1,0), slices from head to feet; LPS anatomy unchanged
+    "feet_first": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), patient_position="FFS",
+                       hip_joint_mm=3.0, si_joint_mm=3.0),
+    # 0.7 mm slices over the pelvis (2.5 mm pixels keep the grid small)
+    "thin_slices": dict(shape=(340, 160, 160), spacing=(0.7, 2.4, 2.4), z_center_mm=10.0,
+                        hip_joint_mm=2.5, si_joint_mm=2.5),
+    # 1.5 mm hip and SI joints, 1.5 mm symphysis, 1.2 mm at the top of the hip dome, on 1.25 mm voxels
+    "narrow_joints": dict(shape=(192, 256, 256), spacing=(1.25, 1.25, 1.25), z_center_mm=10.0,
+                          hip_joint_mm=1.5, hip_joint_min_mm=1.2, si_joint_mm=1.5, symphysis_mm=1.5),
+    # contrast-filled bowel in front of the sacrum (3 mm from it) and a coated loop in the false pelvis
+    "bowel": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), bowel=True, bowel_gap_mm=3.0,
+                  hip_joint_mm=3.0, si_joint_mm=3.0),
+    # the same with the sacral loop touching the sacrum
+    "bowel_touching": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), bowel=True, bowel_gap_mm=0.0,
+                           hip_joint_mm=3.0, si_joint_mm=3.0),
+    # arms down beside the pelvis (humerus above, radius and ulna below the elbow); a 560 mm field
+    "arms": dict(shape=(112, 160, 280), spacing=(2.5, 2.0, 2.0), arms=True, hip_joint_mm=3.0,
+                 si_joint_mm=3.0),
+    # pelvis (and femurs) turned 10 degrees about x (pelvic tilt) and 12 degrees about z (rotation)
+    "tilted": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), tilt_deg=(10.0, 12.0),
+                   hip_joint_mm=3.0, si_joint_mm=3.0),
+}
 
 #: The parameters ``scripts/make_sample_dicom.py`` uses for ``sample_dicom/``: 2 mm pixels, 2.5 mm
 #: slices (384 mm field of view, 280 mm long), joint spaces widened to 3 mm so that they stay wider
@@ -107,6 +142,11 @@ _BODY_Y = -25.0         # body centre in LPS y: leaves room for the couch below 
 _BODY_A, _BODY_B = 170.0, 115.0   # trunk half-width (x) and half-depth (y): 340 x 230 mm
 _FAT_MM = 18.0
 _TABLE_GAP = 5.0        # air between the skin and the couch at the midline, mm
+_CONTRAST_GAS = -900.0  # gas in the lumen of a contrast-coated bowel loop
+_BOWEL_R = 9.0          # outer radius of a bowel loop, mm (a 18 mm sigmoid)
+_BOWEL_WALL = 3.0       # contrast coating of the hollow loop, mm
+_ARM_R = 45.0           # soft-tissue radius of an arm, mm
+_ARM_X = _BODY_A + 8.0 + _ARM_R   # arm axis: 8 mm of air beside the trunk
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,13 +176,14 @@ class Phantom:
     def mask(self, *names: str) -> np.ndarray:
         """Boolean mask of the union of the named labels (``"pelvis"`` means both hemipelves)."""
         wanted: set[int] = set()
+        lut = {n: v for v, n in self.names.items()}
         for name in names:
             if name == "pelvis":
                 wanted |= {_L["hip_left"], _L["hip_right"]}
-            elif name in _L:
-                wanted.add(_L[name])
+            elif name in lut:
+                wanted.add(lut[name])
             else:
-                raise InputError(f"unknown phantom label {name!r}; use one of {sorted(_L)} or 'pelvis'")
+                raise InputError(f"unknown phantom label {name!r}; use one of {sorted(lut)} or 'pelvis'")
         return np.isin(self.labels, sorted(wanted))
 
     def label_volumes_mm3(self) -> dict[str, float]:
@@ -300,10 +341,17 @@ class _Side:
 
 
 class _Field:
-    """A signed-distance field over a box of the grid, built by (smooth) unions of primitives."""
+    """A signed-distance field over a box of the grid, built by (smooth) unions of primitives.
 
-    def __init__(self, zc: np.ndarray, yc: np.ndarray, xc: np.ndarray):
+    With ``rot`` (a 3x3 rotation acting on (x, y, z) column vectors) the primitives are given in a
+    local frame that the rotation carries into the grid's frame about the origin (the midpoint of the
+    femoral heads): a grid point ``p`` is evaluated at ``rot.T @ p``. A rotation preserves distances,
+    so the fields stay signed distances.
+    """
+
+    def __init__(self, zc: np.ndarray, yc: np.ndarray, xc: np.ndarray, rot: np.ndarray | None = None):
         self.zc, self.yc, self.xc = zc, yc, xc
+        self.rot = None if rot is None else np.asarray(rot, dtype=np.float64)
         self.d = np.full((zc.size, yc.size, xc.size), _FAR, np.float32)
         self.box: list[list[int]] | None = None   # index box holding every finite value
 
@@ -322,6 +370,13 @@ class _Field:
         return tuple(slice(a, b) for a, b in zip(*self.box))
 
     def _sub(self, lo, hi):
+        if self.rot is not None:     # the grid-frame box around the rotated local box
+            lo, hi = np.maximum(np.asarray(lo, float), -1e6), np.minimum(np.asarray(hi, float), 1e6)
+            corners = np.array([[x, y, z] for z in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                                for x in (lo[2], hi[2])])
+            world = corners @ self.rot.T
+            lo = (world[:, 2].min(), world[:, 1].min(), world[:, 0].min())
+            hi = (world[:, 2].max(), world[:, 1].max(), world[:, 0].max())
         sl = []
         for c, l, h in zip((self.zc, self.yc, self.xc), lo, hi):
             i0 = int(np.searchsorted(c, l - _PAD, "left"))
@@ -332,8 +387,16 @@ class _Field:
         return tuple(sl)
 
     def _coords(self, sl):
-        return (self.zc[sl[0]][:, None, None], self.yc[sl[1]][None, :, None],
-                self.xc[sl[2]][None, None, :])
+        Z, Y, X = (self.zc[sl[0]][:, None, None], self.yc[sl[1]][None, :, None],
+                   self.xc[sl[2]][None, None, :])
+        if self.rot is None:
+            return Z, Y, X
+        r = self.rot.astype(np.float32)
+        # local = rot.T @ world: row i of rot.T is column i of rot
+        Xl = r[0, 0] * X + r[1, 0] * Y + r[2, 0] * Z
+        Yl = r[0, 1] * X + r[1, 1] * Y + r[2, 1] * Z
+        Zl = r[0, 2] * X + r[1, 2] * Y + r[2, 2] * Z
+        return Zl, Yl, Xl
 
     def union(self, prim, k: float = 0.0) -> None:
         fn, lo, hi = prim
@@ -389,7 +452,7 @@ def _femur_canal(f: _Field, side: _Side) -> None:
 def _hip(f: _Field, side: _Side, symphysis_mm: float) -> None:
     hc = np.array(_HEAD_C)
     # acetabular body, opened laterally-anteriorly-inferiorly to form the cup
-    body = _Field(f.zc, f.yc, f.xc)
+    body = _Field(f.zc, f.yc, f.xc, f.rot)
     body.union(side(_ellipsoid((84.0, 0.0, 4.0), (30.0, 34.0, 40.0))))
     n_open = (0.70, -0.25, -0.67)
     body.intersect(side(_halfspace(hc, n_open, (-1e9,) * 3, (1e9,) * 3)))
@@ -417,7 +480,7 @@ def _sacrum_field(f: _Field) -> None:
     hw1, hd1, yc1 = _sac_shape(u1)
     z0 = _SAC_Z[0] + u0 * (_SAC_Z[1] - _SAC_Z[0]) + 10.0
     z1 = _SAC_Z[0] + u1 * (_SAC_Z[1] - _SAC_Z[0])
-    canal = _Field(f.zc, f.yc, f.xc)
+    canal = _Field(f.zc, f.yc, f.xc, f.rot)
     canal.union(_capsule((0.0, yc0 + 0.35 * hd0, z0), (0.0, yc1 + 0.3 * hd1, z1), 7.0))
     f.subtract(canal, 0.0)
 
@@ -483,6 +546,12 @@ def pelvis_phantom(
     asymmetry: float = 0.015,
     cortex_mm: float = 2.0,
     blur_mm: float | None = None,
+    patient_position: str = "HFS",
+    tilt_deg: tuple[float, float] = (0.0, 0.0),
+    bowel: bool = False,
+    bowel_gap_mm: float = 3.0,
+    bowel_hu: float = 450.0,
+    arms: bool = False,
 ) -> Phantom:
     """Make the synthetic pelvis CT and its ground-truth labels.
 
@@ -522,6 +591,29 @@ def pelvis_phantom(
     blur_mm : float, optional
         Width of the linear partial-volume ramp at every edge; default 1.1 times the mean spacing
         (a box filter of one voxel plus a mild blur of about half a voxel).
+    patient_position : {"HFS", "FFS"}
+        ``"FFS"`` (feet first supine) stores the same body as a feet-first scanner does: the arrays
+        flipped along x and z, direction ``diag(-1, 1, -1)`` (ImageOrientationPatient ``-1, 0, 0, 0, 1, 0``,
+        slices running from head to feet) and ``meta["patient_position"] = "FFS"``, so the anatomy stays
+        where it is in LPS: the patient's left is +x whatever the image axes.
+    tilt_deg : (about_x, about_z)
+        Turn the bones (and the bowel) about the point ``(midline_x_mm, -25, 0)`` LPS mm (on the
+        mid-sagittal plane at the height of the femoral-head centres, 5 mm behind them): first about
+        the patient's x axis (pelvic tilt), then about z (axial rotation), in degrees (at most 30).
+        The body outline, the arms and the couch stay put.
+    bowel : bool
+        Add two contrast-filled bowel loops (label ``bowel``): a U-shaped loop filled with contrast of
+        ``bowel_hu`` in front of the sacrum, ``bowel_gap_mm`` from its anterior surface (0 touches
+        it), and a hollow loop (a ``3`` mm contrast coating around gas) in the false pelvis. Both are
+        18 mm tubes, bright as bone but tubular and not part of the skeleton.
+    bowel_gap_mm : float
+        Soft tissue between the sacral loop and the sacrum (0..20 mm).
+    bowel_hu : float
+        HU of the bowel contrast (300..1000).
+    arms : bool
+        Add both arms hanging beside the body (label ``arm``): soft-tissue cylinders of radius 45 mm
+        8 mm beside the trunk, each with a humerus above the elbow (z > 60 mm) and a radius and an ulna
+        below it. The field of view must be about 560 mm wide to hold them.
 
     Returns
     -------
@@ -551,11 +643,23 @@ def pelvis_phantom(
         raise InputError(f"noise_hu must be >= 0; got {noise_hu}")
     if not (0.0 <= asymmetry < 0.2):
         raise InputError(f"asymmetry must be in [0, 0.2); got {asymmetry}")
+    patient_position = str(patient_position).upper()
+    if patient_position not in ("HFS", "FFS"):
+        raise InputError(f"patient_position must be 'HFS' or 'FFS'; got {patient_position!r}")
+    tilt_deg = tuple(float(a) for a in tilt_deg)
+    if len(tilt_deg) != 2 or not all(math.isfinite(a) and abs(a) <= 30.0 for a in tilt_deg):
+        raise InputError(f"tilt_deg must be two angles (about x, about z) of at most 30 degrees; got {tilt_deg}")
+    if not (0.0 <= bowel_gap_mm <= 20.0):
+        raise InputError(f"bowel_gap_mm must be in [0, 20] mm; got {bowel_gap_mm}")
+    if not (300.0 <= bowel_hu <= 1000.0):
+        raise InputError(f"bowel_hu must be a contrast HU in [300, 1000]; got {bowel_hu}")
     params = dict(shape=shape, spacing=spacing, seed=seed, noise_hu=noise_hu, table=table,
                   midline_x_mm=midline_x_mm, z_center_mm=z_center_mm, hip_joint_mm=hip_joint_mm,
                   hip_joint_min_mm=hip_joint_min_mm,
                   si_joint_mm=si_joint_mm, symphysis_mm=symphysis_mm, si_bridges=si_bridges,
-                  asymmetry=asymmetry, cortex_mm=cortex_mm, blur_mm=blur_mm)
+                  asymmetry=asymmetry, cortex_mm=cortex_mm, blur_mm=blur_mm,
+                  patient_position=patient_position, tilt_deg=tilt_deg, bowel=bool(bowel),
+                  bowel_gap_mm=bowel_gap_mm, bowel_hu=bowel_hu, arms=bool(arms))
 
     nz, ny, nx = shape
     dz, dy, dx = spacing
@@ -595,6 +699,11 @@ def pelvis_phantom(
     thighs = np.minimum(_ellipse2(Xb - 95.0, Yb - 5.0, 78.0, 92.0),
                         _ellipse2(Xb + 95.0 * right.scale, Yb - 5.0, 78.0 * right.scale, 92.0 * right.scale)
                         ).astype(np.float32)
+    if arms:   # two vertical soft-tissue cylinders beside the trunk, in every slice
+        arm_sdf = np.minimum(np.hypot(Xb - _ARM_X, Yb) - _ARM_R,
+                             np.hypot(Xb + _ARM_X, Yb) - _ARM_R).astype(np.float32)
+        trunk = np.minimum(trunk, arm_sdf)
+        thighs = np.minimum(thighs, arm_sdf)
     table_hu = table_a = None
     table_mask = None
     if table:
@@ -639,6 +748,7 @@ def pelvis_phantom(
            _ellipsoid((38.0, -60.0, 130.0), (16.0, 12.0, 10.0))]
     bridges = _si_bridge_centres(si_bridges)
     t = float(cortex_mm)
+    rot = _rotation(*tilt_deg)
 
     for k0 in range(0, nz, _CHUNK):
         k1 = min(nz, k0 + _CHUNK)
@@ -659,20 +769,23 @@ def pelvis_phantom(
             sub = slab[sl]
             sub += ramp(g.d[sl]) * (_GAS - sub)
 
+        if bowel:
+            _add_bowel(slab, lab, zc, ax_y, ax_x, rot, bowel_gap_mm, bowel_hu, ramp)
+
         # bones: build the fields over the whole chunk (each primitive only on its own box)
-        sac = _Field(zc, ax_y, ax_x)
+        sac = _Field(zc, ax_y, ax_x, rot)
         _sacrum_field(sac)
         fems, hips = [], []
         for side in (left, right):
-            fe = _Field(zc, ax_y, ax_x)
+            fe = _Field(zc, ax_y, ax_x, rot)
             _femur(fe, side)
-            hp = _Field(zc, ax_y, ax_x)
+            hp = _Field(zc, ax_y, ax_x, rot)
             _hip(hp, side, symphysis_mm)
             _carve_hip_joint(hp, fe, side, hip_joint_mm, hip_joint_min_mm)
             hp.subtract(sac, si_joint_mm)
             # bridges across the SI joint: a sphere spanning the gap, given to the nearer bone
             r_b = 0.5 * si_joint_mm + 2.5
-            br = _Field(zc, ax_y, ax_x)
+            br = _Field(zc, ax_y, ax_x, rot)
             for c in bridges:
                 br.union(side(_capsule(c, c, r_b)))
             sl = br.finite
@@ -689,14 +802,20 @@ def pelvis_phantom(
         parts = [(hips[0], "hip_left", 230.0, None), (hips[1], "hip_right", 230.0, None),
                  (sac, "sacrum", 215.0, None), (fems[0][0], "femur_left", 255.0, fems[0][1]),
                  (fems[1][0], "femur_right", 255.0, fems[1][1])]
+        if arms:
+            bones, canals = _Field(zc, ax_y, ax_x), _Field(zc, ax_y, ax_x)
+            _arm_bones(bones, canals)
+            parts.append((bones, "arm", 255.0, canals))
         for fld, name, base, side in parts:
             box = fld.finite   # the work is restricted to the box of the evaluated region
             if box is None:
                 continue
             d = fld.d[box]
             core = _trabecular(zc[box[0]], ax_y[box[1]], ax_x[box[2]], waves, base, 95.0)
-            if side is not None:                     # femoral marrow canal
-                canal = _Field(zc[box[0]], ax_y[box[1]], ax_x[box[2]])
+            if isinstance(side, _Field):             # arm bones: the canals were built with them
+                core += ramp(side.d[box]) * (np.float32(_MARROW) - core)
+            elif side is not None:                   # femoral marrow canal
+                canal = _Field(zc[box[0]], ax_y[box[1]], ax_x[box[2]], rot)
                 _femur_canal(canal, side)
                 core += ramp(canal.d) * (np.float32(_MARROW) - core)
             bone = _CORTEX + ramp(d, -t) * (core - _CORTEX)
@@ -710,11 +829,107 @@ def pelvis_phantom(
         np.clip(np.rint(slab), _HU_MIN, _HU_MAX, out=slab)
         hu_out[k0:k1] = slab
 
-    vol = Volume(hu=hu_out, spacing=spacing, origin=origin, direction=np.eye(3),
+    direction = np.eye(3)
+    if patient_position == "FFS":
+        # a feet-first scanner's image axes: rows towards the patient's right, slices head to feet;
+        # the voxel at new index (k, j, i) is the old (nz-1-k, j, nx-1-i), at the same LPS point
+        hu_out = np.ascontiguousarray(hu_out[::-1, :, ::-1])
+        lab_out = np.ascontiguousarray(lab_out[::-1, :, ::-1])
+        origin = (origin[0] + (nx - 1) * dx, origin[1], origin[2] + (nz - 1) * dz)
+        direction = np.diag([-1.0, 1.0, -1.0])
+    vol = Volume(hu=hu_out, spacing=spacing, origin=origin, direction=direction,
                  meta={"modality": "CT", "source": "printpipe.phantom.pelvis_phantom",
-                       "phantom_seed": int(seed)})
-    return Phantom(volume=vol, labels=lab_out, names=dict(LABELS), midline_x_mm=float(midline_x_mm),
+                       "phantom_seed": int(seed), "patient_position": patient_position})
+    names = dict(LABELS)
+    if bowel:
+        names[_L["bowel"]] = "bowel"
+    if arms:
+        names[_L["arm"]] = "arm"
+    return Phantom(volume=vol, labels=lab_out, names=names, midline_x_mm=float(midline_x_mm),
                    params=params)
+
+
+def variant_phantom(name: str, seed: int = 0, **overrides: Any) -> Phantom:
+    """One of the test variants in :data:`VARIANTS` (``overrides`` replace its keyword arguments).
+
+    Examples
+    --------
+    >>> ph = variant_phantom("feet_first", shape=(24, 48, 48), spacing=(10.0, 8.0, 8.0))
+    >>> ph.volume.meta["patient_position"], ph.volume.direction[0, 0]
+    ('FFS', -1.0)
+    """
+    if name not in VARIANTS:
+        raise InputError(f"unknown phantom variant {name!r}; choose one of {', '.join(VARIANTS)}")
+    return pelvis_phantom(**{**VARIANTS[name], "seed": seed, **overrides})
+
+
+def _rotation(about_x_deg: float, about_z_deg: float) -> np.ndarray | None:
+    """Rotation (acting on (x, y, z)) about x, then about z; None for no rotation."""
+    if about_x_deg == 0.0 and about_z_deg == 0.0:
+        return None
+    a, g = math.radians(about_x_deg), math.radians(about_z_deg)
+    rx = np.array([[1.0, 0.0, 0.0], [0.0, math.cos(a), -math.sin(a)], [0.0, math.sin(a), math.cos(a)]])
+    rz = np.array([[math.cos(g), -math.sin(g), 0.0], [math.sin(g), math.cos(g), 0.0], [0.0, 0.0, 1.0]])
+    return rz @ rx
+
+
+def _sacrum_front_y(x: float, z: float) -> float:
+    """Local y of the sacrum's anterior surface at (x, z) (the cross-section is an ellipse)."""
+    hw, hd, yc = (float(v) for v in _sac_shape(_sac_u(np.float64(z))))
+    return yc - hd * math.sqrt(max(1.0 - (x / hw) ** 2, 0.0))
+
+
+def _bowel_paths(gap: float) -> list[list[tuple[float, float, float]]]:
+    """Centre lines (local x, y, z) of the two loops: a U in front of the sacrum whose rising limb
+    keeps ``gap`` mm from the sacrum's anterior surface (offset along the surface normal of the
+    midline profile, sampled every 5 mm), and a loop in the false pelvis."""
+    r = _BOWEL_R
+    up = []
+    for z in np.arange(25.0, 81.0, 5.0):
+        y0 = _sacrum_front_y(0.0, z)
+        slope = (_sacrum_front_y(0.0, z + 0.5) - _sacrum_front_y(0.0, z - 0.5)) / 1.0   # dy/dz
+        norm = math.hypot(1.0, slope)
+        # anterior normal of the profile curve y(z): (-1, slope) / norm in (y, z)
+        up.append((0.0, y0 - (r + gap) / norm, float(z) + (r + gap) * slope / norm))
+    x_top, y_top, z_top = up[-1]
+    y_down = y_top - 2 * r - 8.0
+    bend = (0.0, 0.5 * (y_top + y_down), z_top + r)
+    sacral = [*up, bend, *((0.0, y_down, z) for z in (z_top, 60.0, 35.0))]
+    false_pelvis = [(-35.0, -45.0, 60.0), (-20.0, -50.0, 95.0), (15.0, -55.0, 100.0), (35.0, -45.0, 70.0)]
+    return [sacral, false_pelvis]
+
+
+def _add_bowel(slab, lab, zc, ax_y, ax_x, rot, gap, contrast_hu, ramp) -> None:
+    """Composite the bowel loops into a chunk (HU and the ``bowel`` label); bones are added later."""
+    sacral, hollow = _bowel_paths(gap)
+    for path, filled in ((sacral, True), (hollow, False)):
+        outer = _Field(zc, ax_y, ax_x, rot)
+        inner = _Field(zc, ax_y, ax_x, rot)
+        for a, b in itertools.pairwise(path):
+            outer.union(_capsule(a, b, _BOWEL_R))
+            if not filled:
+                inner.union(_capsule(a, b, _BOWEL_R - _BOWEL_WALL))
+        sl = outer.finite
+        if sl is None:
+            continue
+        sub = slab[sl]
+        sub += ramp(outer.d[sl]) * (np.float32(contrast_hu) - sub)
+        if not filled:
+            sub += ramp(inner.d[sl]) * (np.float32(_CONTRAST_GAS) - sub)
+        lab[sl][outer.d[sl] < 0] = _L["bowel"]
+
+
+def _arm_bones(bones: _Field, canals: _Field) -> None:
+    """Humerus, elbow, radius and ulna of both arms (anatomy frame, not turned with the pelvis)."""
+    for s in (1.0, -1.0):
+        x = s * _ARM_X
+        bones.union(_capsule((x, -5.0, 320.0), (x, -5.0, 75.0), 11.0))                       # humerus
+        bones.union(_ellipsoid((x, -5.0, 62.0), (22.0, 13.0, 14.0)), k=6.0)                  # elbow
+        bones.union(_capsule((x + s * 9.0, -8.0, 50.0), (x + s * 9.0, -14.0, -260.0), 7.0))  # radius
+        bones.union(_capsule((x - s * 9.0, 2.0, 56.0), (x - s * 9.0, 0.0, -260.0), 6.0))     # ulna
+        canals.union(_capsule((x, -5.0, 300.0), (x, -5.0, 90.0), 6.5))
+        canals.union(_capsule((x + s * 9.0, -8.0, 30.0), (x + s * 9.0, -14.0, -240.0), 3.0))
+        canals.union(_capsule((x - s * 9.0, 2.0, 36.0), (x - s * 9.0, 0.0, -240.0), 2.5))
 
 
 def sample_phantom() -> Phantom:
@@ -864,7 +1079,7 @@ def write_dicom_series(
     common.SpacingBetweenSlices = _fmt(dz)
     common.KVP = "120"
     common.ConvolutionKernel = "STANDARD"
-    common.PatientPosition = "HFS"
+    common.PatientPosition = str(volume.meta.get("patient_position") or "HFS")
     common.StudyInstanceUID = study_uid
     common.SeriesInstanceUID = series_uid
     common.StudyID = "1"
