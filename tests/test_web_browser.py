@@ -7,7 +7,8 @@ and the driver /usr/bin/chromedriver (Debian packages ``chromium`` and ``chromiu
 
 Paths covered: the sample zip to G-code (progress reaches 100 %, the G-code downloads through the
 browser and passes :func:`printpipe.slicing.validate.validate_gcode`), a bad zip (one plain-words
-error line, no job), cancel (the job ends ``cancelled`` and leaves no output), the language switch.
+error line, no job), the sample as a folder upload that is cancelled while it runs (the job ends
+``cancelled`` and leaves no output), the language switch.
 
 Set ``PRINTPIPE_WEB_SCREENSHOTS=DIR`` to keep screenshots of the pages, and run with ``-s`` to see
 the measured page-load and upload-to-G-code times.
@@ -129,7 +130,8 @@ def _page_load_ms(driver) -> float:
 
 def _submit(driver, server, upload: Path, *, what: str, quality: str, supports: bool) -> float:
     driver.get(server["url"] + "/")
-    driver.find_element(By.ID, "ct-zip").send_keys(str(upload))
+    # a folder goes to the folder input (webkitdirectory: the browser sends every file in it)
+    driver.find_element(By.ID, "ct-folder" if upload.is_dir() else "ct-zip").send_keys(str(upload))
     driver.find_element(By.CSS_SELECTOR, f"input[name=what][value={what}]").click()
     driver.find_element(By.CSS_SELECTOR, f"#quality option[value={quality}]").click()
     box = driver.find_element(By.ID, "supports")
@@ -216,8 +218,8 @@ def test_bad_zip_shows_one_error_line(server, browser, tmp_path):
     _shot(browser, "bad-zip")
 
 
-def test_cancel_stops_the_job_and_leaves_no_output(server, browser, sample_zip):
-    _submit(browser, server, sample_zip, what="all", quality="standard", supports=True)
+def test_folder_upload_then_cancel_stops_the_job_and_leaves_no_output(server, browser):
+    _submit(browser, server, SAMPLE, what="all", quality="standard", supports=True)
     WebDriverWait(browser, 30).until(lambda d: "/jobs/" in d.current_url)
     job_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
     WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").get_attribute("class")
