@@ -299,3 +299,52 @@ def test_error_lines_lose_server_paths_and_upload_names(tmp_path):
     text = _scrub(f"cannot read {tmp_path}/input.zip member {PATIENT}/IM0001.dcm:\n  bad header", tmp_path)
     assert PATIENT not in text and str(tmp_path) not in text and "\n" not in text
     assert text == "cannot read the upload member <file>/<file>: bad header"
+
+
+def _sleeper(seconds):  # a stand-in worker process (module level: spawn pickles it by name)
+    import time
+
+    time.sleep(seconds)
+
+
+def test_supervisor_stops_a_job_that_ignores_cancel_and_reports_a_dead_worker(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from printpipe.web import worker
+
+    sup = worker.Supervisor(tmp_path)
+    ctx = multiprocessing.get_context("spawn")
+    spawned = []
+
+    def fake_spawn():
+        sup._proc = ctx.Process(target=_sleeper, args=(60,), daemon=True)
+        sup._proc.start()
+        spawned.append(sup._proc)
+
+    monkeypatch.setattr(sup, "_spawn", fake_spawn)
+    store = sup.store
+    a = store.new_id()
+    store.job_dir(a).mkdir(parents=True)
+    (store.job_dir(a) / "out").mkdir()
+    (store.job_dir(a) / "input.zip").write_bytes(b"x")
+    store.add(a, {"what": "femurs"}, "zip")
+    fake_spawn()
+    store.claim_next()
+    store.request_cancel(a)
+    sup._check({a: -1e9})  # asked long ago, still running: the process is ended
+    assert store.get(a).status == "cancelled"
+    assert not spawned[0].is_alive() and len(spawned) == 2 and spawned[1].is_alive()
+    assert not (store.job_dir(a) / "out").exists() and not (store.job_dir(a) / "input.zip").exists()
+    # the worker dies under a running job: the job fails with a plain line, a new worker starts
+    b = store.new_id()
+    store.job_dir(b).mkdir(parents=True)
+    store.add(b, {"what": "femurs"}, "zip")
+    store.claim_next()
+    spawned[1].kill()
+    spawned[1].join()
+    sup._check({})
+    job = store.get(b)
+    assert job.status == "failed" and "worker process stopped" in job.error
+    assert len(spawned) == 3
+    sup.stop()
+    assert not spawned[2].is_alive()

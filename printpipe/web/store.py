@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -131,13 +132,21 @@ class JobStore:
         return self.get(job_id)
 
     def requeue_interrupted(self) -> list[str]:
-        """At start-up: jobs left ``running`` by a stopped server go back to the queue."""
+        """At start-up: jobs left ``running`` by a stopped server go back to the queue (their ids are
+        returned); those whose cancelling had been asked for end ``cancelled``."""
         with self._connect() as con:
-            ids = [r["id"] for r in con.execute("SELECT id FROM jobs WHERE status = 'running'")]
+            rows = con.execute("SELECT id, cancel FROM jobs WHERE status = 'running'").fetchall()
+            ids = [r["id"] for r in rows if not r["cancel"]]
             con.execute("UPDATE jobs SET status = 'cancelled', finished = ? WHERE status = 'running' AND cancel = 1",
                         (time.time(),))
             con.execute("UPDATE jobs SET status = 'queued', stage = NULL, stages = '{}', started = NULL "
                         "WHERE status = 'running'")
+        for row in rows:  # a half-done output folder (the pipeline's staging) is started afresh
+            jdir = self.job_dir(row["id"])
+            shutil.rmtree(jdir / "out", ignore_errors=True)
+            if row["cancel"]:  # ... and a cancelled job's CT goes, as it would have at its end
+                (jdir / "input.zip").unlink(missing_ok=True)
+                shutil.rmtree(jdir / "input", ignore_errors=True)
         return ids
 
     # -- worker process -------------------------------------------------------------------------------

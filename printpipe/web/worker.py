@@ -111,8 +111,13 @@ class _Cancelled(Exception):
     pass
 
 
-def worker_main(data_dir: str, stop_when_idle: bool = False) -> None:
-    """Run queued jobs of ``data_dir`` one after another (the worker process's entry point)."""
+def worker_main(data_dir: str, stop_when_idle: bool = False, parent_pid: int | None = None) -> None:
+    """Run queued jobs of ``data_dir`` one after another (the worker process's entry point).
+
+    With ``parent_pid`` the worker ends as soon as that process (the web server) is gone, even in
+    the middle of a job: a server killed without its clean-up must not leave a worker behind that
+    races the next server's worker on the same job (which the next server queues again).
+    """
     logging.basicConfig(level=logging.WARNING, format="worker %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("PYVISTA_OFF_SCREEN", "true")
     os.environ.setdefault("MPLBACKEND", "Agg")
@@ -127,16 +132,18 @@ def worker_main(data_dir: str, stop_when_idle: bool = False) -> None:
         log.warning("kernel warmup skipped: %s", exc)
 
     while True:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            return
         job = store.claim_next()
         if job is None:
             if stop_when_idle:
                 return
             time.sleep(_POLL_S)
             continue
-        run_job(store, job)
+        run_job(store, job, parent_pid=parent_pid)
 
 
-def run_job(store: JobStore, job) -> None:
+def run_job(store: JobStore, job, parent_pid: int | None = None) -> None:
     """Run one claimed job to its end state (done, failed or cancelled)."""
     from printpipe.errors import PrintpipeError
     from printpipe.pipeline import run
@@ -148,6 +155,8 @@ def run_job(store: JobStore, job) -> None:
     last = {"t": 0.0}
 
     def progress(stage: str, fraction: float) -> None:
+        if parent_pid is not None and os.getppid() != parent_pid:
+            os._exit(3)  # the server is gone: leave the job 'running' for the next server to queue again
         if stage not in STAGES:
             return  # a sub-step's own name: the bar shows the pipeline's stages only
         fraction = min(max(float(fraction), 0.0), 1.0)
@@ -254,8 +263,8 @@ class Supervisor:
         self._kill()
 
     def _spawn(self) -> None:
-        self._proc = self._ctx.Process(target=worker_main, args=(self.data_dir,), name="printpipe-worker",
-                                       daemon=True)
+        self._proc = self._ctx.Process(target=worker_main, args=(self.data_dir, False, os.getpid()),
+                                       name="printpipe-worker", daemon=True)
         self._proc.start()
 
     def _kill(self) -> None:
