@@ -1,7 +1,5 @@
-"""numba kernels of the input and output checks (:mod:`printpipe.plausibility`, :mod:`printpipe.verify`).
+"""numba kernels of the output checks (:mod:`printpipe.verify`).
 
-* :func:`slice_stats` -- per-slice sums for the "slice that does not belong" test, one pass over a
-  strided subsample of every slice.
 * :func:`weld` -- vertex ids of a triangle soup (STL) by exact float32 coordinates, with an
   open-addressing hash table (linear probing); O(n), no sort.
 * :func:`edge_check` -- boundary, over-shared and mis-oriented edges and degenerate faces of an
@@ -23,47 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["slice_stats", "weld", "edge_check", "count_3mf", "parse_3mf", "soup_stats", "indexed_stats", "warmup"]
-
-
-@njit(cache=True, nogil=True)
-def slice_stats(slices, row_step, out):  # pragma: no cover - numba
-    """Per slice, on rows ``0, row_step, ...`` and column pairs ``(2c, 2c+1)``, write into ``out[k]``:
-    pixels seen, air (< -500 HU), out-of-range (< -1100 or > 4000 HU), soft tissue (-200..300 HU)
-    count and sum, soft-tissue pairs and their summed absolute difference."""
-    nz, ny, nx = slices.shape
-    for k in range(nz):
-        seen = 0
-        air = 0
-        invalid = 0
-        n_soft = 0
-        s_soft = 0
-        n_pair = 0
-        s_pair = 0
-        for r in range(0, ny, row_step):
-            for c in range(0, nx - 1, 2):
-                for q in range(2):
-                    v = np.int64(slices[k, r, c + q])
-                    seen += 1
-                    if v < -500:
-                        air += 1
-                    if v < -1100 or v > 4000:
-                        invalid += 1
-                    if -200 <= v <= 300:
-                        n_soft += 1
-                        s_soft += v
-                a = np.int64(slices[k, r, c])
-                b = np.int64(slices[k, r, c + 1])
-                if -200 <= a <= 300 and -200 <= b <= 300:
-                    n_pair += 1
-                    s_pair += abs(a - b)
-        out[k, 0] = seen
-        out[k, 1] = air
-        out[k, 2] = invalid
-        out[k, 3] = n_soft
-        out[k, 4] = s_soft
-        out[k, 5] = n_pair
-        out[k, 6] = s_pair
+__all__ = ["weld", "edge_check", "count_3mf", "parse_3mf", "soup_stats", "indexed_stats", "warmup"]
 
 
 @njit(cache=True, nogil=True)
@@ -392,4 +350,3 @@ def warmup() -> None:
                         dtype=np.uint8)
     count_3mf(xml, np.zeros(3, np.int64))
     parse_3mf(xml, np.empty((1, 3)), np.empty((1, 3), np.int64), np.zeros(2, np.int64), np.zeros(2, np.int64))
-    slice_stats(np.zeros((1, 4, 4), dtype=np.int16), 1, np.zeros((1, 7), dtype=np.int64))
