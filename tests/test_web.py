@@ -348,3 +348,11 @@ def test_supervisor_stops_a_job_that_ignores_cancel_and_reports_a_dead_worker(tm
     assert len(spawned) == 3
     sup.stop()
     assert not spawned[2].is_alive()
+
+
+def test_a_refused_upload_keeps_the_choices(client):
+    r = client.post("/jobs", data=_form(what="hip_right", printer="mk3s", quality="draft"),
+                    headers={"accept-language": "en"})
+    assert r.status_code == 400
+    assert 'value="hip_right" checked' in r.text and '<option value="mk3s" selected>' in r.text
+    assert '<option value="draft" selected>' in r.text and 'id="supports" checked' not in r.text

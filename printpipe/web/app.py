@@ -163,11 +163,15 @@ def create_app(data_dir: str | Path, *, token: str | None = None, local: bool = 
                                                   path=request.url.path, **context)
         return HTMLResponse(html, status_code=status_code, headers=_NO_STORE)
 
-    def form_context(lang: str) -> dict:
+    def form_context(lang: str, chosen: dict | None = None) -> dict:
+        """What the form offers, and what was chosen (kept when an upload is refused)."""
         from printpipe.slicing.printers import list_materials, list_printers
 
         _ = get_translator(lang)
+        chosen = {k: v for k, v in (chosen or {}).items() if v is not None}
         return {
+            "chosen": {"printer": "ender3", "material": "PLA", "what": "pelvis", "quality": "standard",
+                       "supports": True, **chosen},
             "printers": [(p.id, p.name, p.volume_text) for p in list_printers()],
             "materials": [m.name for m in list_materials()],
             "whats": [(k, _(v[0])) for k, v in WHAT.items()],
@@ -188,15 +192,16 @@ def create_app(data_dir: str | Path, *, token: str | None = None, local: bool = 
         job_id = store.new_id()
         jdir = store.job_dir(job_id)
         t0 = time.perf_counter()
+        form = None
+        chosen: dict = {}
         try:
             declared = int(request.headers.get("content-length") or 0)
             if declared > limit:
                 raise _TooLarge()
             form = await request.form(max_files=100_000, max_fields=100)
-            options = validate_options({
-                "printer": form.get("printer"), "material": form.get("material"), "what": form.get("what"),
-                "quality": form.get("quality"), "supports": form.get("supports") == "on",
-            })
+            chosen = {"printer": form.get("printer"), "material": form.get("material"), "what": form.get("what"),
+                      "quality": form.get("quality"), "supports": form.get("supports") == "on"}
+            options = validate_options(chosen)
             options["lang"] = lang
             jdir.mkdir(parents=True)
             zip_file = form.get("ct_zip")
@@ -212,17 +217,19 @@ def create_app(data_dir: str | Path, *, token: str | None = None, local: bool = 
                 kind = "folder"
             else:
                 raise upload_error(N_("choose a CT first: a .zip of the DICOM files, or the folder that holds them"))
-            await form.close()
         except _TooLarge:
             shutil.rmtree(jdir, ignore_errors=True)
             message = _("The upload is larger than the {limit} MB allowed; upload one CT series at a time, "
                         "or start the server with a larger --max-upload-mb.").format(limit=int(max_upload_mb))
             return page(request, "index.html", status_code=413, jobs=jobs_context(lang), error=message,
-                        **form_context(lang))
+                        **form_context(lang, chosen))
         except PrintpipeError as exc:
             shutil.rmtree(jdir, ignore_errors=True)
             return page(request, "index.html", status_code=400, jobs=jobs_context(lang),
-                        error=_translate_error(exc, lang), **form_context(lang))
+                        error=_translate_error(exc, lang), **form_context(lang, chosen))
+        finally:
+            if form is not None:
+                await form.close()  # the spooled upload's temporary files go now, not at garbage collection
         store.add(job_id, options, kind)
         log.info("job %s queued (%s upload, %.1f s)", job_id, kind, time.perf_counter() - t0)
         return RedirectResponse(f"/jobs/{job_id}", status_code=303)
