@@ -168,7 +168,10 @@ def _layer_times(times: np.ndarray, dwell, layer_moves: np.ndarray) -> tuple[lis
         add = np.zeros(n + 1)
         np.add.at(add, np.minimum(np.array([d[0] for d in dwell], np.int64), n),
                   np.array([d[1] for d in dwell], np.float64))
-        clock = clock + np.cumsum(add)  # a dwell at move i happens before move i
+        # a dwell just before move i counts to the layer that move i starts (the clock at a
+        # layer mark excludes it), every other dwell to the layer it is in
+        clock = clock + np.r_[0.0, np.cumsum(add)[:-1]]
+        clock[n] += add[n]
     if layer_moves.size == 0:
         return [], []
     start = clock[np.minimum(layer_moves, n)]
