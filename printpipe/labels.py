@@ -282,7 +282,7 @@ def read(path: str | os.PathLike, volume: Volume, *, parts: Iterable[str] | None
     else:
         layers = _totalsegmentator_layers(path)
     chosen = _choose(layers, wanted, path.name, warnings)
-    labels, names, part_info, resampled = _assemble(chosen, layers, volume, path.name)
+    labels, names, part_info, resampled = _assemble(chosen, layers, volume, path.name, warnings)
     cleared = _cut_gaps(labels, volume.hu) if gap and len(names) > 1 else 0
     for label, name in names.items():
         n = int(np.count_nonzero(labels == label))
@@ -743,7 +743,10 @@ def _choose(layers: list[_Layer], wanted, source: str, warnings: list[str]) -> d
             exact = [e for e in entries if e[2] == w] or [e for e in entries if e[2].casefold() == w.casefold()]
             if exact:
                 e = exact[0]
-                groups[part_name(e[2]) or _safe_name(e[2])].append(e)
+                part = part_name(e[2]) or _safe_name(e[2])
+                if groups.get(part) and not _mergeable(e[2], part):
+                    part = _safe_name(e[2])     # two named labels of one bone: both print, by their names
+                groups[part].append(e)
                 continue
             matches = [e for e in entries if part_name(e[2]) == w]
             if not matches:
@@ -773,7 +776,7 @@ def _mergeable(raw: str, part: str) -> bool:
     return bool(_VERTEBRA.match(raw.strip())) or raw.strip().lower() == part
 
 
-def _assemble(chosen, layers: list[_Layer], volume: Volume, source: str):
+def _assemble(chosen, layers: list[_Layer], volume: Volume, source: str, warnings: list[str]):
     labels = np.zeros(volume.shape, dtype=np.uint8 if len(chosen) < 256 else np.uint16)
     names: dict[int, str] = {}
     part_info: dict[str, dict[str, Any]] = {}
@@ -793,6 +796,11 @@ def _assemble(chosen, layers: list[_Layer], volume: Volume, source: str):
             hit = on_grid[i] == value if on_grid[i].dtype != bool else on_grid[i]
             if hit.any():
                 any_voxel = True
+                taken = labels[hit]
+                for other in np.unique(taken[(taken != 0) & (taken != label)]):
+                    warnings.append(f"labels {raw!r} and {names.get(int(other), other)!r} overlap by "
+                                    f"{int(np.count_nonzero(taken == other))} voxels; {raw!r} keeps them (edit "
+                                    f"the label map so each voxel belongs to one part)")
                 labels[hit] = label
         if not any_voxel:
             raise InputError(f"label {_list([g[2] for g in group])} in {source} is empty (no voxel on the CT "
