@@ -47,6 +47,8 @@ TEMPLATES = (
     # printpipe/batch.py
     N_('cannot reach the Dask scheduler at {scheduler}: {exc}; check the address (tcp://host:8786) and that the scheduler is running'),
     # printpipe/dicom.py
+    N_('inconsistent image sizes in series {info_key}: {info_size_conflict}; remove the odd-sized files or export the series again'),
+    # printpipe/dicom.py
     N_('stack {info_key} uses transfer syntax {info_transfer_syntax} and no decoder for it is installed; install it with `pip install {info_decoder_hint}` (or decompress the files, e.g. `gdcmconv --raw`)'),
     # printpipe/dicom.py
     N_('{len_bad} slice(s) could not be decoded (corrupt or truncated) and were skipped: sorted slice(s) {join_str_k_for_k_in_bad_5} at {s_bad} mm along the normal'),
@@ -94,8 +96,6 @@ TEMPLATES = (
     N_('too few slices: the largest CT stack ({best_key}) has {best_slices} slice(s) and at least {min_slices} are needed for a volume; export the full axial series, not only the scout or key images'),
     # printpipe/dicom.py
     N_('--series {want} matches none of the {len_found} stack(s) found ({table}); pass a stack id, #row or SeriesNumber as shown by `printpipe inspect`'),
-    # printpipe/dicom.py
-    N_('inconsistent image sizes in series {info_key}: {info_size_conflict}; remove the odd-sized files or export the series again'),
     # printpipe/evaluate.py
     N_('label header {path} does not exist; give the .mhd file of the label map'),
     # printpipe/evaluate.py
@@ -188,6 +188,8 @@ TEMPLATES = (
     N_('{source} has several labels for {part} ({list_e_2_for_e_in_best}); name the one to print in --parts (e.g. --parts {best_0_2})'),
     # printpipe/labels.py
     N_('{part} made from label {best_0_2} (manual), not from {list_others}; name another label in --parts to print that one'),
+    # printpipe/labels.py
+    N_('labels {raw} and {names_get_int_other_other} overlap by {int_np_count_nonzero_taken_other} voxels; {raw} keeps them (edit the label map so each voxel belongs to one part)'),
     # printpipe/labels.py
     N_('label {list_g_2_for_g_in_group} in {source} is empty (no voxel on the CT grid); draw it again, or leave it out of --parts'),
     # printpipe/labels.py

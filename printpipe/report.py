@@ -694,6 +694,8 @@ def _yesno(flag: Any, t=_identity) -> str:
 # manifest keys shown as rows under their own (translated) names; other segmentation figures are
 # listed under their key
 _SEG_KEYS = {"preset", "hu_range", "islands_dropped", "table_removed", "metal", "midsagittal_plane", "mirror"}
+_STATUS_NAMES = {"ok": N_("ok"), "failed": N_("failed")}
+_FRAME_NAMES = {"patient": N_("patient (LPS)"), "plate": N_("build plate")}
 _TIMING_NAMES = {"read": N_("read"), "segment": N_("segment"), "surface": N_("surface"),
                  "repair": N_("repair"), "mirror": N_("mirror"), "export": N_("export"),
                  "slice": N_("slice"), "report": N_("report"), "total": N_("total")}
@@ -712,6 +714,7 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
     seg = m.get("segmentation") or {}
     parts = m.get("parts") or []
     none = _t("none")
+    frame = (m.get("frame") or {}).get("name", "patient")
     title = _t("printpipe QA report")
     html_lang = "zh-CN" if lang == "zh" else "en"
     out = [f"<!DOCTYPE html><html lang='{html_lang}'><head><meta charset='utf-8'>"
@@ -721,7 +724,8 @@ def _html(manifest, slice_pngs, view_pngs, extra, notes, backend, lang: str = "e
         "printpipe {version} · created {created} (UTC) · status {status} · frame {frame} · all lengths "
         "in mm. Check every picture before printing: the model is only as good as the segmentation."
     )).format(version=_e(m.get("printpipe_version", __version__)), created=_e(m.get("created")),
-              status=f"<b>{_e(m.get('status'))}</b>", frame=_e((m.get("frame") or {}).get("name", "patient")))
+              status=f"<b>{_e(_t(_STATUS_NAMES.get(m.get('status'), str(m.get('status')))))}</b>",
+              frame=_e(frame if lang == "en" else _t(_FRAME_NAMES.get(frame, frame))))
                + "</p>")
 
     warnings = list(m.get("warnings") or [])
