@@ -49,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                             "none: keep the patient frame")
     group.add_argument("--brim", type=float, default=None, metavar="MM", dest="brim",
                        help="brim width in mm around each part's first layer (default 0)")
+    group.add_argument("--thumbnails", action=argparse.BooleanOptionalAction, default=None,
+                       dest="thumbnails",
+                       help="embed the preview pictures the printer profile asks for (default on)")
+    group.add_argument("--label-objects", action=argparse.BooleanOptionalAction, default=None,
+                       dest="label_objects",
+                       help="M486 object labels, so one failed part can be cancelled on the printer "
+                            "(default on)")
+    group.add_argument("--progress-gcode", action=argparse.BooleanOptionalAction, default=None,
+                       dest="progress_gcode",
+                       help="M73 progress and remaining time at every layer, M117 messages (default on)")
     return group
 
 
@@ -67,7 +77,8 @@ def config_from_args(args: argparse.Namespace):
                ("infill_pattern", "infill_pattern"), ("support", "support"),
                ("support_angle", "support_angle_deg"), ("orient", "orient"),
                ("brim", "brim_width_mm"), ("skin_expand", "skin_expand_mm"),
-               ("infill_connect", "infill_connect_mm"))
+               ("infill_connect", "infill_connect_mm"), ("thumbnails", "thumbnails"),
+               ("label_objects", "label_objects"), ("progress_gcode", "progress_gcode"))
     for dest, field in mapping:
         value = getattr(args, dest, None)
         if value is not None:
