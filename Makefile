@@ -63,7 +63,7 @@ i18n: install
 	    fi; \
 	done
 	$(PY) scripts/i18n_catalogs.py fill-en
-	$(PYBABEL) compile -D printpipe -d $(LOCALE) --statistics
+	$(PY) scripts/i18n_catalogs.py compile
 	-$(PY) scripts/i18n_catalogs.py missing zh > /dev/null
 
 sample: install

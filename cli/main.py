@@ -14,10 +14,23 @@ import traceback
 
 from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
-from printpipe.i18n import LANGS, _, current_lang, set_lang, translate_error
+from printpipe.i18n import LANGS, N_, _, current_lang, set_lang, translate_error
 
 # subcommand name -> module in printpipe.cli (the order is the order of `printpipe --help`)
 SUBCOMMANDS = ("run", "inspect", "slice", "batch", "printers", "presets", "serve")
+
+
+# argparse's own messages (usage line, "invalid choice", "required"), which Python ships untranslated;
+# argparse looks its module-level ``_`` up at call time, so pointing it at printpipe's catalog (in
+# the CLI only, never on importing the library) translates them for the language of this call
+_ARGPARSE_MESSAGES = (
+    N_("usage: "), N_("positional arguments"), N_("options"), N_("show this help message and exit"),
+    N_("show program's version number and exit"), N_("the following arguments are required: %s"),
+    N_("unrecognized arguments: %s"), N_("%(prog)s: error: %(message)s\n"),
+    N_("argument %(argument_name)s: %(message)s"), N_("invalid choice: %(value)r (choose from %(choices)s)"),
+    N_("expected one argument"), N_("invalid %(type)s value: %(value)r"), N_("not allowed with argument %s"),
+    N_("ambiguous option: %(option)s could match %(matches)s"), N_("one of the arguments %s is required"),
+)
 
 
 def _add_lang(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         set_lang(_lang_from_argv(argv))  # None: from the locale
     except ValueError:
         set_lang(None)  # an unknown --lang: argparse's choices say so below
+    argparse._ = _  # see _ARGPARSE_MESSAGES
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

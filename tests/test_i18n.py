@@ -77,6 +77,16 @@ def test_translations_keep_the_named_fields(lang):
 
 
 @pytest.mark.parametrize("lang", ["zh", "en"])
+def test_translations_keep_percent_placeholders(lang):
+    # argparse's own messages are %-formatted; "80 % of" in a message is not a placeholder
+    percent = re.compile(r"%(?:\(\w+\))?[sr]")
+    po = _catalog(LOCALE / lang / "LC_MESSAGES" / "printpipe.po", lang)
+    bad = [(m.id, m.string) for m in po if isinstance(m.id, str) and m.id
+           and sorted(percent.findall(m.id)) != sorted(percent.findall(m.string))]
+    assert not bad, bad[:5]
+
+
+@pytest.mark.parametrize("lang", ["zh", "en"])
 def test_mo_files_are_compiled_from_the_current_po(lang):
     po = _catalog(LOCALE / lang / "LC_MESSAGES" / "printpipe.po", lang)
     mo = LOCALE / lang / "LC_MESSAGES" / "printpipe.mo"
@@ -200,6 +210,16 @@ def test_cli_prints_one_translated_line(capsys, tmp_path):
     assert str(missing) in err[0]  # the fields (here the path) are kept as they were
     assert main(["--lang=en", "inspect", str(missing)]) == 1
     assert capsys.readouterr().err.startswith("printpipe: InputError: input path ")
+
+
+def test_cli_usage_errors_in_chinese(capsys):
+    from printpipe.cli.main import main
+
+    assert main(["run", "--lang", "zh"]) == 2
+    err = capsys.readouterr().err
+    assert "printpipe run：错误：缺少以下必需的参数：input, -o/--output" in err and "用法：" in err
+    assert main(["run", "--lang", "en"]) == 2  # and back: the language is chosen per call
+    assert "error: the following arguments are required" in capsys.readouterr().err
 
 
 def test_cli_lang_defaults_to_the_locale(capsys, tmp_path, monkeypatch):
