@@ -10,7 +10,9 @@ back into the CT's voxel grid (:func:`mesh_to_mask`) and compared with
   slices the manual contour was drawn on (:func:`compare`, ``slices=``).
 
 Figures per structure (:class:`Score`): Dice, mean symmetric surface distance (ASSD) and the 95th
-percentile Hausdorff distance (HD95), in mm, and a left/right swap flag.
+percentile Hausdorff distance (HD95), in mm, a left/right swap flag and, against expert labels, the
+volume of a part lying more than :data:`OUTSIDE_MM` from every labelled bone (bowel, ribs, arms or
+couch given a pelvic name).
 
 Definitions
 -----------
@@ -32,6 +34,7 @@ doi:10.1109/TMI.2009.2013851; Taha & Hanbury 2015, doi:10.1186/s12880-015-0068-x
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -51,6 +54,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "CASES",
     "EXPERT_LABELS",
+    "OUTSIDE_MM",
     "PEER_ROIS",
     "SCORED_PARTS",
     "Score",
@@ -71,6 +75,10 @@ __all__ = [
 
 #: label value -> structure in the expert label maps of pelvic-ref002-labels (5-28 are muscles).
 EXPERT_LABELS: dict[int, str] = {1: "pelvis", 2: "femur", 3: "sacrum", 4: "spine"}
+
+#: a part's voxels farther than this from every expert bone label count as foreign (``outside_ml``):
+#: more than the 1-3 mm a correct surface may stray, less than the soft tissue between bowel and bone.
+OUTSIDE_MM = 5.0
 
 _MET_TYPES = {"MET_UCHAR": "u1", "MET_CHAR": "i1", "MET_USHORT": "u2", "MET_SHORT": "i2",
               "MET_UINT": "u4", "MET_INT": "i4", "MET_FLOAT": "f4", "MET_DOUBLE": "f8"}
@@ -97,6 +105,9 @@ class Score:
     swapped : bool
         True when the compared mask of the other side overlaps this side's reference more than this
         side's own does (a left/right swap).
+    outside_ml : float
+        Volume (cm^3) of the compared mask farther than :data:`OUTSIDE_MM` from every labelled bone
+        (expert labels only; ``nan`` otherwise): bowel, ribs, arms or couch taken into a named part.
     """
 
     structure: str
@@ -108,10 +119,11 @@ class Score:
     ref_ml: float
     test_ml: float
     swapped: bool = False
+    outside_ml: float = math.nan
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        for k in ("dice", "mean_mm", "p95_mm", "ref_ml", "test_ml"):
+        for k in ("dice", "mean_mm", "p95_mm", "ref_ml", "test_ml", "outside_ml"):
             v = d[k]
             d[k] = None if not math.isfinite(v) else round(float(v), 4)
         return d
@@ -503,7 +515,7 @@ def contour_slices(mask: np.ndarray) -> np.ndarray:
 def format_table(title: str, scores: Iterable[Score]) -> str:
     """A fixed-width text table of scores under a title line."""
     header = (f"  {'structure':<13} {'method':<15} {'Dice':>6} {'mean mm':>8} {'p95 mm':>7} "
-              f"{'ref ml':>7} {'ours ml':>7}  {'L/R':<4} reference")
+              f"{'ref ml':>7} {'ours ml':>7} {'out ml':>7}  {'L/R':<4} reference")
     rows = [title, header]
 
     def fmt(v, w, p):
@@ -511,7 +523,8 @@ def format_table(title: str, scores: Iterable[Score]) -> str:
 
     for s in scores:
         rows.append(f"  {s.structure:<13} {s.method:<15} {fmt(s.dice, 6, 3)} {fmt(s.mean_mm, 8, 2)} "
-                    f"{fmt(s.p95_mm, 7, 2)} {fmt(s.ref_ml, 7, 1)} {fmt(s.test_ml, 7, 1)}  "
+                    f"{fmt(s.p95_mm, 7, 2)} {fmt(s.ref_ml, 7, 1)} {fmt(s.test_ml, 7, 1)} "
+                    f"{fmt(s.outside_ml, 7, 1)}  "
                     f"{'SWAP' if s.swapped else 'ok':<4} {s.reference}")
     return "\n".join(rows)
 
@@ -560,6 +573,11 @@ def score_parts(parts: Mapping[str, np.ndarray], volume: Volume, *, labels_mhd: 
         rows += compare_sides(parts, ref, "femur", spacing)
         if "spine" in ref:
             rows.append(compare(parts.get("spine"), ref["spine"], spacing, structure="spine"))
+        bones = ref["pelvis"] | ref["sacrum"] | ref["femur_left"] | ref["femur_right"]
+        if "spine" in ref:
+            bones |= ref["spine"]
+        rows = [dataclasses.replace(s, outside_ml=_outside_ml(parts.get(s.structure), bones, spacing))
+                for s in rows]
         tables["labels"] = rows
     if rtstruct is not None and manual:
         from printpipe.labels import rtstruct_masks
@@ -572,6 +590,21 @@ def score_parts(parts: Mapping[str, np.ndarray], volume: Volume, *, labels_mhd: 
             rows += _peer_scores(rtstruct, volume, ref, slices, manual)
         tables["contours"] = rows
     return tables
+
+
+def _outside_ml(mask: np.ndarray | None, bones: np.ndarray, spacing) -> float:
+    """cm^3 of ``mask`` farther than :data:`OUTSIDE_MM` from ``bones`` (on a box around the mask)."""
+    import edt
+
+    if mask is None or not mask.any():
+        return 0.0
+    pad = [math.ceil(OUTSIDE_MM / s) + 1 for s in spacing]
+    box = tuple(slice(max(int(ix.min()) - p, 0), int(ix.max()) + p + 1) for ix, p in zip(np.nonzero(mask), pad))
+    # the box reaches OUTSIDE_MM beyond the mask, so a bone outside it is farther than that
+    if not bones[box].any():
+        return float(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
+    dist = edt.edt(np.ascontiguousarray(~bones[box]), anisotropy=tuple(map(float, spacing)), black_border=False)
+    return float(np.count_nonzero(mask[box] & (dist > OUTSIDE_MM))) * float(np.prod(spacing)) / 1000.0
 
 
 def _peer_scores(rtstruct, volume, ref, slices, manual) -> list[Score]:
