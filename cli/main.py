@@ -77,7 +77,34 @@ def build_parser() -> argparse.ArgumentParser:
                                    help=_("show the full traceback on errors and debug logging"))
         if subparser is not None and "--lang" not in subparser._option_string_actions:
             _add_lang(subparser)
+    if current_lang() != "en":
+        _translate_help(parser)
     return parser
+
+
+def _translate_help(parser: argparse.ArgumentParser) -> None:
+    """Translate the help texts, descriptions and group titles of ``parser`` and its subcommands.
+
+    The subcommand modules write them in English, unmarked; ``make i18n`` collects them from the
+    source (``CLI_HELP`` in ``printpipe/_error_templates.py``), so they are translated here, once
+    the parser is built, and no option module has to know about languages.
+    """
+    if parser.description:
+        parser.description = _(parser.description)
+    for group in parser._action_groups:
+        if group.title:
+            group.title = _(group.title)
+        if group.description:
+            group.description = _(group.description)
+    for action in parser._actions:
+        if action.help and action.help is not argparse.SUPPRESS:
+            action.help = _(action.help)
+        if isinstance(action, argparse._SubParsersAction):
+            for pseudo in action._choices_actions:  # the subcommand list in the parent's help
+                if pseudo.help:
+                    pseudo.help = _(pseudo.help)
+            for sub in dict.fromkeys(action.choices.values()):
+                _translate_help(sub)
 
 
 def main(argv: list[str] | None = None) -> int:

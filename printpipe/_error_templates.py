@@ -605,3 +605,215 @@ TEMPLATES = (
     # printpipe/web/app.py
     N_('--host {host} would let other computers reach patient CTs; add --allow-remote to do so on purpose (an access token is then printed), or use --host 127.0.0.1'),
 )
+
+# help texts of the command line (argparse), translated on the built parser
+CLI_HELP = (
+    # cli/batch.py
+    N_('run every study under a folder (process pool or Dask), resumable, with a summary CSV'),
+    # cli/batch.py
+    N_('Run the pipeline on every study under ROOT (one case per study: its chosen CT series; or every eligible series with --all-series). Each case writes OUTDIR/<case_id>/ as `printpipe run` would; OUTDIR/batch.csv and batch.json summarise the run. Case IDs are hashes of the study and series UIDs (or come from --case-ids). Exit code 1 when any case failed, 130 when interrupted.'),
+    # cli/batch.py
+    N_('folder holding the studies (searched recursively)'),
+    # cli/batch.py
+    N_('batch output folder'),
+    # cli/batch.py
+    N_('batch'),
+    # cli/batch.py
+    N_("TOML file of option values (keys are option names with '_' for '-'); options given on the command line win"),
+    # cli/batch.py
+    N_('cases at the same time on this machine (default: every CPU; fewer when the memory estimate of the cases does not fit)'),
+    # cli/batch.py
+    N_('run the cases on a running Dask scheduler (tcp://host:8786); needs printpipe[dask]'),
+    # cli/batch.py
+    N_('start a local Dask cluster of N single-threaded worker processes'),
+    # cli/batch.py
+    N_('memory the running cases may use together (default: 80%% of the available memory)'),
+    # cli/batch.py
+    N_('one case per eligible CT series instead of one per study'),
+    # cli/batch.py
+    N_("CSV mapping 'study_uid,series_uid,case_id' or 'folder,case_id'"),
+    # cli/batch.py
+    N_('skip cases whose finished output has the same input and parameter hashes'),
+    # cli/batch.py
+    N_('list the cases that would run and why each series was chosen; run nothing'),
+    # cli/batch.py
+    N_('no progress bar on stderr'),
+    # cli/batch.py
+    N_('progress as JSON lines on stderr (event, case_id, status, seconds, error)'),
+    # cli/inspect.py
+    N_('list the DICOM series in a folder or zip and which one run would choose'),
+    # cli/inspect.py
+    N_('List the image stacks found in INPUT (folder searched recursively, or .zip): modality, description, slices, size, spacing, thickness, tilt, gaps, transfer syntax, and which one `printpipe run` would read and why. Reads headers only.'),
+    # cli/inspect.py
+    N_('folder, .zip or DICOM file'),
+    # cli/inspect.py
+    N_('print JSON for scripts instead of a table'),
+    # cli/inspect.py
+    N_('also show patient name/ID/birth date, study date and file names (hidden by default)'),
+    # cli/inspect.py
+    N_('show which stack this --series value selects, as `run --series` would'),
+    # cli/options.py
+    N_('report'),
+    # cli/options.py
+    N_('skip the HTML QA report and its pictures (faster)'),
+    # cli/options.py
+    N_('allow patient identifiers in the manifest input summary (off by default)'),
+    # cli/options_dicom.py
+    N_('DICOM input'),
+    # cli/options_dicom.py
+    N_('read this stack instead of the automatic choice: a stack id from `printpipe inspect` (or a prefix of >= 6 hex digits), #ROW for a row of its table, or a SeriesNumber'),
+    # cli/options_dicom.py
+    N_('interpolate across missing slices of any size instead of refusing the series'),
+    # cli/options_dicom.py
+    N_('continue past the physical plausibility checks (pixel and slice spacing, field of view, pixel data length, HU scale) and keep slices that do not belong to the stack; each is a warning in the manifest and report'),
+    # cli/options_dicom.py
+    N_('decoding workers: threads, or processes for JPEG, JPEG-LS and JPEG 2000 stacks of 24 files or more (default: min(8, CPU count))'),
+    # cli/options_export.py
+    N_('model export'),
+    # cli/options_export.py
+    N_('coordinates of the model files: patient = DICOM LPS mm, lines up with the CT (default); plate = resting on z = 0, centred on x = y = 0'),
+    # cli/options_export.py
+    N_('emboss a short text (<= 16 characters: letters, digits, space, -_.#) and an L/R marker on each part; never patient data'),
+    # cli/options_export.py
+    N_('decimate each part to about N triangles (quadric edge collapse); the distance to the undecimated mesh is measured and reported'),
+    # cli/options_export.py
+    N_('decimate each part as far as the measured distance to the undecimated mesh stays <= E mm'),
+    # cli/options_export.py
+    N_('skip the (sampled) search for intersecting faces'),
+    # cli/options_labels.py
+    N_('label map (edited or AI segmentation)'),
+    # cli/options_labels.py
+    N_('print this label map instead of segmenting: 3D Slicer .seg.nrrd, NIfTI .nii.gz (with labels.json), a TotalSegmentator output folder, DICOM SEG or RTSTRUCT; --parts picks labels by part name (femur_left) or by their own names'),
+    # cli/options_labels.py
+    N_('names of a NIfTI label map\'s values: JSON {"1": "femur_left", ...} or \'totalsegmentator\' for its multilabel file (default: the file\'s own table, then labels.json beside it)'),
+    # cli/options_labels.py
+    N_('do not clear the one-voxel gap between touching labels (the parts then print fused)'),
+    # cli/options_segment.py
+    N_("do not separate touching bones (one 'bone' part per connected piece)"),
+    # cli/options_segment.py
+    N_('cut the pelvis at its fitted mid-sagittal plane into hip_left and hip_right'),
+    # cli/options_segment.py
+    N_('mirror this hemipelvis into a template of the other side (implies --split-hemipelvis)'),
+    # cli/options_segment.py
+    N_("export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, spine, fragment_N); with --labels also the labels' own names"),
+    # cli/options_segment.py
+    N_('crop box in patient LPS mm before segmenting (write --roi=-100,... when it starts with a minus)'),
+    # cli/options_segment.py
+    N_('crop automatically around this region (with a margin) before the expensive steps'),
+    # cli/options_segment.py
+    N_('keep bone-dense voxels outside the body (couch, markers); off by default'),
+    # cli/options_segment.py
+    N_("keep each part's surface at the preset's threshold instead of moving it to the local half-maximum edge (the threshold surface lies about half a voxel outside the bone)"),
+    # cli/options_segment.py
+    N_('segmentation'),
+    # cli/options_segment.py
+    N_("HU range, overrides the preset (either side may be empty: 300: keeps the preset's high)"),
+    # cli/options_segment.py
+    N_('drop bone pieces smaller than this (mm^3, default 1000)'),
+    # cli/options_segment.py
+    N_('keep internal cavities (marrow) open instead of printing parts solid'),
+    # cli/options_segment.py
+    N_('hollow each part to a shell of this wall (mm); at least two nozzle extrusion widths'),
+    # cli/options_slicing.py
+    N_('slicing'),
+    # cli/options_slicing.py
+    N_('printer profile: a built-in id such as ender3, ender3v2, mk3s, i3mega, cr10, ender3s1, or your own .toml profile'),
+    # cli/options_slicing.py
+    N_('material preset: PLA (default) or PETG, or your own .toml'),
+    # cli/options_slicing.py
+    N_('layer height in mm (default 0.2)'),
+    # cli/options_slicing.py
+    N_('number of perimeters (default 2)'),
+    # cli/options_slicing.py
+    N_('sparse infill density in percent (default 15)'),
+    # cli/options_slicing.py
+    N_('sparse infill pattern (default grid)'),
+    # cli/options_slicing.py
+    N_('extend exposed top/bottom skin this far into the infill (default 3)'),
+    # cli/options_slicing.py
+    N_('join infill lines along the boundary where the path is at most this long (default 50; 0 = separate lines)'),
+    # cli/options_slicing.py
+    N_('supports under overhangs (default on)'),
+    # cli/options_slicing.py
+    N_('overhang threshold from the vertical that gets support (default 55)'),
+    # cli/options_slicing.py
+    N_('auto: turn each part for least support, then least height (default); none: keep the patient frame'),
+    # cli/options_slicing.py
+    N_("brim width in mm around each part's first layer (default 0)"),
+    # cli/options_slicing.py
+    N_('embed the preview pictures the printer profile asks for (default on)'),
+    # cli/options_slicing.py
+    N_('M486 object labels, so one failed part can be cancelled on the printer (default on)'),
+    # cli/options_slicing.py
+    N_('M73 progress and remaining time at every layer, M117 messages (default on)'),
+    # cli/options_surface.py
+    N_('surface'),
+    # cli/options_surface.py
+    N_('smoothing filter: windowed sinc as in 3D Slicer (default), Taubin lambda/mu, or none'),
+    # cli/presets.py
+    N_('list the HU presets (--preset NAME)'),
+    # cli/presets.py
+    N_('List the Hounsfield-unit presets that --preset accepts.'),
+    # cli/presets.py
+    N_('print JSON instead of a table'),
+    # cli/printers.py
+    N_('list the printer profiles and materials for --printer / --material'),
+    # cli/printers.py
+    N_('List the built-in printer profiles (use the id with --printer, or pass the path of your own .toml profile, which may start with inherits = "ender3") and the material presets (--material).'),
+    # cli/printers.py
+    N_('machine-readable output'),
+    # cli/printers.py
+    N_('import a PrusaSlicer .ini or Cura .def.json printer profile'),
+    # cli/printers.py
+    N_("Translate a PrusaSlicer .ini (exported config, config bundle or vendor bundle: printer, filament and print sections, inherits, bed_shape, machine_max_*) or a Cura .def.json (machine_width/depth/height, start/end G-code) into a printpipe TOML profile, written where --printer finds it (the user profile folder, $XDG_CONFIG_HOME/printpipe/printers) unless --out says otherwise. A filament section becomes a material preset beside it. Slicer placeholders become printpipe's; an unknown one is refused by name and nothing is written."),
+    # cli/printers.py
+    N_('PrusaSlicer .ini or Cura .def.json'),
+    # cli/printers.py
+    N_('where to write the profile (.toml file or folder; default: the user profile folder)'),
+    # cli/printers.py
+    N_("id of the new profile for --printer (default: from the printer's name)"),
+    # cli/printers.py
+    N_('the [printer:NAME] section of a PrusaSlicer bundle to import'),
+    # cli/printers.py
+    N_('the [filament:NAME] section to import as a material preset'),
+    # cli/printers.py
+    N_('the [print:NAME] section whose speeds to use'),
+    # cli/printers.py
+    N_('replace an existing profile of that id'),
+    # cli/printers.py
+    N_('show the full traceback on errors and debug logging'),
+    # cli/run.py
+    N_('DICOM folder/zip -> watertight bone model, manifest, report (and G-code with --printer)'),
+    # cli/run.py
+    N_('Run the whole pipeline on one CT series. Outputs go to OUTDIR: model.stl, model.3mf, parts/<name>.stl, manifest.json, report.html (and model.gcode with --printer). Every file is written to a temporary name and renamed, so a failed run leaves nothing half-written.'),
+    # cli/run.py
+    N_('DICOM folder (searched recursively) or .zip'),
+    # cli/run.py
+    N_('output folder'),
+    # cli/run.py
+    N_('no progress on stderr'),
+    # cli/run.py
+    N_('progress as JSON lines on stderr'),
+    # cli/serve.py
+    N_('local web page: upload a CT, pick printer and parts, follow progress, download G-code'),
+    # cli/serve.py
+    N_('Start the local web app (Chinese and English). Jobs run one at a time in a separate worker process and are kept in DATA (SQLite), so a restart shows finished jobs again. It answers only on this computer unless --allow-remote is given, and then only to browsers that carry the access token printed at start-up.'),
+    # cli/serve.py
+    N_('address to listen on (default 127.0.0.1: this computer only)'),
+    # cli/serve.py
+    N_('port (default 8765)'),
+    # cli/serve.py
+    N_('folder for the job database and job files (default ~/.printpipe/serve)'),
+    # cli/serve.py
+    N_('allow a non-local --host; an access token is printed and required'),
+    # cli/slice.py
+    N_('STL/3MF -> G-code for a printer, with print time and filament'),
+    # cli/slice.py
+    N_('Slice an STL (one part) or 3MF (one part per object) for a printer profile. Parts are oriented, laid out on the bed and printed 1:1, never scaled: a part that fits the printer in no orientation is an error. Parts that do not fit one bed go to OUT-plate-N.gcode. Every file passes the safety check (bed, height, temperatures, heaters off) before it is renamed into place.'),
+    # cli/slice.py
+    N_('model file (.stl or .3mf; .obj and .ply also work)'),
+    # cli/slice.py
+    N_("G-code file (default: the model's name with .gcode)"),
+    # cli/slice.py
+    N_('progress as JSON lines on stderr (event, stage, fraction, seconds, time)'),
+)

@@ -8,6 +8,10 @@ the report and the CLI summary), turns the f-string into a template with named f
     raise InputError(f"no CT series in {folder!r}; pass --series UID")
     ->  "no CT series in {folder}; pass --series UID"
 
+It also collects the command line's help texts (``help=``, ``description=``, group titles in
+``cli/*.py``), which ``printpipe.cli.main`` translates on the built parser, so that no option
+module needs marking either.
+
 Those templates are what the translators translate; :func:`printpipe.i18n.translate_error`
 matches a raised message against them at the CLI/web boundary and puts the fields back into the
 translation. The raise sites themselves are left alone (see the i18n module for why).
@@ -122,7 +126,43 @@ def _warning_message(node: ast.AST) -> ast.AST | None:
     return node.args[0]
 
 
-def render(items: list[tuple[str, str]]) -> str:
+_PARSER_CALLS = {"add_argument", "add_parser", "add_argument_group", "ArgumentParser", "add_subparsers",
+                 "add_mutually_exclusive_group"}
+
+
+def _plain_string(node: ast.AST | None) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr) and all(isinstance(v, ast.Constant) for v in node.values):
+        return "".join(v.value for v in node.values)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _plain_string(node.left), _plain_string(node.right)
+        return None if left is None or right is None else left + right
+    return None
+
+
+def collect_cli_help() -> list[tuple[str, str]]:
+    """[(help text, "path:line"), ...] of argparse help, descriptions and group titles in cli/."""
+    found: dict[str, str] = {}
+    for path in sorted((ROOT / "cli").glob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=rel)):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            if name not in _PARSER_CALLS:
+                continue
+            texts = [_plain_string(k.value) for k in node.keywords if k.arg in ("help", "description", "title")]
+            if name == "add_argument_group" and node.args:
+                texts.append(_plain_string(node.args[0]))
+            for text in texts:
+                if text and text.strip() and text not in found:
+                    found[text] = f"{rel}:{node.lineno}"
+    return sorted(found.items(), key=lambda kv: kv[1])
+
+
+def render(items: list[tuple[str, str]], help_items: list[tuple[str, str]] = ()) -> str:
     lines = [
         '"""Templates of the error and warning messages printpipe writes, translated where shown.',
         "",
@@ -141,15 +181,22 @@ def render(items: list[tuple[str, str]]) -> str:
         lines.append(f"    # {where.split(':')[0]}")
         lines.append(f"    N_({template!r}),")
     lines.append(")")
+    lines.append("")
+    lines.append("# help texts of the command line (argparse), translated on the built parser")
+    lines.append("CLI_HELP = (")
+    for text, where in help_items:
+        lines.append(f"    # {where.split(':')[0]}")
+        lines.append(f"    N_({text!r}),")
+    lines.append(")")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    text = render(collect())
+    text = render(collect(), collect_cli_help())
     if "--check" in argv:
         return 0 if OUT.exists() and OUT.read_text(encoding="utf-8") == text else 1
     OUT.write_text(text, encoding="utf-8")
-    print(f"{OUT.relative_to(ROOT)}: {text.count('N_(') - 1} error templates")
+    print(f"{OUT.relative_to(ROOT)}: {text.count('N_(') - 1} error templates and help texts")
     return 0
 
 

@@ -79,7 +79,7 @@ def test_translations_keep_the_named_fields(lang):
 @pytest.mark.parametrize("lang", ["zh", "en"])
 def test_translations_keep_percent_placeholders(lang):
     # argparse's own messages are %-formatted; "80 % of" in a message is not a placeholder
-    percent = re.compile(r"%(?:\(\w+\))?[sr]")
+    percent = re.compile(r"%(?:\(\w+\))?[sdr]|%%")
     po = _catalog(LOCALE / lang / "LC_MESSAGES" / "printpipe.po", lang)
     bad = [(m.id, m.string) for m in po if isinstance(m.id, str) and m.id
            and sorted(percent.findall(m.id)) != sorted(percent.findall(m.string))]
@@ -220,6 +220,19 @@ def test_cli_usage_errors_in_chinese(capsys):
     assert "printpipe run：错误：缺少以下必需的参数：input, -o/--output" in err and "用法：" in err
     assert main(["run", "--lang", "en"]) == 2  # and back: the language is chosen per call
     assert "error: the following arguments are required" in capsys.readouterr().err
+
+
+def test_cli_help_in_chinese(capsys):
+    from printpipe.cli.main import SUBCOMMANDS, main
+
+    for name in SUBCOMMANDS:
+        assert main([name, "--help", "--lang", "zh"]) == 0, name  # argparse %-formats every help text
+        out = capsys.readouterr().out
+        assert "用法：" in out and "显示此帮助信息并退出" in out, name
+    main(["run", "--help", "--lang", "zh"])
+    assert "层高，单位 mm（默认 0.2）" in capsys.readouterr().out
+    main(["run", "--help", "--lang", "en"])
+    assert "layer height in mm (default 0.2)" in capsys.readouterr().out
 
 
 def test_cli_lang_defaults_to_the_locale(capsys, tmp_path, monkeypatch):
