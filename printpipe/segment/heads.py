@@ -29,15 +29,17 @@ _GRID_MM = 2.0
 _SMOOTH_MM = 1.2
 #: an edge: smoothed HU gradient of at least this (HU/mm) on a voxel between 100 and 1000 HU
 _EDGE_HU_MM = 25.0
-#: the centres of both femoral heads lie 120-260 mm apart (adult inter-head distance ~150-220 mm),
+#: the centres of both femoral heads lie 120-240 mm apart (adult inter-head distance ~150-220 mm;
+#: the greater trochanters, the next pair of round bones, lie ~260-330 mm apart),
 #: at about the same height and depth (the pelvis tilts, but by a few degrees side to side)
-_PAIR_DX_MM = (120.0, 260.0)
+_PAIR_DX_MM = (120.0, 240.0)
 _PAIR_DZ_MM = 30.0
 _PAIR_DY_MM = 40.0
 #: a sphere fit is a femoral head when its surface residual (rms, mm) is below this ...
 _FIT_RMS_MM = 2.0
-#: ... at least this fraction of the directions found the surface ...
-_FIT_INLIERS = 0.3
+#: ... at least this fraction of the directions found the free surface (the cup, the neck and the
+#: fovea hide most of it) ...
+_FIT_INLIERS = 0.12
 #: ... and an acetabular roof covers at least this fraction of the directions within 60 deg of
 #: superior: the ray ends at a joint space with the cup's cortex beyond it (a shaft, a vertebral
 #: body or a trochanter has none; a head under the roof has 0.3-0.8 at 1-3 mm slices)
@@ -47,8 +49,8 @@ _CUP_REACH_MM = 14.0
 #: median HU inside a head (trabecular bone); below it the sphere is a shaft's canal
 _CORE_HU = 120.0
 _N_DIRS = 160
-#: soft tissue (muscle, fat) reads below this on the smoothed grid
-_SOFT_HU = 120.0
+#: soft tissue (muscle 40-60 HU, fat) reads below this on the smoothed grid next to bone
+_SOFT_HU = 90.0
 #: a joint space is at least this much darker (HU) than the head's inside and the cup beyond it
 _VALLEY_HU = 80.0
 #: an edge on a sphere's surface: 2 mm inside is this much brighter (HU) than 2 mm outside
@@ -176,51 +178,54 @@ def _shell_score(sm: _Smoothed, centres: np.ndarray, radii: np.ndarray, dirs: np
     return np.mean((v[..., 0] - v[..., 1]) > _SHELL_STEP_HU, axis=2)
 
 
-def _ray_surface(prof: np.ndarray, rr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per ray (rows of ``prof``, HU at radii ``rr``): the radius of the head's boundary, the first
-    of (a) the profile falling to soft tissue (< _SOFT_HU) and (b) a joint space: a local minimum
-    _VALLEY_HU below the head's HU that the cup's cortex beyond it rises from by _VALLEY_HU within
-    _CUP_REACH_MM. Returns (radius or nan, is-cup flags)."""
-    n, m = prof.shape
-    band = (rr >= HEAD_DIAMETER_MM[0] / 2 - 4) & (rr <= HEAD_DIAMETER_MM[1] / 2 + 3)
-    inner = prof[:, rr <= 8].mean(axis=1)
+def _free_surface(prof: np.ndarray, rr: np.ndarray) -> np.ndarray:
+    """Per ray (rows of ``prof``, HU at radii ``rr``): where the head's free surface lies, or nan.
+
+    A ray that leaves the head into soft tissue (below _SOFT_HU) within the head-radius range
+    crosses the head's cortex last; its surface is the steepest fall of HU in the few millimetres
+    before the soft tissue. Rays into the acetabulum, the neck or the pelvis meet bone again and
+    find none. (The inside of a head is no guide: fatty marrow around a dense core of compression
+    trabeculae makes a dark ring inside the cortex that looks like a joint space.)
+    """
+    n = prof.shape[0]
+    step = rr[1] - rr[0]
+    band = (rr >= HEAD_DIAMETER_MM[0] / 2) & (rr <= HEAD_DIAMETER_MM[1] / 2 + 4)
     soft = band[None] & (prof < _SOFT_HU)
-    lm = np.zeros_like(soft)
-    lm[:, 1:-1] = (prof[:, 1:-1] <= prof[:, :-2]) & (prof[:, 1:-1] <= prof[:, 2:])
-    reach = int(round(_CUP_REACH_MM / (rr[1] - rr[0])))
-    ahead = np.full_like(prof, -np.inf)
-    for k in range(1, reach + 1):
-        ahead[:, :-k] = np.maximum(ahead[:, :-k], prof[:, k:])
-    valley = band[None] & lm & (ahead - prof >= _VALLEY_HU) & (prof <= inner[:, None] - _VALLEY_HU)
-    ev = soft | valley
-    has = ev.any(axis=1)
-    k = np.argmax(ev, axis=1)
-    r = np.where(has, rr[k], np.nan)
-    cup = has & valley[np.arange(n), k]
-    return r, cup
+    has = soft.any(axis=1)
+    ks = np.argmax(soft, axis=1)
+    d = np.gradient(prof, step, axis=1)
+    back = int(round(6.0 / step))
+    out = np.full(n, np.nan)
+    for i in np.flatnonzero(has):
+        k0 = max(ks[i] - back, 0)
+        seg = d[i, k0:ks[i] + 1]
+        k = k0 + int(np.argmin(seg))
+        if -seg.min() >= 0.8 * _EDGE_HU_MM and prof[i, k0] > 200.0:
+            out[i] = rr[k]
+    return out
 
 
 def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = None) -> HeadSphere | None:
-    """Fit the head around ``c0``: along each ray the head's boundary (_ray_surface); a trimmed
-    least-squares sphere through those points, re-centred until it settles."""
-    rr = np.arange(0.0, HEAD_DIAMETER_MM[1] / 2 + _CUP_REACH_MM + 4, 0.5)
+    """Fit the head around ``c0`` to its free surface (:func:`_free_surface`): a trimmed
+    least-squares sphere, re-centred until it settles; then the joint space under the cup."""
+    rr = np.arange(0.0, HEAD_DIAMETER_MM[1] / 2 + _CUP_REACH_MM + 6, 0.5)
     c = np.asarray(c0, float)
-    for _ in range(5):
+    for _ in range(6):
         prof = sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None])
-        r_dir, cup = _ray_surface(prof, rr)
+        r_dir = _free_surface(prof, rr)
         ok = np.isfinite(r_dir)
-        if ok.sum() < 0.3 * len(dirs):
+        if ok.sum() < 0.2 * len(dirs):
             return None
         pts = c + dirs[ok] * r_dir[ok, None]
         cc, r = fit_sphere(pts)
         for _ in range(4):
             res = np.abs(np.linalg.norm(pts - cc, axis=1) - r)
             keep = res < max(2.0, 1.5 * np.median(res))
-            if keep.sum() < 0.25 * len(dirs):
+            if keep.sum() < 0.15 * len(dirs):
                 return None
             cc, r = fit_sphere(pts[keep])
         moved = float(np.linalg.norm(cc - c))
-        if np.linalg.norm(cc - c0) > 20.0:
+        if np.linalg.norm(cc - c0) > 20.0 or not np.isfinite(r):
             return None
         c = cc
         if moved < 0.5:
@@ -229,30 +234,31 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = 
     inl = np.abs(res) < 2.0
     rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else np.inf
     inliers = float(inl.sum()) / len(dirs)
-    # the boundary found is the joint space (the darkest point) or the fall to soft tissue: the
-    # bone surface lies about a millimetre inside it
-    joint = float(r)
-    r_bone = joint - 1.0
-    if not (HEAD_DIAMETER_MM[0] / 2 <= r_bone <= HEAD_DIAMETER_MM[1] / 2):
+    if not (HEAD_DIAMETER_MM[0] / 2 <= r <= HEAD_DIAMETER_MM[1] / 2):
         return None
     # a head is full of trabecular bone; a shaft's canal holds fatty marrow
-    core = sm.sample(c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r_bone, 0.6 * r_bone])[None, :, None])
+    core = sm.sample(c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r, 0.6 * r])[None, :, None])
     core_hu = float(np.median(core))
     if core_hu < _CORE_HU:
         return None
-    # the acetabulum covers the head from above: rays within 60 deg of superior that ended at a cup
-    upper = dirs[:, 2] > 0.5
-    prof = sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None])
-    r_dir, cup = _ray_surface(prof, rr)
-    on = np.isfinite(r_dir) & (np.abs(r_dir - joint) < 3.0)
-    cover = float(np.mean((cup & on)[upper]))
-    # neck: lateral, not upwards, bone going on far beyond the head
-    far = sm.sample(c[None, None] + dirs[:, None] * np.array([joint + 8, joint + 12, joint + 16])[None, :, None])
+    # the acetabular roof: rays within 60 deg of superior meet a dark joint space just outside the
+    # surface and the cup's cortex beyond it
+    up = dirs[dirs[:, 2] > 0.5]
+    rj = np.arange(r - 1.0, r + 5.01, 0.5)
+    rc = np.arange(r, r + 12.01, 0.5)
+    pj = sm.sample(c[None, None] + up[:, None] * rj[None, :, None])
+    pc = sm.sample(c[None, None] + up[:, None] * rc[None, :, None])
+    jmin = pj.min(axis=1)
+    cov = (pc.max(axis=1) - jmin >= _VALLEY_HU) & (pc.max(axis=1) > _CUP_HU)
+    cover = float(np.mean(cov))
+    joint = float(np.median(rj[np.argmin(pj, axis=1)][cov])) if cov.any() else r + 1.0
+    # the joint space between the two cartilage layers (each 1.5-2 mm) lies ~2 mm outside the
+    # head; a valley found further out is the ilium's marrow beyond a thin roof
+    joint = float(np.clip(joint, r + 0.5, r + 3.0))
     lateral = np.sign(c[0] - mid_x) if mid_x is not None else 0.0
-    cont = (far > 200).all(axis=1) & (dirs[:, 2] < 0.2) & (dirs[:, 0] * lateral > 0.3)
-    neck = dirs[cont].mean(axis=0) if cont.sum() >= 3 else np.array([lateral * 0.6, 0.0, -0.8])
+    neck = np.array([lateral * 0.6, 0.0, -0.8])
     neck = neck / max(np.linalg.norm(neck), 1e-9)
-    return HeadSphere(center=c, radius_mm=r_bone, joint_mm=joint, rms_mm=rms, inliers=inliers,
+    return HeadSphere(center=c, radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
                       cup_cover=cover, neck_dir=neck, core_hu=core_hu)
 
 
@@ -272,7 +278,10 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
                 continue
             if abs(a.radius_mm - b.radius_mm) > 0.15 * max(a.radius_mm, b.radius_mm):
                 continue
-            s = a.inliers + b.inliers + a.cup_cover + b.cup_cover - 0.2 * (a.rms_mm + b.rms_mm)
+            # a head is full of dense trabecular bone (its compression trabeculae): a trochanter's
+            # or a shaft's inside is darker
+            core = min(a.core_hu, b.core_hu) / 300.0
+            s = a.inliers + b.inliers + a.cup_cover + b.cup_cover + min(core, 1.5) - 0.2 * (a.rms_mm + b.rms_mm)
             if s > score:
                 best, score = (a, b), s
     return best

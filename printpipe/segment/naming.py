@@ -266,9 +266,11 @@ def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: 
         k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
         r = [max(1, int(0.5 * h.radius_mm / sp)) for sp in vol.spacing]
         box = tuple(slice(max(a - b, 0), a + b + 1) for a, b in zip(k, r))
-        share = float(np.mean(labels[box] == lab)) if labels[box].size else 0.0
+        sub = labels[box]
+        bone = np.count_nonzero(sub)
+        share = float(np.count_nonzero(sub == lab)) / bone if bone else 0.0
         if share < rule["head_share"]:
-            fails.append(f"holds {share:.0%} of its femoral head's core (needs {rule['head_share']:.0%})")
+            fails.append(f"holds {share:.0%} of the bone in its femoral head's core (needs {rule['head_share']:.0%})")
     return fails
 
 

@@ -46,7 +46,9 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
        marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
        ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
        soft tissue and stay open; axial holes of a femur (fatty shaft marrow) are always filled;
-    3. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
+    3. a femur's axial sections are convex (head, neck, trochanters, shaft): each is filled to its
+       convex hull, which closes a neck whose thin anterior cortex fell below the threshold;
+    4. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
        shaft cut by the scan keeps its marrow).
 
     Only background voxels are added, none 26-adjacent to another part, so the one-voxel gaps
@@ -94,6 +96,8 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
             add |= np.moveaxis(a_ax, 0, ax)
             del c_ax, a_ax
         solid = closed | add
+        if name.startswith("femur_"):
+            solid |= _axial_hulls(solid)
         # 3. enclosed background; scan ends close the box
         lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
         bg = cc3d.connected_components(~solid, connectivity=6)
@@ -115,3 +119,18 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
     return out
 
+
+
+def _axial_hulls(mask: np.ndarray) -> np.ndarray:
+    """Per axial slice, the convex hull of each 8-connected section of ``mask``."""
+    from skimage.measure import label
+    from skimage.morphology import convex_hull_image
+
+    out = np.zeros_like(mask)
+    for k in np.flatnonzero(mask.any(axis=(1, 2))):
+        lab, n = label(mask[k], connectivity=2, return_num=True)
+        for i in range(1, n + 1):
+            part = lab == i
+            if np.count_nonzero(part) >= 3:
+                out[k] |= convex_hull_image(part)
+    return out
