@@ -34,7 +34,6 @@ from __future__ import annotations
 import gettext as _gettext
 import os
 import re
-import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Literal
@@ -67,7 +66,6 @@ DEFAULT_LANG: Lang = "en"
 DOMAIN = "printpipe"
 LOCALE_DIR = Path(__file__).with_name("locale")
 
-_state = threading.local()
 _process_lang: Lang | None = None
 
 
