@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         serve(args.host, args.port, args.data, allow_remote=args.allow_remote, max_upload_mb=args.max_upload_mb,
-              echo=print)
+              echo=lambda line: print(line, flush=True))
     except KeyboardInterrupt:
         return 0
     return 0
