@@ -334,6 +334,8 @@ def serve(host: str = "127.0.0.1", port: int = 8765, data: str | Path | None = N
     app = create_app(data, token=token, local=local, max_upload_mb=max_upload_mb)
     shown = f"[{host}]" if ":" in host else host
     if token:
+        if host in ("0.0.0.0", "::"):
+            shown = _this_machine_address() or shown
         echo(f"printpipe serve: open http://{shown}:{port}/?token={token} (the token is needed from "
              f"other computers; keep it to the printer room)")
     else:
@@ -356,6 +358,20 @@ def _host_name(host: str) -> str:
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _this_machine_address() -> str | None:
+    """This computer's address on its local network (no packet is sent: a UDP socket is only
+    pointed at a private address so the kernel picks the outgoing interface)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 1))
+            address = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if address.startswith("127.") else address
 
 
 def _is_loopback(host: str) -> bool:
