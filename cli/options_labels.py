@@ -38,6 +38,10 @@ def config_from_args(args: argparse.Namespace):
 
             raise InputError("--label-names needs --labels FILE (the label map the names belong to)")
         return None
+    if hasattr(args, "all_series"):  # only `printpipe batch` has --all-series
+        from printpipe.errors import InputError
+
+        raise InputError("--labels belongs to one CT; run it with `printpipe run CT --labels FILE`, not batch")
     return LabelsConfig(path=path, parts=getattr(args, "parts", None),
                         names_table=getattr(args, "label_names", None),
                         gap=bool(getattr(args, "label_gap", True)))
