@@ -59,9 +59,10 @@ def weld(bits, ids):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def edge_check(faces, n_vertices, out):  # pragma: no cover - numba
-    """Count, into ``out``: [0] degenerate faces (a repeated corner), [1] directed edges without a
-    reverse (boundary), [2] directed edges occurring more than once or with more than one reverse
-    (over-shared or inconsistently wound), [3] faces referring to a vertex outside 0..n_vertices-1."""
+    """Count, into ``out``: [0] degenerate faces (a repeated corner), [1] directed edges that occur
+    once and have no reverse (boundary), [2] directed edges occurring more than once or with more
+    than one reverse (over-shared, or inconsistently wound: a flipped face makes each of its three
+    edges occur twice in one direction), [3] faces referring to a vertex outside 0..n_vertices-1."""
     nf = faces.shape[0]
     for q in range(4):
         out[q] = 0
@@ -106,10 +107,10 @@ def edge_check(faces, n_vertices, out):  # pragma: no cover - numba
             for e2 in range(deg[b], deg[b + 1]):
                 if target[e2] == a:
                     rev += 1
-            if rev == 0:
-                out[1] += 1
-            elif fwd > 1 or rev > 1:
+            if fwd > 1 or rev > 1:
                 out[2] += 1
+            elif rev == 0:
+                out[1] += 1
 
 
 _POW10 = np.array([10.0 ** k for k in range(-30, 31)])
