@@ -44,6 +44,14 @@ def _zip(path: Path, members: dict[str, bytes], *, symlink: str | None = None) -
     return path
 
 
+@pytest.fixture(autouse=True)
+def _process_language_unchanged():
+    yield
+    from printpipe.i18n import set_lang
+
+    set_lang(None)  # run_job sets the worker process's language; other tests expect the locale's
+
+
 @pytest.fixture
 def client(tmp_path):
     app = create_app(tmp_path / "data", start_worker=False, max_upload_mb=1)
