@@ -269,3 +269,34 @@ def test_dicom_seg_and_rtstruct_frames(phantom, tmp_path):
                         series_uid="1.2.826.0.1.8")
     with pytest.raises(InputError, match="frame of reference mismatch: rs.dcm"):
         read(rs, vol, ct_source=tmp_path / "ct")
+
+
+def test_slicer_layers_and_crop(phantom, tmp_path):
+    """A segmentation as 3D Slicer saves it after editing: cropped to the segments' box (origin moved,
+    reference extent offset) and overlapping segments in a second layer (4-D voxels). Each segment
+    comes back where it was; the overlap is reported and given to one part."""
+    import slicerio
+
+    vol, labels, names = phantom
+    lo = np.array([3, 4, 6])                                        # crop offset (z, y, x)
+    sub = labels[3:23, 4:34, 6:42]
+    ijk = vol.affine[:, [2, 1, 0, 3]].copy()
+    ijk[:3, 3] = vol.index_to_patient([lo])[0]
+    seg = slicerio.create_segmentation(sub.shape[::-1], ijk)
+    for v, n in names.items():
+        slicerio.add_segment(seg, (sub == v).transpose(2, 1, 0), {"name": n})
+    extra = np.zeros(sub.shape, bool)
+    extra[5:9, 10:14, 26:30] = True                                 # inside hip_left: a second layer
+    slicerio.add_segment(seg, extra.transpose(2, 1, 0), {"name": "Sacrum"})   # renamed by hand in Slicer
+    assert seg["voxels"].ndim == 4
+    seg["referenceImageExtentOffset"] = [int(v) for v in lo[::-1]]
+    slicerio.write_segmentation(str(tmp_path / "edited.seg.nrrd"), seg)
+    back = read(tmp_path / "edited.seg.nrrd", vol, parts=["hip_left", "femur_right", "Sacrum"], gap=False)
+    got = _masks(back, vol)
+    full_extra = np.zeros(vol.shape, bool)
+    full_extra[3:23, 4:34, 6:42] = extra
+    assert set(got) == {"hip_left", "femur_right", "sacrum"}
+    assert np.array_equal(got["femur_right"], labels == 5)
+    assert np.array_equal(got["sacrum"], full_extra)
+    assert np.array_equal(got["hip_left"], (labels == 1) & ~full_extra)
+    assert any("overlap by 64 voxels" in w for w in back.warnings)
