@@ -490,6 +490,11 @@ def _rasterise(polys: list[np.ndarray], volume: Volume, name: str, strict: bool)
         if not 0 <= k < nz:
             outside += 1
             continue
+        margin = 0.5 + GRID_TOL_MM / np.asarray(volume.spacing[1:])
+        if strict and (np.any(kji[:, 1:].min(axis=0) < -margin)
+                       or np.any(kji[:, 1:].max(axis=0) > np.array([ny - 1, nx - 1]) + margin)):
+            raise InputError(f"ROI {name!r} reaches outside the CT's field of view on slice {k}; it was drawn "
+                             f"on a larger reconstruction: give the CT series the structure set belongs to")
         by_slice[k].append(kji[:, 1:])
     if outside:
         if strict:

@@ -68,6 +68,15 @@ def test_nearest_slice_within_half_spacing(tmp_path):
         rtstruct_masks(rs, vol, names=["b"])
 
 
+def test_outside_field_of_view_refused(tmp_path):
+    """A requested ROI that crosses the edge of the image (16 mm half-width) is outside the CT."""
+    vol = _grid()
+    rs = write_rtstruct(tmp_path / "RS.dcm", {"wide": [_circle(0, 0, 20, 110.0)]})
+    assert rtstruct_masks(rs, vol)["wide"].any()          # survey: clipped to the image
+    with pytest.raises(InputError, match="reaches outside the CT's field of view on slice 5"):
+        rtstruct_masks(rs, vol, names=["wide"])
+
+
 def test_names_case_and_unknown(tmp_path):
     vol = _grid()
     rs = write_rtstruct(tmp_path / "RS.dcm", {"FemoreSin": [_circle(0, 0, 5, 110.0)]})
