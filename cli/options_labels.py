@@ -42,6 +42,14 @@ def config_from_args(args: argparse.Namespace):
         from printpipe.errors import InputError
 
         raise InputError("--labels belongs to one CT; run it with `printpipe run CT --labels FILE`, not batch")
+    given = [flag for flag, attr in (("--hollow", "hollow_wall_mm"), ("--split-hemipelvis", "split_hemipelvis"),
+                                     ("--mirror", "mirror")) if getattr(args, attr, None)]
+    if given:
+        from printpipe.errors import InputError
+
+        verb = "change" if len(given) > 1 else "changes"
+        raise InputError(f"{', '.join(given)} {verb} the automatic segmentation and do nothing with --labels; "
+                         f"leave them out (split or edit the parts in the label map instead)")
     return LabelsConfig(path=path, parts=getattr(args, "parts", None),
                         names_table=getattr(args, "label_names", None),
                         gap=bool(getattr(args, "label_gap", True)))
