@@ -54,7 +54,7 @@ _SACRUM_POSTERIOR_MM = 10.0
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
-_NECK_HALF_DEG = 40.0
+_NECK_HALF_DEG = 55.0
 
 
 def _coords(vol: Volume, sl: tuple[slice, slice, slice]) -> np.ndarray:
@@ -169,4 +169,6 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
                       "to the carved joint spaces; hip joints cut on the fitted head spheres",
             "markers_present": [NAMES[v] for v in present], "joint_space_voxels": int(joint.sum()),
             "unmarked_components": int(n_rest)}
-    return regions, joint, info
+    # only the joint spaces seen in the image guide the surface refinement: the sphere cut runs
+    # through bone wherever head and cup are fused and must not peel it
+    return regions, valley, info

@@ -32,6 +32,10 @@ _MARROW_MAX_MM2 = 2500.0
 _PORE_MM2 = 12.0
 
 
+#: pieces of a femur's axial section closer than this (mm) are one section (see _axial_hulls)
+_HULL_BRIDGE_MM = 8.0
+
+
 def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float],
               z_ends: tuple[bool, bool]) -> dict[str, Any]:
     """Make every part solid in place: marrow that reaches the outside through thin cortex is filled.
@@ -97,7 +101,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
             del c_ax, a_ax
         solid = closed | add
         if name.startswith("femur_"):
-            solid |= _axial_hulls(solid)
+            solid |= _axial_hulls(solid, sp)
         # 3. enclosed background; scan ends close the box
         lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
         bg = cc3d.connected_components(~solid, connectivity=6)
@@ -121,16 +125,23 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
 
 
 
-def _axial_hulls(mask: np.ndarray) -> np.ndarray:
-    """Per axial slice, the convex hull of each 8-connected section of ``mask``."""
+def _axial_hulls(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Per axial slice, the convex hull of each section of ``mask``; pieces less than
+    ``_HULL_BRIDGE_MM`` apart (a cortex broken by the threshold) are one section, the head and the
+    greater trochanter in one slice (15 mm and more apart) are two."""
     from skimage.measure import label
     from skimage.morphology import convex_hull_image
 
     out = np.zeros_like(mask)
+    r = [max(1, int(round(_HULL_BRIDGE_MM / 2 / s))) for s in spacing[1:]]
+    st = np.zeros((2 * r[0] + 1, 2 * r[1] + 1), bool)
+    yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    st[(yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0] = True
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
-        lab, n = label(mask[k], connectivity=2, return_num=True)
+        grown = ndi.binary_dilation(mask[k], structure=st)
+        lab, n = label(grown, connectivity=2, return_num=True)
         for i in range(1, n + 1):
-            part = lab == i
+            part = (lab == i) & mask[k]
             if np.count_nonzero(part) >= 3:
                 out[k] |= convex_hull_image(part)
     return out
