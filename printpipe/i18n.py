@@ -170,11 +170,18 @@ def detect_lang(accept_language: str | None = None) -> Lang:
     return _env_lang() or DEFAULT_LANG
 
 
+#: how a process hands its language to the worker processes it starts (batch pools, the web
+#: app's worker): :func:`set_lang` writes it, :func:`current_lang` of a process that never called
+#: :func:`set_lang` reads it
+_ENV_VAR = "PRINTPIPE_LANG"
+
+
 def set_lang(lang: str | None) -> Lang:
     """Set the language of this process (the CLI calls it once, from ``--lang`` or the locale).
 
     ``None`` means "from the environment". Returns the language chosen. Unknown names raise
-    ValueError (the CLI's ``choices`` stop them earlier).
+    ValueError (the CLI's ``choices`` stop them earlier). Processes started afterwards (a batch's
+    workers) inherit the choice through the ``PRINTPIPE_LANG`` environment variable.
     """
     global _process_lang
     if lang is None:
@@ -185,12 +192,16 @@ def set_lang(lang: str | None) -> Lang:
             raise ValueError(f"unknown language {lang!r}; choose one of {', '.join(LANGS)}")
         chosen = norm
     _process_lang = chosen
+    os.environ[_ENV_VAR] = chosen
     return chosen
 
 
 def current_lang() -> Lang:
-    """The language :func:`_` translates into: the last :func:`set_lang`, else the locale's."""
-    return _process_lang if _process_lang is not None else detect_lang()
+    """The language :func:`_` translates into: the last :func:`set_lang` in this process, else
+    the one a parent process set (``PRINTPIPE_LANG``), else the locale's."""
+    if _process_lang is not None:
+        return _process_lang
+    return normalize_lang(os.environ.get(_ENV_VAR)) or detect_lang()
 
 
 # -- translating -----------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ def _key(msg):
 
 
 @pytest.fixture(autouse=True)
-def _reset_lang():
+def _reset_lang(monkeypatch):
+    monkeypatch.delenv("PRINTPIPE_LANG", raising=False)  # restored after the test, with set_lang's write
     yield
     set_lang(None)
 
@@ -166,6 +167,15 @@ def test_translators_and_part_names():
     assert i18n._("layers") == "层数" and i18n.current_lang() == "zh"
     with pytest.raises(ValueError, match="unknown language 'fr'"):
         set_lang("fr")
+
+
+def test_worker_processes_inherit_the_language():
+    import subprocess
+
+    set_lang("zh")
+    code = "from printpipe.i18n import current_lang, _; print(current_lang(), _('layers'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["zh", "层数"]
 
 
 # -- errors at the boundary -------------------------------------------------------------------------
