@@ -12,6 +12,10 @@ def N_(message: str) -> str:  # marks a message for Babel's extraction
 TEMPLATES = (
     # cli/options_labels.py
     N_('--label-names needs --labels FILE (the label map the names belong to)'),
+    # cli/options_labels.py
+    N_('--labels belongs to one CT; run it with `printpipe run CT --labels FILE`, not batch'),
+    # cli/options_labels.py
+    N_('{join_given} {verb} the automatic segmentation and do nothing with --labels; leave them out (split or edit the parts in the label map instead)'),
     # cli/options_slicing.py
     N_('--infill {infill} is out of range; give a percentage from 0 to 100 (15 is usual)'),
     # printpipe/batch.py
@@ -139,6 +143,8 @@ TEMPLATES = (
     # printpipe/export.py
     N_('part {name} has no faces; nothing to write'),
     # printpipe/labels.py
+    N_('{source} names neither this CT series nor a frame of reference printpipe could compare; its position was checked in patient millimetres only'),
+    # printpipe/labels.py
     N_('{path_name} is not a readable DICOM file ({exc}); export the structure set or segmentation again'),
     # printpipe/labels.py
     N_('{source} has no structure named {name}; it holds {join_repr_a_for_a_in_available_or_none}: give one of those'),
@@ -162,6 +168,8 @@ TEMPLATES = (
     N_('ROI {n} in {path_path_name} has no closed planar contours; choose another ROI or draw it in the planning system'),
     # printpipe/labels.py
     N_('a contour of ROI {name} is not in an axial plane of the CT (it spans {np_ptp_kji_0_volume_spacing_0} mm across slices); the structure set was drawn on another grid: export it on this CT series'),
+    # printpipe/labels.py
+    N_("ROI {name} reaches outside the CT's field of view on slice {k}; it was drawn on a larger reconstruction: give the CT series the structure set belongs to"),
     # printpipe/labels.py
     N_("ROI {name} has {outside} of {len_polys} contours outside the CT's slices (z {volume_origin_2}..{volume_index_to_patient_nz_1_0_0_0_2} mm); it was drawn on another scan: give the CT series the structure set belongs to"),
     # printpipe/labels.py
@@ -204,8 +212,6 @@ TEMPLATES = (
     N_("the segmentation's grid is not a crop of the CT's; cannot write label maps"),
     # printpipe/labels.py
     N_("frame of reference mismatch: {source} was drawn on another scan (its frame of reference is not the CT's); give the CT series it belongs to, or register and export it on this CT first"),
-    # printpipe/labels.py
-    N_('{source} names neither this CT series nor a frame of reference printpipe could compare; its position was checked in patient millimetres only'),
     # printpipe/pipeline.py
     N_('output path {outdir} exists and is not a folder; choose another -o'),
     # printpipe/pipeline.py

@@ -650,6 +650,11 @@ def _identity(text: str) -> str:
 
 # words the helpers below translate with the translator they are handed
 _NONE_RECORDED, _YES, _NO = N_("none recorded"), N_("yes"), N_("no")
+# keys of the small tables (dicts) shown in one cell, as the report's reader calls them
+_KEY_NAMES = {"count": N_("count"), "volume_mm3": N_("volume (mm³)"), "min_island_mm3": N_("smallest kept (mm³)"),
+              "voxels": N_("voxels"), "point": N_("point"), "normal": N_("normal"), "side": N_("side"),
+              "source": N_("source"), "template": N_("template"), "compared_with": N_("compared with"),
+              "mean_mm": N_("mean (mm)"), "p95_mm": N_("95th pct (mm)"), "max_mm": N_("max (mm)")}
 
 
 def _fmt(x: Any, nd: int = 2, t=_identity) -> str:
@@ -662,7 +667,8 @@ def _fmt(x: Any, nd: int = 2, t=_identity) -> str:
     if isinstance(x, (list, tuple)):
         return ", ".join(_fmt(v, nd, t) for v in x)
     if isinstance(x, Mapping):
-        return ", ".join(f"{k}: {_fmt(v, nd, t)}" for k, v in x.items())
+        return ", ".join(f"{t(_KEY_NAMES[k]) if k in _KEY_NAMES and t is not _identity else k}: "
+                         f"{_fmt(v, nd, t)}" for k, v in x.items())
     return str(x)
 
 
