@@ -1255,7 +1255,13 @@ def _decode_or_error(src: _Source, f: _File, want: list[int]) -> np.ndarray | st
     try:
         return _decode_file(src, f, want)
     except Exception as exc:  # corrupt data raises anything from struct errors to plugin errors
-        return f"{type(exc).__name__}: {exc}"
+        return " ".join(f"{type(exc).__name__}: {exc}".split())  # one line (pydicom lists plug-ins)
+    except BaseException as exc:
+        # a decoder written in Rust (pylibjpeg-rle) panics on a header that does not describe its
+        # data (Rows, Columns); pyo3 raises PanicException, a BaseException
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
+        return f"{type(exc).__name__}: {exc} (do Rows, Columns and BitsAllocated describe the pixel data?)"
 
 
 def _decode_chunk(path: str, jobs: list[tuple[_File, list[int]]]) -> list[np.ndarray | str]:
