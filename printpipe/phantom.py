@@ -92,7 +92,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "thin_slices": dict(shape=(340, 160, 160), spacing=(0.7, 2.4, 2.4), z_center_mm=10.0,
                         hip_joint_mm=2.5, si_joint_mm=2.5),
     # 1.5 mm hip and SI joints, 1.5 mm symphysis, 1.2 mm at the top of the hip dome, on 1.25 mm voxels
-    "narrow_joints": dict(shape=(192, 256, 256), spacing=(1.25, 1.25, 1.25), z_center_mm=10.0,
+    # (a 360 mm field: the whole body and the couch)
+    "narrow_joints": dict(shape=(192, 288, 288), spacing=(1.25, 1.25, 1.25), z_center_mm=10.0,
                           hip_joint_mm=1.5, hip_joint_min_mm=1.2, si_joint_mm=1.5, symphysis_mm=1.5),
     # contrast-filled bowel in front of the sacrum (3 mm from it) and a coated loop in the false pelvis
     "bowel": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), bowel=True, bowel_gap_mm=3.0,
