@@ -349,3 +349,42 @@ def test_warnings_are_translated_where_shown():
     assert translate_message("3 hole(s) filled with 12 faces", "zh") == "补了 3 个孔洞，新增 12 个面"
     assert translate_message("3 hole(s) filled with 12 faces", "en") == "3 hole(s) filled with 12 faces"
     assert translate_message("a warning no template knows", "zh") == "a warning no template knows"
+
+
+def test_font_cache_older_than_the_fonts_is_refreshed(monkeypatch):
+    # matplotlib's font cache is built once; fonts installed later (make sysdeps after the first
+    # run) are missing from it: cjk_font adds the system's CJK files itself
+    _cjk_font_or_skip()
+    from matplotlib import font_manager as fm
+
+    from printpipe import _fonts
+
+    monkeypatch.setattr(fm.fontManager, "ttflist", [f for f in fm.fontManager.ttflist if "CJK" not in f.name])
+    _fonts.cjk_font.cache_clear()
+    try:
+        assert _fonts.cjk_font() is not None
+    finally:
+        _fonts.cjk_font.cache_clear()
+
+
+def test_without_a_cjk_font_pictures_stay_english(monkeypatch, tmp_path):
+    import trimesh
+
+    from printpipe import _fonts
+    from printpipe.report import write_report
+    from printpipe.volume import Volume
+
+    monkeypatch.setattr(_fonts, "cjk_font", lambda: None)
+    monkeypatch.setenv("PRINTPIPE_RENDERER", "matplotlib")
+    assert _fonts.mpl_rc("zh") == {} and _fonts.mpl_families("zh") is None
+    hu = np.full((6, 8, 8), -1000, np.int16)
+    labels = np.zeros(hu.shape, np.uint8)
+    labels[2:4, 2:6, 2:6] = 1
+    manifest = {"status": "ok", "parts": [], "warnings": []}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*[Gg]lyph.*missing.*")  # no tofu: English text
+        write_report(tmp_path, manifest=manifest, volume=Volume(hu, (1.0, 1.0, 1.0)), labels=labels,
+                     names={1: "sacrum"}, parts={"sacrum": trimesh.creation.box((2, 4, 4))}, lang="zh")
+    doc = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "图片中的文字保留为英文：未找到中文字体（请安装 fonts-noto-cjk）。" in doc
+    assert "质量检查报告" in doc  # the page itself is still Chinese (the browser has its own fonts)
