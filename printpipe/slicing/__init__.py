@@ -196,8 +196,11 @@ def slice_parts(parts: dict, printer, material, config: SliceConfig | None = Non
             sliced.append(sm)
             at(lo + share * 0.55 * (j + 1) / len(plate))
         header = {"plate": f"{i} of {n}"}
+        def on_layer(f: float, lo: float = lo, share: float = share) -> None:
+            at(lo + share * (0.55 + 0.30 * f))
+
         text, est, layers = _gcode_and_estimate(sliced, printer, material, config, header,
-                                                on_layer=lambda f, lo=lo, share=share: at(lo + share * (0.55 + 0.30 * f)))
+                                                on_layer=on_layer)
         slice_s = time.perf_counter() - t0
         path = outdir / _plate_name(stem, i, n)
         with atomic_path(path, suffix=".gcode") as tmp:
