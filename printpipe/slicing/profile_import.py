@@ -101,6 +101,10 @@ CURA_NAMES = {
     "speed_travel": "travel_speed_mm_s",
     "machine_name": "name",
     "initial_extruder_nr": None,
+    # legacy names that older Cura definitions still carry
+    "print_temperature": "hotend_c",
+    "print_bed_temperature": "bed_c",
+    "travel_speed": "travel_speed_mm_s",
 }
 _KEYWORDS = {"if", "elsif", "else", "endif", "and", "or", "not", "true", "false", "min", "max",
              "abs", "round", "int"}
