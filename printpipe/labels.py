@@ -331,7 +331,10 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
     grid = volume if volume is not None else seg.volume
     labels = _on_grid(seg, grid)
     names = {int(k): str(v) for k, v in sorted(seg.names.items())}
-    if np.any(labels > max(names, default=0)) or len(names) < int(labels.max(initial=0)):
+    from scipy import ndimage as ndi
+
+    boxes = ndi.find_objects(labels)                              # one pass: (z, y, x) box per value
+    if any(box is not None and v + 1 not in names for v, box in enumerate(boxes)):
         labels = np.where(np.isin(labels, list(names)), labels, 0).astype(labels.dtype)  # exported parts only
     ijk_to_lps = _ijk_to_lps(grid)
     voxels_ijk = labels.transpose(2, 1, 0)      # (i, j, k) = (x, y, z) view, no copy
@@ -346,7 +349,7 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
         segmentation["segments"].append({
             "id": f"Segment_{value}", "name": name, "labelValue": value, "layer": 0,
             "color": [round(c / 255.0, 6) for c in _color(name)],
-            "extent": _extent(voxels_ijk == value),
+            "extent": _extent(boxes[value - 1] if value <= len(boxes) else None),
         })
     target = outdir / "segmentation.seg.nrrd"
     with atomic_path(target, suffix=".seg.nrrd") as tmp:
@@ -357,7 +360,7 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
     import nibabel as nib
 
     ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ ijk_to_lps
-    img = nib.Nifti1Image(np.asarray(voxels_ijk, dtype=np.uint8 if labels.max(initial=0) < 256 else np.uint16),
+    img = nib.Nifti1Image(np.asarray(voxels_ijk, dtype=np.uint8 if max(names, default=0) < 256 else np.uint16),
                           ras)
     img.set_sform(ras, code=1)
     img.set_qform(ras, code=1)
@@ -951,12 +954,11 @@ def _on_grid(seg, grid: Volume) -> np.ndarray:
     return out
 
 
-def _extent(mask_ijk: np.ndarray) -> list[int]:
-    ext = []
-    for ax in range(3):
-        hit = np.flatnonzero(mask_ijk.any(axis=tuple(a for a in range(3) if a != ax)))
-        ext += [int(hit[0]), int(hit[-1])] if len(hit) else [0, -1]
-    return ext
+def _extent(box_zyx) -> list[int]:
+    """Slicer's ``Segment{N}_Extent``: first and last index along i, j, k of a (z, y, x) slice box."""
+    if box_zyx is None:
+        return [0, -1, 0, -1, 0, -1]
+    return [v for s in box_zyx[::-1] for v in (int(s.start), int(s.stop) - 1)]
 
 
 def _color(name: str) -> tuple[int, int, int]:
