@@ -217,7 +217,19 @@ def import_profile(path: "str | Path", *, preset: str | None = None, filament: s
                                "digits and - (e.g. ward3-ender3)")
         prof.printer_id = profile_id
     prof.printer["id"] = prof.printer_id
+    prof.notes = _merge_limit_notes(prof.notes)
     return prof
+
+
+def _merge_limit_notes(notes: list) -> list:
+    """One note for all motion limits that were not in the file, instead of one per axis."""
+    pat = re.compile(r"^(max_feedrate_mm_s|max_accel_mm_s2|jerk_mm_s)\.(\w+): (\S+) \((\S+) not in the file\)$")
+    missing = [m for m in map(pat.match, notes) if m]
+    if len(missing) < 2:
+        return notes
+    rest = [n for n in notes if not pat.match(n)]
+    shown = ", ".join(f"{m.group(1)}.{m.group(2)} = {m.group(3)}" for m in missing)
+    return [f"motion limits not in the file, printpipe defaults (M503 shows the firmware's): {shown}"] + rest
 
 
 def write_imported(prof: ImportedProfile, out: "str | Path | None" = None, *, force: bool = False,
