@@ -83,17 +83,18 @@ EXTRA_LABELS: dict[int, str] = {7: "bowel", 8: "arm"}
 _L.update({name: value for value, name in EXTRA_LABELS.items()})
 
 #: Phantom variants for segmentation tests (keyword arguments of :func:`pelvis_phantom`, on grids
-#: coarse enough to segment in a few seconds): see :func:`variant_phantom`.
+#: coarse enough to segment in a few seconds): see :func:`variant_phantom`. The fine-slice variants
+#: cover z -78..130 mm (the ischial tuberosities and lesser trochanters to the iliac crests).
 VARIANTS: dict[str, dict[str, Any]] = {
     # feet-first supine: IOP (-1,0,0, 0,1,0), slices from head to feet; LPS anatomy unchanged
     "feet_first": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), patient_position="FFS",
                        hip_joint_mm=3.0, si_joint_mm=3.0),
     # 0.7 mm slices over the pelvis (2.5 mm pixels keep the grid small)
-    "thin_slices": dict(shape=(340, 160, 160), spacing=(0.7, 2.4, 2.4), z_center_mm=10.0,
+    "thin_slices": dict(shape=(298, 160, 160), spacing=(0.7, 2.4, 2.4), z_center_mm=26.0,
                         hip_joint_mm=2.5, si_joint_mm=2.5),
     # 1.5 mm hip and SI joints, 1.5 mm symphysis, 1.2 mm at the top of the hip dome, on 1.25 mm voxels
     # (a 360 mm field: the whole body and the couch)
-    "narrow_joints": dict(shape=(192, 288, 288), spacing=(1.25, 1.25, 1.25), z_center_mm=10.0,
+    "narrow_joints": dict(shape=(168, 288, 288), spacing=(1.25, 1.25, 1.25), z_center_mm=26.0,
                           hip_joint_mm=1.5, hip_joint_min_mm=1.2, si_joint_mm=1.5, symphysis_mm=1.5),
     # contrast-filled bowel in front of the sacrum (3 mm from it) and a coated loop in the false pelvis
     "bowel": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), bowel=True, bowel_gap_mm=3.0,
