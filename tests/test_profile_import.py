@@ -15,8 +15,8 @@ import trimesh
 
 from printpipe.cli.main import main
 from printpipe.errors import PrinterError
-from printpipe.slicing.printers import load_material, load_printer, list_printers
-from printpipe.slicing.profile_import import import_profile, translate_gcode, PRUSA_NAMES, write_imported
+from printpipe.slicing.printers import list_printers, load_material, load_printer
+from printpipe.slicing.profile_import import PRUSA_NAMES, import_profile, translate_gcode, write_imported
 from printpipe.slicing.validate import validate_gcode
 
 # A vendor bundle: abstract parents, two printers, filament and print presets, no [presets].
@@ -236,7 +236,7 @@ def test_prusa_bundle_inherits_and_translates(tmp_path, xdg):
     assert "M104 S{first_layer_hotend_c}" in p["start_gcode"]
     assert "G1 X2 Y{220 - 20} E15" in p["start_gcode"]
     assert "{if max_layer_z_mm < max_z_mm}G1 Z{0+min(max_layer_z_mm+2, max_z_mm)}" in p["end_gcode"]
-    path, mat = write_imported(prof)
+    path, _ = write_imported(prof)
     assert path.parent == xdg / "printpipe" / "printers" and path.name == "example-ex-3.toml"
     printer = load_printer("example-ex-3")  # found by id in the user folder
     assert printer.path == str(path) and "example-ex-3" in [q.id for q in list_printers()]
@@ -266,6 +266,11 @@ def test_prusa_single_config_slices_with_prusa_checks(tmp_path, xdg, box_stl, ca
 
 def test_cura_definition_with_parent_slices(tmp_path, xdg, box_stl, capsys):
     _write(tmp_path, "example_base.def.json", CURA_BASE)
+    _write(tmp_path, "example_extruder_0.def.json", {  # Cura's resources/extruders/ shape
+        "version": 2, "name": "Extruder 1", "inherits": "fdmextruder",
+        "metadata": {"machine": "example_ex3", "position": "0"},
+        "overrides": {"extruder_nr": {"default_value": 0}, "machine_nozzle_size": {"default_value": 0.5},
+                      "material_diameter": {"default_value": 1.75}}})
     src = _write(tmp_path, "example_ex3.def.json", CURA_PRINTER)
     out_dir = tmp_path / "profiles"
     out_dir.mkdir()
@@ -275,6 +280,7 @@ def test_cura_definition_with_parent_slices(tmp_path, xdg, box_stl, capsys):
     assert (printer.bed_x_mm, printer.bed_y_mm, printer.max_z_mm) == (220, 220, 250)
     assert printer.max_feedrate_mm_s["x"] == 500 and printer.travel_speed_mm_s == 150  # from the parent
     assert printer.retract_mm == 5 and printer.filament_diameter_mm == 1.75
+    assert printer.nozzle_mm == 0.5  # from the extruder definition beside it
     assert "M109 S{first_layer_hotend_c}" in printer.start_gcode
     # Cura's start G-code counts E absolutely (E15 then E30): it must run in M82
     assert printer.start_gcode.startswith("M82")

@@ -751,6 +751,19 @@ def _cura_values(path: Path, notes: list, seen=()) -> tuple[dict, str]:
         walk(data["settings"])
     if isinstance(data.get("overrides"), dict):
         walk(data["overrides"])
+    # the first extruder's definition (nozzle, filament diameter), when it lies beside the file
+    trains = (data.get("metadata") or {}).get("machine_extruder_trains")
+    if isinstance(trains, dict) and isinstance(trains.get("0"), str):
+        efile = path.with_name(f"{trains['0']}.def.json")
+        if efile.is_file():
+            try:
+                ext = json.loads(efile.read_text(encoding="utf-8-sig"))
+            except (OSError, ValueError):
+                ext = {}
+            for key in ("machine_nozzle_size", "material_diameter"):
+                entry = (ext.get("overrides") or {}).get(key)
+                if isinstance(entry, dict) and isinstance(entry.get("default_value"), (int, float)):
+                    values[key] = entry["default_value"]
     return values, str(data.get("name", path.name.split(".")[0]))
 
 
