@@ -245,8 +245,12 @@ def _sigterm_as_interrupt():
 
 def _print_summary(result) -> None:
     recs = result.records
-    print(f"batch: {len(recs)} case(s): {result.n_ok} ok ({result.n_resumed} resumed), "
-          f"{result.n_failed} failed in {result.seconds:.1f} s on {result.executor}")
+    from printpipe.i18n import _
+
+    print(_("batch: {cases} case(s): {ok} ok ({resumed} resumed), {failed} failed in {seconds} s on "
+            "{executor}").format(cases=len(recs), ok=result.n_ok, resumed=result.n_resumed,
+                                 failed=result.n_failed, seconds=f"{result.seconds:.1f}",
+                                 executor=result.executor))
     print(f"{'case_id':<14}{'status':<8}{'seconds':>9}{'parts':>7}{'triangles':>11}{'volume cm3':>12}  error")
     for r in recs:
         err = (r.error or "").replace("\n", " ")
@@ -256,6 +260,6 @@ def _print_summary(result) -> None:
         print(f"{r.case_id:<14}{status:<8}{r.seconds:>9.1f}{r.parts:>7}{r.triangles:>11,}"
               f"{r.volume_mm3 / 1000:>12.1f}  {err}")
     if result.n_resumed:
-        print("* kept from an earlier run (--resume)")
+        print(_("* kept from an earlier run (--resume)"))
     for path in result.summary_files:
-        print(f"wrote {path}")
+        print(_("wrote {path}").format(path=path))
