@@ -92,6 +92,15 @@ class ReportWorker:
         self._conn.close()
 
 
+def _prepare_views() -> None:  # pragma: no cover - child
+    """Collect the rendering probe and import pyvista (about a second) before the meshes arrive."""
+    from printpipe.report import render_backend
+
+    if render_backend() == "pyvista":
+        import pyvista  # noqa: F401
+        import pyvista.plotting  # noqa: F401
+
+
 def _child(conn, outdir: str, volume, labels, names, lang: str) -> None:  # pragma: no cover - child
     try:
         import trimesh
@@ -100,6 +109,7 @@ def _child(conn, outdir: str, volume, labels, names, lang: str) -> None:  # prag
 
         first = draw_pictures(Path(outdir), volume=volume, labels=labels, names=names, lang=lang)
         del volume, labels
+        _prepare_views()  # while the parent is still meshing: the views then start at once
         payload = conn.recv()
         if payload is None:
             return
