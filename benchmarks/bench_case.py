@@ -18,8 +18,9 @@ Each side runs once untimed (file cache, numba cache), then the two alternate ``
 (interleaved, so a noisy machine loads both alike) and medians are printed: wall time of the
 process, the ratio printpipe / script, printpipe's per-stage times (``timings_s`` of its
 manifest; "start+exit" is the wall time outside ``pipeline.run``), and the peak memory, sampled every
-20 ms with psutil as the summed RSS of the process and its children (the report worker included),
-next to the largest single process's ``ru_maxrss`` from ``wait4``.
+20 ms with psutil as the summed PSS of the process and its children (the report worker included;
+pages they share copy-on-write count once), next to the largest single process's ``ru_maxrss``
+from ``wait4``.
 
 Cases:
 
@@ -101,7 +102,7 @@ def slicer_script(folder: str, stl: str) -> None:
 # -- measuring a process --------------------------------------------------------------------------
 
 def run_measured(cmd: list[str], env: dict | None = None) -> dict:
-    """Run ``cmd``; wall seconds, peak summed RSS of the process tree (MB) and ru_maxrss (MB)."""
+    """Run ``cmd``; wall seconds, peak summed PSS of the process tree (MB) and ru_maxrss (MB)."""
     import psutil
 
     t0 = time.perf_counter()
@@ -120,9 +121,13 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
             try:
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        total += p.memory_info().rss
-                    except psutil.Error:
-                        pass
+                        # PSS: pages shared copy-on-write with the report worker count once
+                        total += p.memory_full_info().pss
+                    except (psutil.Error, AttributeError):
+                        try:
+                            total += p.memory_info().rss
+                        except psutil.Error:
+                            pass
             except psutil.Error:
                 break
             peak = max(peak, total)
