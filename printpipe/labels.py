@@ -179,10 +179,12 @@ def part_name(name: str) -> str | None:
             break
     if bone is None:
         return None
-    if bone not in _SIDED:
-        return bone
     left = any(t in _LEFT for t in tokens)
     right = any(t in _RIGHT for t in tokens)
+    if bone == "pelvis" and left != right:
+        bone = "hip"                 # a sided pelvis (Pelvis_L) is a hemipelvis
+    if bone not in _SIDED:
+        return bone
     if left == right:
         return None      # a femur with no side (or both) is not a part printpipe can name
     return f"{bone}_{'left' if left else 'right'}"
@@ -624,12 +626,14 @@ def _nifti_layers(path: Path, names_table) -> list[_Layer]:
         img = nib.load(str(path))
     except Exception as exc:
         raise InputError(f"{path.name} is not a readable NIfTI file ({exc}); write it again") from None
-    if len(img.shape) != 3:
+    if len(img.shape) != 3 and not (len(img.shape) == 4 and img.shape[3] == 1):
         raise InputError(f"{path.name} has shape {img.shape}; a label map is 3-D (one value per voxel)")
     names = _names_for(path, img, names_table)
 
     def load():
         data = np.asanyarray(img.dataobj)
+        if data.ndim == 4:
+            data = data[..., 0]
         if not np.issubdtype(data.dtype, np.integer):
             data = np.rint(data).astype(np.int32)
         return data, _LPS_FROM_RAS @ np.asarray(img.affine, dtype=float)

@@ -75,7 +75,7 @@ def test_part_names():
     table = {"hip_left": "hip_left", "femoreSin": "femur_left", "FemoreDestro": "femur_right",
              "FemoralHead (Right)_MBS": "femur_right", "Femur_Head_L_DL": "femur_left",
              "vertebrae_L5": "spine", "vertebrae_S1": "sacrum", "Sacrum": "sacrum", "Pelvis": "pelvis",
-             "Left hip": "hip_left", "bone_2": "bone_2", "fragment_1": "fragment_1", "femur": None, "Prostate_DL": None, "External": None, "liver": None}
+             "Left hip": "hip_left", "Pelvis_L": "hip_left", "bone_2": "bone_2", "fragment_1": "fragment_1", "femur": None, "Prostate_DL": None, "External": None, "liver": None}
     assert {k: part_name(k) for k in table} == table
 
 
