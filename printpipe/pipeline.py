@@ -28,7 +28,7 @@ import numpy as np
 from printpipe._atomic import atomic_write_text, sha256_file
 from printpipe._version import __version__
 from printpipe.dicom import DicomConfig, read_series
-from printpipe.errors import InputError, SegmentationError
+from printpipe.errors import InputError, MeshError, SegmentationError
 from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
 from printpipe.labels import LabelsConfig
 from printpipe.plausibility import check_hu
@@ -222,6 +222,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
                 if mirrored:
                     mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
             _write_models(staging, export_parts, mirrored, config, volume)
+            # the written models are read back in a thread while the label maps are written
+            verifying = _start_verify(staging, parts, mirrored, reports, extras, raws, frame_transform)
             from printpipe.labels import write as write_labels
 
             write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
@@ -258,10 +260,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         manifest["input"]["hu_levels"] = _jsonable(hu_levels)
         manifest["input"]["warnings"] = list(dict.fromkeys(manifest["input"]["warnings"] + hu_warnings))
 
-        with stage("verify"):  # read every STL/3MF back: "ok" only when the files hold what we say
-            verified = verify_outputs(
-                staging, manifest["parts"], model_parts=list(export_parts),
-                translation=None if frame_transform is None else frame_transform[:3, 3])
+        with stage("verify"):  # every STL/3MF read back: "ok" only when the files hold what we say
+            verified = _finish_verify(verifying, manifest["parts"])
         for entry in manifest["parts"]:
             entry["watertight"] = bool(verified["watertight"].get(entry["name"], entry["watertight"]))
         manifest["verification"] = _jsonable(verified)
@@ -350,6 +350,46 @@ def _threads() -> int:
         return int(numba.get_num_threads())
     except Exception:  # pragma: no cover - numba is a dependency
         return os.cpu_count() or 1
+
+
+def _start_verify(staging: Path, parts: dict, mirrored: dict, reports: dict, extras: dict, raws: dict,
+                  frame_transform) -> tuple[Any, list[dict]]:
+    """Start :func:`printpipe.verify.verify_outputs` on the written models in a daemon thread.
+
+    The figures checked are the manifest's part entries, built here as the manifest builds them.
+    Non-mirrored parts are written moved by the plate transform while their entries stay in the
+    patient frame; mirrored templates are moved before their entries are made.
+    """
+    import concurrent.futures
+    import threading
+
+    entries = [_part_entry(name, mesh, reports[name], extras[name], raws.get(name))
+               for name, mesh in {**parts, **mirrored}.items()]
+    shift = np.zeros(3) if frame_transform is None else np.asarray(frame_transform)[:3, 3]
+    shifts = {name: shift for name in parts}
+    shifts.update({name: np.zeros(3) for name in mirrored})
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            future.set_result(verify_outputs(staging, entries, model_parts=list(parts), shifts=shifts))
+        except BaseException as exc:  # handed to the main thread by _finish_verify
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="printpipe-verify", daemon=True).start()
+    return future, entries
+
+
+def _finish_verify(verifying: tuple[Any, list[dict]], manifest_parts: list[dict]) -> dict:
+    """Wait for the read-back; the manifest's part figures must be the ones the files were checked
+    against."""
+    future, entries = verifying
+    verified = future.result()
+    keys = ("name", "triangles", "vertices", "volume_mm3", "bbox_mm")
+    if [{k: e[k] for k in keys} for e in entries] != [{k: e[k] for k in keys} for e in manifest_parts]:
+        raise MeshError("the manifest's part figures differ from those the written files were checked "
+                        "against; nothing was published; report a bug")
+    return verified
 
 
 def _crop_to_label(volume: Volume, labels: np.ndarray, label: int) -> tuple[Volume, np.ndarray]:
