@@ -199,6 +199,8 @@ def label_format(path: str | os.PathLike) -> str:
     if path.is_dir():
         if any(p.name.endswith((".nii.gz", ".nii")) for p in path.iterdir()):
             return "totalsegmentator"
+        if _dicom_label_in(path) is not None:
+            return label_format(_dicom_label_in(path))
         raise InputError(f"label folder {path} holds no .nii.gz masks; give a TotalSegmentator output "
                          f"folder, or a .seg.nrrd, NIfTI, DICOM SEG or RTSTRUCT file")
     name = path.name.lower()
@@ -270,6 +272,8 @@ def read(path: str | os.PathLike, volume: Volume, *, parts: Iterable[str] | None
     t0 = time.perf_counter()
     path = Path(path)
     fmt = label_format(path)
+    if path.is_dir() and fmt != "totalsegmentator":
+        path = _dicom_label_in(path)     # a folder exported from the planning system: its one RS/SEG
     wanted = None if parts is None else [str(p).strip() for p in parts if str(p).strip()]
     info: dict[str, Any] = {"source": "labels", "format": fmt, "file_sha256": _file_hash(path)}
     warnings: list[str] = []
@@ -1045,6 +1049,25 @@ def _read_dicom(path: str | os.PathLike, header_only: bool = False):
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise InputError(f"{path.name} is not a readable DICOM file ({exc}); export the structure set "
                          f"or segmentation again") from None
+
+
+def _dicom_label_in(folder: Path) -> Path | None:
+    """The one RTSTRUCT or DICOM SEG file in ``folder`` (searched recursively), or ``None``; several
+    are an error, as printpipe cannot know which one is meant."""
+    import pydicom
+
+    found = []
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True, specific_tags=["Modality"])
+        except Exception:  # not DICOM: CT slices of other formats, readme files ...
+            continue
+        if str(ds.get("Modality", "")).upper() in ("RTSTRUCT", "SEG"):
+            found.append(f)
+    if len(found) > 1:
+        raise InputError(f"folder {folder.name} holds {len(found)} structure sets / segmentations; give the "
+                         f"one to print as the file after --labels")
+    return found[0] if found else None
 
 
 def _match_name(name: str, available: list[str], source: str) -> str:

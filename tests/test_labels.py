@@ -259,6 +259,10 @@ def test_dicom_seg_and_rtstruct_frames(phantom, tmp_path):
     got = _masks(seg, vol)
     assert np.array_equal(got["femur_left"], masks["femoreSin"])
     assert np.array_equal(got["femur_right"], masks["FemoreDestro"])
+    folder = tmp_path / "export"                      # a folder from the planning system: its one SEG
+    folder.mkdir()
+    (folder / "SEG001.dcm").write_bytes((tmp_path / "seg.dcm").read_bytes())
+    assert read(folder, vol, parts=["femoreSin"]).names == {1: "femur_left"}
 
     other = write_ct_series(tmp_path / "other", hu, spacing=SPACING, origin=ORIGIN)
     with pytest.raises(InputError, match="frame of reference mismatch: seg2.dcm was drawn on another scan"):
