@@ -364,3 +364,16 @@ def test_a_refused_upload_keeps_the_choices(client):
     assert r.status_code == 400
     assert 'value="hip_right" checked' in r.text and '<option value="mk3s" selected>' in r.text
     assert '<option value="draft" selected>' in r.text and 'id="supports" checked' not in r.text
+
+
+def test_log_lines_of_a_job_lose_the_upload_names(tmp_path):
+    import logging
+
+    from printpipe.web.worker import _LogScrubber
+
+    _zip(tmp_path / "input.zip", {f"{PATIENT}/IM0001.dcm": b"x"})
+    record = logging.LogRecord("printpipe.dicom", logging.WARNING, __file__, 1,
+                               "skipping %s: pixel data truncated (%d of %d bytes)",
+                               (f"{PATIENT}/IM0001.dcm", 10, 20), None)
+    assert _LogScrubber(tmp_path).filter(record)
+    assert record.getMessage() == "skipping <file>/<file>: pixel data truncated (10 of 20 bytes)"

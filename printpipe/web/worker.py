@@ -172,6 +172,10 @@ def run_job(store: JobStore, job, parent_pid: int | None = None) -> None:
             if store.cancel_requested(job.id):
                 raise _Cancelled()
 
+    scrubber = _LogScrubber(jdir)
+    handlers = logging.getLogger().handlers
+    for handler in handlers:
+        handler.addFilter(scrubber)
     try:
         if store.cancel_requested(job.id):
             raise _Cancelled()
@@ -186,11 +190,17 @@ def run_job(store: JobStore, job, parent_pid: int | None = None) -> None:
     except PrintpipeError as exc:
         shutil.rmtree(out, ignore_errors=True)
         store.finish(job.id, "failed", error_type=type(exc).__name__, error=_scrub(str(exc), jdir))
-    except Exception as exc:  # an internal error: one line on the page, the traceback in the worker log
-        log.exception("job %s: internal error", job.id)
+    except Exception as exc:  # an internal error: one line on the page, where it happened in the log
+        import traceback
+
+        where = "".join(traceback.format_tb(exc.__traceback__)[-6:])  # code lines only, no values
+        message = _scrub(f"{type(exc).__name__}: {exc}", jdir)
+        log.error("job %s: internal error: %s\n%s", job.id, message, where)
         shutil.rmtree(out, ignore_errors=True)
-        store.finish(job.id, "failed", error_type="internal", error=_scrub(f"{type(exc).__name__}: {exc}", jdir))
+        store.finish(job.id, "failed", error_type="internal", error=message)
     finally:
+        for handler in handlers:
+            handler.removeFilter(scrubber)
         remove_input(jdir)
 
 
@@ -215,7 +225,7 @@ def summarize(manifest: dict, out: Path) -> dict:
     }
 
 
-def _scrub(message: str, jdir: Path) -> str:
+def _scrub(message: str, jdir: Path, names: "list[str] | None" = None) -> str:
     """One line, without server paths and without any file or folder name from the upload.
 
     Names inside a zip are often a patient's name (hospital exports name folders after the
@@ -225,18 +235,46 @@ def _scrub(message: str, jdir: Path) -> str:
     text = " ".join(str(message).split())
     for p in (str(jdir / "input.zip"), str(jdir / "input"), str(jdir / "out"), str(jdir)):
         text = text.replace(p, "the upload")
+    for name in _upload_names(jdir) if names is None else names:
+        text = text.replace(name, "<file>")
+    return text[:600]
+
+
+def _upload_names(jdir: Path) -> list[str]:
+    """Every path component (3 characters or more) of the job's uploaded zip, longest first."""
+    import zipfile
+
     names: set[str] = set()
     try:
-        import zipfile
-
         with zipfile.ZipFile(jdir / "input.zip") as zf:
             for name in zf.namelist():
                 names.update(c for c in name.replace("\\", "/").split("/") if len(c) >= 3)
     except (OSError, zipfile.BadZipFile, ValueError):
         pass
-    for name in sorted(names, key=len, reverse=True):
-        text = text.replace(name, "<file>")
-    return text[:600]
+    return sorted(names, key=len, reverse=True)
+
+
+class _LogScrubber(logging.Filter):
+    """Takes the upload's names out of every log record while a job runs (the DICOM reader logs
+    the file it skips, and a hospital export may name files or folders after the patient)."""
+
+    def __init__(self, jdir: Path):
+        super().__init__()
+        self.jdir = jdir
+        self.names = _upload_names(jdir)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if record.exc_info:
+            import traceback
+
+            text += " | " + "".join(traceback.format_exception_only(*record.exc_info[:2])).strip()
+            record.exc_info = None
+            record.exc_text = None
+        record.msg = _scrub(text, self.jdir, self.names) if "\n" not in text else "\n".join(
+            _scrub(line, self.jdir, self.names) for line in text.split("\n"))
+        record.args = None
+        return True
 
 
 class Supervisor:
