@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
+from scipy import ndimage
 
 from printpipe._atomic import atomic_write_text, sha256_file
 from printpipe._version import __version__
@@ -178,8 +179,10 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             volume = read_series(source, config.dicom, progress=progress)
         warnings += list(volume.meta.get("warnings", []))
         with stage("check"):  # HU scale of a CT (headers and slices were checked while reading)
+            c_check = time.thread_time()
             hu_warnings, hu_levels = check_hu(volume.hu, rescale=volume.meta.get("rescale"),
                                               force=config.dicom.force)
+            check_cpu = time.thread_time() - c_check + float(volume.meta.get("check_cpu_s", 0.0))
         warnings += hu_warnings
         # every input check, including the reader's (headers, slices that do not belong)
         timings["check"] = round(timings["check"] + float(volume.meta.get("check_s", 0.0)), 3)
@@ -265,6 +268,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         for entry in manifest["parts"]:
             entry["watertight"] = bool(verified["watertight"].get(entry["name"], entry["watertight"]))
         manifest["verification"] = _jsonable(verified)
+        # CPU time of the checks (issue 14: under 2 % of a run); wall times are in timings_s
+        manifest["checks_cpu_s"] = {"input": round(check_cpu, 4), "outputs": verified.get("cpu_s")}
 
         if config.report:
             with stage("report"):
@@ -307,8 +312,10 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
     if not names:
         raise SegmentationError("segmentation produced no parts to export; check --parts and --hu")
     with stage("surface"):
+        # every part's box in one pass over the labels (no full-volume mask per part)
+        boxes = ndimage.find_objects(seg.labels, max_label=max(label for label, _ in names))
         for i, (label, name) in enumerate(names):
-            sub, mask = _crop_to_label(seg.volume, seg.labels, label)
+            sub, mask = _crop_to_label(seg.volume, seg.labels, label, boxes[label - 1])
             result = mask_to_mesh(sub, mask, config.surface)
             parts[name], raws[name] = result.mesh, result.raw
             report_progress("surface", (i + 1) / len(names))
@@ -392,16 +399,18 @@ def _finish_verify(verifying: tuple[Any, list[dict]], manifest_parts: list[dict]
     return verified
 
 
-def _crop_to_label(volume: Volume, labels: np.ndarray, label: int) -> tuple[Volume, np.ndarray]:
-    """The part's bounding box (plus one voxel) as a sub-volume, so meshing touches only that box."""
-    mask = labels == label
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    if any(len(i) == 0 for i in idx):
+def _crop_to_label(volume: Volume, labels: np.ndarray, label: int,
+                   box: tuple[slice, ...] | None) -> tuple[Volume, np.ndarray]:
+    """The part's bounding box (plus one voxel) as a sub-volume, so meshing touches only that box.
+
+    ``box`` is the label's entry of ``scipy.ndimage.find_objects(labels)`` (None: the label is empty).
+    """
+    if box is None:
         raise SegmentationError(f"part label {label} is empty")
-    lo = tuple(max(int(i[0]) - 1, 0) for i in idx)
-    hi = tuple(min(int(i[-1]) + 2, n) for i, n in zip(idx, labels.shape))
+    lo = tuple(max(s.start - 1, 0) for s in box)
+    hi = tuple(min(s.stop + 1, n) for s, n in zip(box, labels.shape))
     sub = volume.crop(lo, hi)
-    return sub, np.ascontiguousarray(mask[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+    return sub, np.ascontiguousarray(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] == label)
 
 
 def _mirror(parts: dict, seg, side: str):
