@@ -53,7 +53,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 REALDATA = REPO.parent / "shared" / "realdata"
 HERE = Path(__file__).resolve().parent
-STAGES = ("read", "segment", "surface", "repair", "export", "report")
 
 
 # -- the Slicer-style script (run in its own process: ``bench_case.py --slicer-script IN OUT``) ----
@@ -200,7 +199,8 @@ def print_table(name: str, folder: Path, res: dict, repeat: int) -> None:
         print(f"{label:<22}{w:>8.2f}{med(r['peak_mb'] for r in runs):>15.0f}"
               f"{med(r['maxrss_mb'] for r in runs):>11.0f}")
     print(f"{'ratio printpipe/script':<22}{wo / wp:>8.2f}")
-    stages = {s: med(r["timings"].get(s, 0.0) for r in ours) for s in STAGES}
+    names = list(dict.fromkeys(k for r in ours for k in r["timings"] if k != "total"))
+    stages = {s: med(r["timings"].get(s, 0.0) for r in ours) for s in names}
     total = med(r["timings"].get("total", 0.0) for r in ours)
     stages["start+exit"] = med(r["wall"] - r["timings"].get("total", 0.0) for r in ours)
     print("printpipe stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
