@@ -310,3 +310,45 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
         if lab not in failed:
             record[names[lab]] = {"passed": True, "volume_cm3": round(s["cm3"], 1)}
     return names, record
+
+
+#: Bowel contrast (iodinated or barium in the lumen) reaches bone HU but has no cortex: its
+#: inside is brighter than its rim (the rim is blurred with the bowel wall), and it stays below
+#: cortical HU. Bone, even a thin rib at 3 mm slices, has a rim at least as bright as its inside
+#: or voxels of cortical density (95th percentile >= _CORTEX_HU).
+_CONTRAST_RIM_DROP_HU = 20.0
+_CORTEX_HU = 500.0
+
+
+def drop_contrast(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, vol: Volume
+                  ) -> tuple[dict[int, str], dict[str, Any]]:
+    """Remove, in place, ``other_N`` parts that are contrast-filled bowel, not bone; renumber the
+    rest. Returns the names and a record."""
+    objs = ndi.find_objects(labels)
+    gone = []
+    vox = float(np.prod(vol.spacing)) / 1000.0
+    for lab, name in sorted(names.items()):
+        if not name.startswith("other_") or lab - 1 >= len(objs) or objs[lab - 1] is None:
+            continue
+        sl = objs[lab - 1]
+        m = labels[sl] == lab
+        h = hu[sl]
+        inner = ndi.binary_erosion(m)
+        if not inner.any():
+            continue
+        rim = m & ~inner
+        p95 = float(np.percentile(h[m], 95))
+        drop = float(np.median(h[inner]) - np.median(h[rim]))
+        if drop >= _CONTRAST_RIM_DROP_HU and p95 < _CORTEX_HU:
+            labels[sl][m] = 0
+            gone.append({"volume_cm3": round(float(m.sum()) * vox, 1), "p95_hu": round(p95),
+                         "inside_minus_rim_hu": round(drop)})
+    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)).tolist())
+    names = {k: v for k, v in names.items() if k in present}
+    n = 0
+    for k in sorted(names):
+        if names[k].startswith("other_"):
+            n += 1
+            names[k] = f"other_{n}"
+    return names, {"contrast_pieces_removed": len(gone), "volume_cm3": round(sum(g["volume_cm3"] for g in gone), 1),
+                   "pieces": gone[:20]}

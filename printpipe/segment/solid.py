@@ -16,6 +16,11 @@ log = logging.getLogger(__name__)
 
 #: radius (mm) of the closing that seals thin, porous cortex (partial volume at thick slices)
 _CLOSE_MM = 3.0
+#: ... and for the flat and irregular bones (ilium, sacrum, vertebrae), whose fatty marrow between
+#: two thin cortical plates (5-15 mm apart) opens to the soft tissue wherever a plate falls below
+#: the threshold: a 5 mm ball bridges such a plate and still leaves the sciatic notches, the
+#: obturator foramen and the acetabular fossa (all over 15 mm wide) open
+_CLOSE_FLAT_MM = 5.0
 
 
 #: a hole in a slice (axial, coronal or sagittal) is marrow when its mean HU is at least this
@@ -50,9 +55,12 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
        marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
        ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
        soft tissue and stay open; axial holes of a femur (fatty shaft marrow) are always filled;
-    3. a femur's axial sections are convex (head, neck, trochanters, shaft): each is filled to its
+    3. what the closed part encloses in axial, coronal and sagittal slices alike is marrow,
+       fatty (below 0 HU) or not: the spinal and sacral canals, the sacral foramina and the
+       obturator foramen are open in at least one of the three planes;
+    4. a femur's axial sections are convex (head, neck, trochanters, shaft): each is filled to its
        convex hull, which closes a neck whose thin anterior cortex fell below the threshold;
-    4. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
+    5. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
        shaft cut by the scan keeps its marrow).
 
     Only background voxels are added, none 26-adjacent to another part, so the one-voxel gaps
@@ -79,10 +87,11 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         m = sub == lab
         free = sub == 0
         # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
+        rc = _CLOSE_FLAT_MM if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else _CLOSE_MM
         d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
-        dil = d_out <= _CLOSE_MM
+        dil = d_out <= rc
         del d_out
-        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > _CLOSE_MM
+        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > rc
         closed |= m
         del dil
         # 2. marrow holes in slices of the three orthogonal planes (one numba pass per plane)
@@ -99,7 +108,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
                         _PORE_MM2, _MARROW_MAX_MM2, _MARROW_HU, all_marrow, a_ax)
             add |= np.moveaxis(a_ax, 0, ax)
             del c_ax, a_ax
-        solid = closed | add
+        solid = closed | add | _enclosed_in_three_planes(closed)
         if name.startswith("femur_"):
             solid |= _axial_hulls(solid, sp)
         # 3. enclosed background; scan ends close the box
@@ -144,4 +153,19 @@ def _axial_hulls(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
             part = (lab == i) & mask[k]
             if np.count_nonzero(part) >= 3:
                 out[k] |= convex_hull_image(part)
+    return out
+
+
+def _enclosed_in_three_planes(mask: np.ndarray) -> np.ndarray:
+    """Voxels outside ``mask`` that lie in a hole of its axial, coronal and sagittal slices."""
+    out = None
+    for ax in range(3):
+        st = np.ones((3, 3, 3), bool)
+        idx = [slice(None)] * 3
+        idx[ax] = [0, 2]
+        st[tuple(idx)] = False  # connect only within the slice
+        holes = ndi.binary_fill_holes(mask, structure=st) & ~mask
+        out = holes if out is None else (out & holes)
+        if not out.any():
+            break
     return out

@@ -27,8 +27,8 @@ _BODY_DEPTH_MM = (3.0, 28.0)
 
 
 #: a disc: a slice whose body-box mean HU is below this fraction of the brightest slice within
-#: ``_DISC_REACH_MM`` on each side (bodies > ~250 HU in the box, discs ~50-100 HU, 3 mm slices blur)
-_DISC_RATIO = 0.6
+#: ``_DISC_REACH_MM`` on each side (and _DISC_DROP_HU below it; 3 mm slices blur the disc)
+_DISC_RATIO = 0.75
 
 
 _DISC_REACH_MM = 12.0
@@ -48,8 +48,9 @@ _SI_BELOW_MM = 25.0
 _DISC_TILT_REACH_MM = 8.0
 
 
-#: a disc has a vertebral body (or S1) below it: the brightest slice below reads at least this (HU)
-_BODY_HU = 200.0
+#: a disc lies between two vertebral bodies (or L5 and S1) at least this much brighter (HU) than it:
+#: bodies read 100-300 HU in the box (less in osteoporotic spines), discs 50-100 HU
+_DISC_DROP_HU = 40.0
 
 
 def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float]
@@ -136,7 +137,8 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
             continue
         if prof[k] > np.nanmin(prof[k - 1:k + 2]):
             continue  # not the darkest of its neighbours
-        if np.nanmax(below) >= _BODY_HU and prof[k] < _DISC_RATIO * min(np.nanmax(below), np.nanmax(above)):
+        bodies = min(np.nanmax(below), np.nanmax(above))
+        if bodies - prof[k] >= _DISC_DROP_HU and prof[k] < _DISC_RATIO * bodies:
             discs.append(k)
     info["disc_slices"] = [k + box[0].start for k in discs]
     info["profile_hu"] = [None if not np.isfinite(v) else round(float(v)) for v in prof]

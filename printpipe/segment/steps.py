@@ -156,6 +156,11 @@ def separate_and_name(st: State, clock) -> None:
         st.info["separation"] = sep
         clock("separate", 0.7)
         st.labels, st.names, st.info["naming"] = naming.name_seeded(regions, st.vol, st.min_vox)
+        st.names, st.info["non_skeleton"] = naming.drop_contrast(st.labels, st.names, st.vol.hu, st.vol)
+        nc = st.info["non_skeleton"]["contrast_pieces_removed"]
+        if nc:
+            st.warnings.append(f"{nc} piece(s) of contrast-filled bowel ({st.info['non_skeleton']['volume_cm3']:g} cm^3) "
+                               f"reached bone HU and were removed: no cortex, brighter inside than at the rim")
     else:
         st.warnings.append("femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm "
                            "apart): parts separated without anatomical landmarks are named bone_N; check the "
