@@ -291,12 +291,17 @@ def _draw_slice_pictures(volume, labels, names, pics: Path, lang: str) -> dict[s
     _t = get_translator(lang)
     hu, lab, (dz, dy, dx) = _canonical(volume, labels)
     nz, ny, nx = hu.shape
-    fg = lab != 0
+    from scipy import ndimage
+
+    # centre of the box around every part: one pass over the labels, no full-volume mask
+    boxes = [b for b in ndimage.find_objects(np.asarray(lab)) if b is not None]
     idx = []
     for ax in range(3):
-        other = tuple(a for a in range(3) if a != ax)
-        nzr = np.flatnonzero(fg.any(axis=other))
-        idx.append(int((nzr[0] + nzr[-1]) // 2) if len(nzr) else hu.shape[ax] // 2)
+        if boxes:
+            first, last = min(b[ax].start for b in boxes), max(b[ax].stop for b in boxes) - 1
+            idx.append(int((first + last) // 2))
+        else:
+            idx.append(hu.shape[ax] // 2)
     kc, jc, ic = idx
     level, width = BONE_WINDOW
     vmin, vmax = level - width / 2, level + width / 2
