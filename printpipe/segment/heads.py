@@ -39,7 +39,7 @@ _PAIR_DY_MM = 40.0
 _FIT_RMS_MM = 2.0
 #: ... at least this fraction of the directions found the free surface (the cup, the neck and the
 #: fovea hide most of it) ...
-_FIT_INLIERS = 0.12
+_FIT_INLIERS = 0.08
 #: ... and an acetabular roof covers at least this fraction of the directions within 60 deg of
 #: superior: the ray ends at a joint space with the cup's cortex beyond it (a shaft, a vertebral
 #: body or a trochanter has none; a head under the roof has 0.3-0.8 at 1-3 mm slices)
@@ -217,8 +217,13 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = 
         if ok.sum() < 0.2 * len(dirs):
             return None
         pts = c + dirs[ok] * r_dir[ok, None]
-        cc, r = fit_sphere(pts)
-        for _ in range(4):
+        # robust start: the rays that agree with the median radius (rays that crossed a thin cup
+        # before reaching soft tissue end further out and would pull a plain fit outwards)
+        near = np.abs(r_dir[ok] - np.median(r_dir[ok])) < 4.0
+        if near.sum() < 0.15 * len(dirs):
+            return None
+        cc, r = fit_sphere(pts[near])
+        for it in range(5):
             res = np.abs(np.linalg.norm(pts - cc, axis=1) - r)
             keep = res < max(2.0, 1.5 * np.median(res))
             if keep.sum() < 0.15 * len(dirs):
@@ -281,7 +286,8 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
             # a head is full of dense trabecular bone (its compression trabeculae): a trochanter's
             # or a shaft's inside is darker
             core = min(a.core_hu, b.core_hu) / 300.0
-            s = a.inliers + b.inliers + a.cup_cover + b.cup_cover + min(core, 1.5) - 0.2 * (a.rms_mm + b.rms_mm)
+            s = (a.inliers + b.inliers + a.cup_cover + b.cup_cover + min(core, 1.5) - 0.2 * (a.rms_mm + b.rms_mm)
+                 - d[2] / _PAIR_DZ_MM)
             if s > score:
                 best, score = (a, b), s
     return best
