@@ -1,7 +1,7 @@
 """Accuracy of the whole pipeline against the ground truth of the development cases.
 
 Run: ``.venv/bin/python benchmarks/bench_segment_accuracy.py [--case ref002|ref003|all]
-[--out-json FILE] [--realdata ../shared/realdata] [--keep DIR]``.
+[--out-json FILE] [--realdata ../shared/realdata] [--keep DIR] [--parts] [--no-peers]``.
 
 For each case it runs ``printpipe.pipeline.run`` with ``--split-hemipelvis`` (STL only, no report) into a
 temporary folder, cuts each exported part mesh back into the CT grid (``printpipe.evaluate.part_masks``:
@@ -38,18 +38,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--realdata", type=Path, default=REPO.parent / "shared" / "realdata")
     ap.add_argument("--keep", type=Path, help="write the pipeline outputs here instead of a temporary folder")
     ap.add_argument("--no-peers", action="store_true", help="skip the deep-learning / model-based contours")
+    ap.add_argument("--parts", action="store_true",
+                    help="export only the scored parts (SegmentConfig.parts), as tests/test_segment_accuracy.py "
+                         "does to save the repair of other_N parts")
     args = ap.parse_args(argv)
     if not args.realdata.is_dir():
         print(f"error: no real data at {args.realdata}; pass --realdata", file=sys.stderr)
         return 2
     cases = list(ev.CASES) if args.case == "all" else [args.case]
+    config = None
+    if args.parts:
+        from printpipe.export import ExportConfig
+        from printpipe.pipeline import PipelineConfig
+        from printpipe.segment import SegmentConfig
+
+        config = PipelineConfig(segment=SegmentConfig(split_hemipelvis=True, parts=ev.SCORED_PARTS),
+                                export=ExportConfig(formats=("stl",)), report=False)
     report: dict = {}
     status = 0
     for case in cases:
         with tempfile.TemporaryDirectory(prefix=f"printpipe-acc-{case}-") as tmp:
             outdir = (args.keep / case) if args.keep else Path(tmp)
             try:
-                tables, info = ev.run_case(case, args.realdata, outdir, peers=not args.no_peers)
+                tables, info = ev.run_case(case, args.realdata, outdir, config, peers=not args.no_peers)
             except PrintpipeError as exc:
                 print(f"{case}: pipeline failed: {type(exc).__name__}: {exc}")
                 report[case] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -2,7 +2,9 @@
 
 Each case runs ``printpipe.pipeline.run`` once per session (``--split-hemipelvis``, STL only, only the
 scored parts exported, no report); the part meshes are cut back into the CT grid and scored with
-``printpipe.evaluate`` (see ``benchmarks/bench_segment_accuracy.py`` for the full table).
+``printpipe.evaluate``. ``benchmarks/bench_segment_accuracy.py --parts`` prints the same figures, with
+the deep-learning and model-based contours beside them (without ``--parts`` it exports every part, as
+a user's run does).
 
 The floors below are regression floors, not the goal (issue 10 asks Dice >= 0.93 and mean surface
 distance <= 1.0 mm for every structure). Each is the figure measured on the commit named in the comment,
@@ -21,26 +23,26 @@ import pytest
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 # (case, table, structure) -> (Dice floor, mean surface distance ceiling in mm).
-# Measured 2026-12-04 on a62aef4 (segment package ed7df62, the first anatomy-first version) with
-# benchmarks/bench_segment_accuracy.py: measured Dice - 0.02, measured mean + 0.5 mm. ``None``: not
-# found when measured. (The segmentation before the rewrite, d33f007, gave ref002 hip bones 0.000 as
-# fragments, sacrum 0.165, femurs 0.601 / 0.865; ref003 femurs 0.780 / 0.749 vs manual contours.)
+# Measured 2026-12-04 on 326a8a8 (segment package at 75a0cc0) with
+# ``benchmarks/bench_segment_accuracy.py --parts``: measured Dice - 0.02, measured mean + 0.5 mm.
+# ``None``: not found when measured. For comparison, the segmentation before the rewrite (c9af237) gave
+# ref002 hip bones 0.000 (fragments), sacrum 0.165, femurs 0.601 / 0.865; ref003 femurs 0.780 / 0.749.
 FLOORS: dict[tuple[str, str, str], tuple[float, float | None]] = {
     # ref002 vs expert labels (pelvic-ref002-labels)
-    ("ref002", "labels", "pelvis"): (0.775, 1.8),          # measured 0.795, 1.31 mm
-    ("ref002", "labels", "hip_left"): (0.773, 1.8),        # measured 0.793, 1.31 mm
-    ("ref002", "labels", "hip_right"): (0.777, 1.8),       # measured 0.797, 1.30 mm
-    ("ref002", "labels", "sacrum"): (0.212, 39.8),         # measured 0.232, 39.28 mm
-    ("ref002", "labels", "femur_left"): (0.860, 2.6),      # measured 0.880, 2.14 mm
-    ("ref002", "labels", "femur_right"): (0.880, 2.2),     # measured 0.900, 1.65 mm
+    ("ref002", "labels", "pelvis"): (0.751, 1.9),          # measured 0.771, 1.36 mm
+    ("ref002", "labels", "hip_left"): (0.722, 2.0),        # measured 0.742, 1.50 mm
+    ("ref002", "labels", "hip_right"): (0.779, 1.7),       # measured 0.799, 1.22 mm
+    ("ref002", "labels", "sacrum"): (0.212, 39.8),         # measured 0.232, 39.28 mm (sacrum + L-spine)
+    ("ref002", "labels", "femur_left"): (0.905, 1.9),      # measured 0.925, 1.36 mm
+    ("ref002", "labels", "femur_right"): (0.920, 1.5),     # measured 0.940, 1.04 mm
     ("ref002", "labels", "spine"): (0.0, None),            # measured 0.000 (no spine part)
     # ref002 femurs vs manual contours of its RS.dcm (manual slices only); deep-learning 0.829 / 0.729
-    ("ref002", "contours", "femur_left"): (0.704, 4.5),    # measured 0.724, 3.98 mm
-    ("ref002", "contours", "femur_right"): (0.694, 4.0),   # measured 0.714, 3.50 mm
+    ("ref002", "contours", "femur_left"): (0.789, 4.0),    # measured 0.809, 3.46 mm
+    ("ref002", "contours", "femur_right"): (0.682, 4.5),   # measured 0.702, 3.99 mm
     # ref003 femurs vs manual contours of pelvic-ref003-rtstruct (manual slices only);
     # the deep-learning contours reach 0.901 / 0.900 (2.00 / 1.83 mm)
-    ("ref003", "contours", "femur_left"): (0.684, 4.8),    # measured 0.704, 4.30 mm
-    ("ref003", "contours", "femur_right"): (0.665, 4.9),   # measured 0.685, 4.43 mm
+    ("ref003", "contours", "femur_left"): (0.879, 2.4),    # measured 0.899, 1.91 mm
+    ("ref003", "contours", "femur_right"): (0.843, 3.1),   # measured 0.863, 2.64 mm
 }
 
 SCORED = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine")
