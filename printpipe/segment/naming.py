@@ -202,11 +202,13 @@ def name_seeded(regions: np.ndarray, vol: Volume, min_vox: int) -> tuple[np.ndar
     return labels, names, info
 
 
-def name_unseparated(regions: np.ndarray, vol: Volume, min_vox: int) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
-    """Without landmarks no anatomical name is safe: the parts are ``bone_N`` by size."""
+def name_unseparated(regions: np.ndarray, vol: Volume, min_vox: int, *, single: bool = False
+                     ) -> tuple[np.ndarray, dict[int, str], dict[str, Any]]:
+    """Without landmarks no anatomical name is safe: the parts are ``bone_N`` by size, or one
+    part ``bone`` when separation was not asked for (``single``)."""
     sizes = _region_sizes(regions)
     keep = sorted((r for r in sizes if sizes[r] >= min_vox), key=lambda r: -sizes[r])
-    name_of = {rid: f"bone_{i}" for i, rid in enumerate(keep, 1)}
+    name_of = {rid: ("bone" if single else f"bone_{i}") for i, rid in enumerate(keep, 1)}
     if not name_of:
         raise SegmentationError("no bone region large enough after separation; lower --min-island or --hu")
     labels, names = _relabel(regions, name_of)

@@ -144,7 +144,7 @@ def separate_and_name(st: State, clock) -> None:
     if not cfg.separate:
         regions = cc3d.connected_components(st.bone, connectivity=26).astype(np.int32)
         st.info["separation"] = {"method": "none (connected components)"}
-        st.labels, st.names, st.info["naming"] = naming.name_unseparated(regions, st.vol, st.min_vox)
+        st.labels, st.names, st.info["naming"] = naming.name_unseparated(regions, st.vol, st.min_vox, single=True)
         clock("separate", 0.7)
         return
     st.heads, st.info["femoral_heads"] = find_femoral_heads(st.vol, st.body)
