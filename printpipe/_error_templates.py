@@ -143,9 +143,13 @@ TEMPLATES = (
     # printpipe/export.py
     N_('part {name} has no faces; nothing to write'),
     # printpipe/labels.py
+    N_("frame of reference mismatch: {source} was drawn on another scan (its frame of reference is not the CT's); give the CT series it belongs to, or register and export it on this CT first"),
+    # printpipe/labels.py
     N_('{source} names neither this CT series nor a frame of reference printpipe could compare; its position was checked in patient millimetres only'),
     # printpipe/labels.py
     N_('{path_name} is not a readable DICOM file ({exc}); export the structure set or segmentation again'),
+    # printpipe/labels.py
+    N_('folder {folder_name} holds {len_found} structure sets / segmentations; give the one to print as the file after --labels'),
     # printpipe/labels.py
     N_('{source} has no structure named {name}; it holds {join_repr_a_for_a_in_available_or_none}: give one of those'),
     # printpipe/labels.py
@@ -210,12 +214,12 @@ TEMPLATES = (
     N_('label {values_get_v_v} in {source} reaches outside the CT (voxel box {np_round_lo_1_tolist}..{np_round_hi_1_tolist} of a {list_shape_ijk} grid); it belongs to another scan: give the CT it was drawn on'),
     # printpipe/labels.py
     N_("the segmentation's grid is not a crop of the CT's; cannot write label maps"),
-    # printpipe/labels.py
-    N_("frame of reference mismatch: {source} was drawn on another scan (its frame of reference is not the CT's); give the CT series it belongs to, or register and export it on this CT first"),
     # printpipe/pipeline.py
     N_('output path {outdir} exists and is not a folder; choose another -o'),
     # printpipe/pipeline.py
     N_('segmentation produced no parts to export; check --parts and --hu'),
+    # printpipe/pipeline.py
+    N_("the manifest's part figures differ from those the written files were checked against; nothing was published; report a bug"),
     # printpipe/pipeline.py
     N_('part label {label} is empty'),
     # printpipe/pipeline.py
@@ -346,6 +350,8 @@ TEMPLATES = (
     N_('no bone found between {low} and {high} HU inside the body{and_the_crop_box_if_cfg_roi_mm_or_cfg_re}; check the series or lower --hu'),
     # printpipe/segment/steps.py
     N_('no bone component of at least {cfg_min_island_mm3} mm^3 between {low} and {high} HU; check the series, lower --hu or --min-island'),
+    # printpipe/segment/steps.py
+    N_('{nc} piece(s) of contrast-filled bowel ({st_info_non_skeleton_volume_cm3} cm^3) reached bone HU and were removed: no cortex, brighter inside than at the rim'),
     # printpipe/segment/steps.py
     N_('femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm apart): parts separated without anatomical landmarks are named bone_N; check the field of view covers both hip joints'),
     # printpipe/segment/steps.py
