@@ -26,21 +26,32 @@ __all__ = ["weld", "edge_check", "count_3mf", "parse_3mf", "soup_stats", "indexe
 
 @njit(cache=True, nogil=True)
 def weld(bits, ids):  # pragma: no cover - numba
-    """``bits`` (m, 3) uint32 (float32 coordinates with -0 made +0): write a vertex id per row into
-    ``ids`` (equal rows, equal ids, numbered in order of first appearance); return the count."""
-    m = bits.shape[0]
+    """``bits`` (n, 3, 3) uint32, the float32 corners of n triangles as raw bits (any strides, as
+    read from an STL): write a vertex id per corner into ``ids`` (n * 3; equal coordinates, equal
+    ids, numbered in order of first appearance; -0.0 equals +0.0); return the count."""
+    n = bits.shape[0]
+    m = 3 * n
     size = 1
     while size < 2 * m:
         size *= 2
     mask = np.uint64(size - 1)
     table = np.full(size, -1, dtype=np.int64)
+    keys = np.empty((m, 3), dtype=np.uint32)
+    sign_only = np.uint32(0x80000000)
     count = 0
     for i in range(m):
-        x = np.uint64(bits[i, 0])
-        y = np.uint64(bits[i, 1])
-        z = np.uint64(bits[i, 2])
-        h = (x * np.uint64(0x9E3779B185EBCA87)) ^ (y * np.uint64(0xC2B2AE3D27D4EB4F)) \
-            ^ (z * np.uint64(0x165667B19E3779F9))
+        t, k = i // 3, i % 3
+        x = bits[t, k, 0]
+        y = bits[t, k, 1]
+        z = bits[t, k, 2]
+        x = np.uint32(0) if x == sign_only else x
+        y = np.uint32(0) if y == sign_only else y
+        z = np.uint32(0) if z == sign_only else z
+        keys[i, 0] = x
+        keys[i, 1] = y
+        keys[i, 2] = z
+        h = (np.uint64(x) * np.uint64(0x9E3779B185EBCA87)) ^ (np.uint64(y) * np.uint64(0xC2B2AE3D27D4EB4F)) \
+            ^ (np.uint64(z) * np.uint64(0x165667B19E3779F9))
         h ^= h >> np.uint64(29)
         slot = h & mask
         while True:
@@ -50,7 +61,7 @@ def weld(bits, ids):  # pragma: no cover - numba
                 ids[i] = count
                 count += 1
                 break
-            if bits[j, 0] == bits[i, 0] and bits[j, 1] == bits[i, 1] and bits[j, 2] == bits[i, 2]:
+            if keys[j, 0] == x and keys[j, 1] == y and keys[j, 2] == z:
                 ids[i] = ids[j]
                 break
             slot = (slot + np.uint64(1)) & mask
@@ -119,25 +130,31 @@ _POW10 = np.array([10.0 ** k for k in range(-30, 31)])
 @njit(cache=True, nogil=True)
 def _parse_number(buf, i, n):  # pragma: no cover - numba
     """Parse a decimal number (sign, digits, point, exponent) at ``buf[i]``; return (value, end).
-    NaN when there are no digits."""
+    NaN when there are no digits. The mantissa is summed as an integer of at most 18 digits (exact);
+    further digits only scale it (integer part) or are dropped (below float64 precision)."""
     neg = False
     if i < n and (buf[i] == 45 or buf[i] == 43):  # - +
         neg = buf[i] == 45
         i += 1
-    mant = 0.0
+    mant = 0
     digits = 0
-    while i < n and 48 <= buf[i] <= 57:
-        mant = mant * 10.0 + (buf[i] - 48)
-        i += 1
-        digits += 1
     scale = 0
-    if i < n and buf[i] == 46:  # .
-        i += 1
-        while i < n and 48 <= buf[i] <= 57:
-            mant = mant * 10.0 + (buf[i] - 48)
-            scale -= 1
-            i += 1
+    frac = False
+    while i < n:
+        c = buf[i]
+        if 48 <= c <= 57:
+            if digits < 18:
+                mant = mant * 10 + (c - 48)
+                if frac:
+                    scale -= 1
+            elif not frac:
+                scale += 1
             digits += 1
+        elif c == 46 and not frac:  # .
+            frac = True
+        else:
+            break
+        i += 1
     if i < n and (buf[i] == 101 or buf[i] == 69):  # e E
         j = i + 1
         eneg = False
@@ -147,16 +164,20 @@ def _parse_number(buf, i, n):  # pragma: no cover - numba
         ex = 0
         if j < n and 48 <= buf[j] <= 57:
             while j < n and 48 <= buf[j] <= 57:
-                ex = ex * 10 + (buf[j] - 48)
+                if ex < 10000:
+                    ex = ex * 10 + (buf[j] - 48)
                 j += 1
             scale += -ex if eneg else ex
             i = j
     if digits == 0:
         return np.nan, i
-    if -30 <= scale <= 30:
-        value = mant * _POW10[scale + 30] if scale >= 0 else mant / _POW10[30 - scale]
+    value = float(mant)
+    if 0 <= scale <= 30:
+        value *= _POW10[scale + 30]
+    elif -30 <= scale < 0:
+        value /= _POW10[30 - scale]
     else:
-        value = mant * 10.0 ** scale
+        value *= 10.0 ** scale
     return (-value if neg else value), i
 
 
@@ -342,7 +363,11 @@ def warmup() -> None:
     f = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], dtype=np.int64)
     tri = v[f]
     ids = np.empty(12, dtype=np.int64)
-    weld(np.ascontiguousarray(tri.reshape(-1, 3)).view(np.uint32), ids)
+    rec = np.zeros(4, dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+    rec["v"] = tri
+    weld(rec["v"].view(np.uint32), ids)  # as verify calls it: a strided view of STL records
+    weld(tri.view(np.uint32), ids)
+    soup_stats(rec["v"], np.zeros(3), np.zeros(3))
     edge_check(f, 4, np.zeros(4, dtype=np.int64))
     lo, hi = np.zeros(3), np.zeros(3)
     soup_stats(tri, lo, hi)

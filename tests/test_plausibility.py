@@ -422,6 +422,19 @@ def test_3mf_missing_a_triangle_or_shifted_fails(written):
         verify_outputs(folder, moved)
 
 
+def test_corrupted_3mf_cannot_be_read_back(written):
+    folder, _parts, entries = written
+    path = folder / "model.3mf"
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("3D/3dmodel.model")
+    data = bytearray(path.read_bytes())
+    data[info.header_offset + 30 + len(info.filename) + 200] ^= 0xFF  # a bit flip in the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(MeshError, match=r"^model\.3mf as written cannot be read back \(.+\); nothing was "
+                                        r"published; check the disk and run the case again$"):
+        verify_outputs(folder, entries)
+
+
 # ------------------------------------------------------------------------------------------------
 # the pipeline: --force recorded in manifest and report; a bad file publishes nothing
 # ------------------------------------------------------------------------------------------------
