@@ -857,7 +857,7 @@ def variant_phantom(name: str, seed: int = 0, **overrides: Any) -> Phantom:
     Examples
     --------
     >>> ph = variant_phantom("feet_first", shape=(24, 48, 48), spacing=(10.0, 8.0, 8.0))
-    >>> ph.volume.meta["patient_position"], ph.volume.direction[0, 0]
+    >>> ph.volume.meta["patient_position"], float(ph.volume.direction[0, 0])
     ('FFS', -1.0)
     """
     if name not in VARIANTS:
