@@ -23,7 +23,7 @@ import pytest
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 # (case, table, structure) -> (Dice floor, mean surface distance ceiling in mm).
-# Measured 2026-12-04 on 326a8a8 (segmentation as of ca64b9d) with
+# Measured 2026-12-04 on 326a8a8 (segmentation as of 75a0cc0) with
 # ``benchmarks/bench_segment_accuracy.py --parts``: measured Dice - 0.02, measured mean + 0.5 mm.
 # ``None``: not found when measured. For comparison, the segmentation before the rewrite (c9af237) gave
 # ref002 hip bones 0.000 (fragments), sacrum 0.165, femurs 0.601 / 0.865; ref003 femurs 0.780 / 0.749.
