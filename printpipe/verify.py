@@ -51,12 +51,16 @@ class MeshFigures(dict):
     ``bad_edges``, ``degenerate``, ``bad_indices``, ``watertight``, ``volume_mm3``, ``min``, ``max``."""
 
 
-def _figures(faces: np.ndarray, n_vertices: int, volume: float, lo: np.ndarray, hi: np.ndarray) -> MeshFigures:
+def _figures(faces: np.ndarray, n_vertices: int, volume: float, lo: np.ndarray, hi: np.ndarray,
+             counts: np.ndarray | None = None) -> MeshFigures:
+    """Figures of an indexed mesh; ``counts`` (from :func:`edge_check` of the same structure) saves
+    the edge check."""
     from printpipe.kernels.checks import edge_check
 
-    counts = np.zeros(4, dtype=np.int64)
-    if len(faces):
-        edge_check(np.ascontiguousarray(faces, dtype=np.int64), int(n_vertices), counts)
+    if counts is None:
+        counts = np.zeros(4, dtype=np.int64)
+        if len(faces):
+            edge_check(np.ascontiguousarray(faces, dtype=np.int64), int(n_vertices), counts)
     degenerate, open_edges, bad_edges, bad_idx = (int(c) for c in counts)
     return MeshFigures(
         triangles=int(len(faces)), vertices=int(n_vertices), open_edges=open_edges, bad_edges=bad_edges,
@@ -74,6 +78,13 @@ def stl_figures(corners: np.ndarray) -> MeshFigures:
     """
     from printpipe.kernels.checks import soup_stats, weld
 
+    return _stl_figures(corners)[0]
+
+
+def _stl_figures(corners: np.ndarray) -> tuple[MeshFigures, np.ndarray, np.ndarray]:
+    """:func:`stl_figures`, plus the corner ids (3n,) and the edge counts."""
+    from printpipe.kernels.checks import soup_stats, weld
+
     corners = np.asarray(corners)
     if corners.dtype != np.float32:
         corners = corners.astype(np.float32)
@@ -82,7 +93,9 @@ def stl_figures(corners: np.ndarray) -> MeshFigures:
     n_vertices = int(weld(corners.view(np.uint32), ids)) if len(corners) else 0
     lo, hi = np.full(3, np.nan), np.full(3, np.nan)
     volume = soup_stats(corners, lo, hi) if len(corners) else 0.0
-    return _figures(ids.reshape(-1, 3), n_vertices, volume, lo, hi)
+    fig = _figures(ids.reshape(-1, 3), n_vertices, volume, lo, hi)
+    counts = np.array([fig["degenerate"], fig["open_edges"], fig["bad_edges"], fig["bad_indices"]])
+    return fig, ids, counts
 
 
 def _read_stl(path: Path) -> tuple[bytes, np.ndarray]:
@@ -105,6 +118,11 @@ def read_3mf_figures(path: Path, expect: tuple[int, int, int] | None = None) -> 
     ``expect`` (vertices, triangles, objects) sizes the arrays for one parsing pass; without it, or
     when the file holds more, the elements are counted first.
     """
+    return [_figures(t, nv, volume, lo, hi) for t, nv, volume, lo, hi in _read_3mf(path, expect)]
+
+
+def _read_3mf(path: Path, expect: tuple[int, int, int] | None = None) -> list[tuple]:
+    """Per ``<object>`` of a 3MF: (triangles (n, 3) int64, vertex count, volume, lo, hi)."""
     from printpipe.kernels.checks import count_3mf, indexed_stats, parse_3mf
 
     try:
@@ -139,7 +157,7 @@ def read_3mf_figures(path: Path, expect: tuple[int, int, int] | None = None) -> 
         t = tris[obj_t[k]:obj_t[k + 1]]
         lo, hi = np.full(3, np.nan), np.full(3, np.nan)
         volume = indexed_stats(v, t, lo, hi) if len(t) else 0.0
-        out.append(_figures(t, len(v), volume, lo, hi))
+        out.append((t, len(v), volume, lo, hi))
     return out
 
 
@@ -257,21 +275,25 @@ def verify_outputs(folder: str | Path, parts: Sequence[Mapping[str, Any]], *,
     pool = ThreadPoolExecutor(max_workers=1) if three.exists() else None
     expect = (sum(int(p["vertices"]) for p in entries.values()),
               sum(int(p["triangles"]) for p in entries.values()), len(entries))
-    three_figs = pool.submit(_timed, read_3mf_figures, three, expect) if pool is not None else None
+    three_figs = pool.submit(_timed, _read_3mf, three, expect) if pool is not None else None
+    structure: dict[str, tuple[np.ndarray, int, np.ndarray]] = {}  # part -> STL corner ids, count, edges
     seconds_3mf = cpu_3mf = 0.0
     c0 = time.thread_time()
     try:
         t_stl = time.perf_counter()
-        _check_stls(folder, entries, model_parts, shift, files, tight, part_bytes)
+        _check_stls(folder, entries, model_parts, shift, files, tight, part_bytes, structure)
         seconds_stl = time.perf_counter() - t_stl
         if three_figs is not None:
-            figs, seconds_3mf, cpu_3mf = three_figs.result()
-            if len(figs) != len(entries):
-                raise MeshError(f"model.3mf as written holds {len(figs)} objects, the manifest {len(entries)} "
+            objects, seconds_3mf, cpu_3mf = three_figs.result()
+            if len(objects) != len(entries):
+                raise MeshError(f"model.3mf as written holds {len(objects)} objects, the manifest {len(entries)} "
                                 f"parts; nothing was published; run the case again or report a bug")
-            for fig, (name, entry) in zip(figs, entries.items()):
+            figs = []
+            for (t, nv, volume, lo, hi), (name, entry) in zip(objects, entries.items()):
+                fig = _figures(t, nv, volume, lo, hi, counts=_shared_counts(structure.get(name), t, nv))
                 _compare("model.3mf", name, fig, entry, shift[name], indexed=True)
                 tight[name] = True
+                figs.append(fig)
             files["model.3mf"] = {"parts": len(figs), "triangles": int(sum(f["triangles"] for f in figs)),
                                   "watertight": True}
     finally:
@@ -291,8 +313,18 @@ def _timed(fn, *args):
     return out, time.perf_counter() - t0, time.thread_time() - c0
 
 
+def _shared_counts(stl: tuple | None, tris: np.ndarray, n_vertices: int) -> np.ndarray | None:
+    """The STL's edge counts when the 3MF object is the same mesh up to numbering, else None."""
+    from printpipe.kernels.checks import same_structure
+
+    if stl is None:
+        return None
+    ids, n_ids, counts = stl
+    return counts if same_structure(ids, np.ascontiguousarray(tris), n_ids, int(n_vertices)) else None
+
+
 def _check_stls(folder: Path, entries: dict, model_parts: list[str], shift: dict, files: dict,
-                tight: dict, part_bytes: dict) -> None:
+                tight: dict, part_bytes: dict, structure: dict) -> None:
     """Check ``parts/<name>.stl`` and ``model.stl``, filling ``files``, ``tight`` and ``part_bytes``."""
     for name, entry in entries.items():
         path = folder / "parts" / f"{name}.stl"
@@ -300,7 +332,8 @@ def _check_stls(folder: Path, entries: dict, model_parts: list[str], shift: dict
             continue
         data, corners = _read_stl(path)
         part_bytes[name] = data[84:]
-        fig = stl_figures(corners)
+        fig, ids, counts = _stl_figures(corners)
+        structure[name] = (ids, fig["vertices"], counts)
         _compare(f"parts/{name}.stl", name, fig, entry, shift[name], indexed=False)
         files[f"parts/{name}.stl"] = {"parts": 1, "triangles": fig["triangles"], "watertight": True}
         tight[name] = True

@@ -422,6 +422,29 @@ def test_3mf_missing_a_triangle_or_shifted_fails(written):
         verify_outputs(folder, moved)
 
 
+def test_3mf_with_a_split_vertex_is_open_though_the_stl_is_closed(written):
+    # the 3MF is indexed: a corner moved to a duplicate of its vertex opens the mesh there while the
+    # coordinates (and so the welded STL) stay the same; the shared edge check must not hide it
+    folder, _parts, entries = written
+    path = folder / "model.3mf"
+    with zipfile.ZipFile(path) as zf:
+        xml = zf.read("3D/3dmodel.model").decode()
+    head, tail = xml.split("</vertices>", 1)
+    lines = head.split("\n")
+    vertex_lines = [ln for ln in lines if "<vertex " in ln]
+    tri = next(ln for ln in tail.split("\n") if "<triangle " in ln)
+    v1 = int(tri.split('v1="')[1].split('"')[0])
+    head = head + vertex_lines[v1].strip() + "\n    "
+    new_tri = tri.replace(f'v1="{v1}"', f'v1="{len(vertex_lines)}"', 1)
+    xml = head + "</vertices>" + tail.replace(tri, new_tri, 1)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("3D/3dmodel.model", xml)
+    entries = [dict(e, vertices=e["vertices"] + 1) if e["name"] == "ball" else e for e in entries]
+    with pytest.raises(MeshError, match=r"^model\.3mf as written is not a closed manifold surface: part ball "
+                                        r"has 4 open edge\(s\), 0 over-shared or mis-wound edge\(s\)"):
+        verify_outputs(folder, entries)
+
+
 def test_corrupted_3mf_cannot_be_read_back(written):
     folder, _parts, entries = written
     path = folder / "model.3mf"
