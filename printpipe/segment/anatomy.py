@@ -36,6 +36,8 @@ FEMUR = {"left": 1, "right": 2}
 HIP = {"left": 3, "right": 4}
 SACRUM = 5
 NAMES = {1: "femur_left", 2: "femur_right", 3: "hip_left", 4: "hip_right", 5: "sacrum"}
+#: the marker of bowel contrast touching bone: its basin is removed after the watershed
+CONTRAST = 9
 
 #: the femoral marker: the ball this far (mm) inside the joint space ...
 _HEAD_INSET_MM = 2.0
@@ -84,7 +86,84 @@ def _box(vol: Volume, center: np.ndarray, radius: float) -> tuple[slice, slice, 
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
-def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def _eroded(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage as ndi
+
+    return ndi.binary_erosion(mask, structure=ndi.generate_binary_structure(3, 1))
+
+
+def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
+    """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
+    mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
+    anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`)."""
+    import cc3d
+    from scipy import ndimage as ndi
+
+    from printpipe.segment.naming import looks_like_contrast
+
+    # two voxels: a lumen pressed against bone meets it over its wall's width
+    comp, n = cc3d.connected_components(_eroded(_eroded(bone)), connectivity=6, return_N=True)
+    if n == 0:
+        return mk, {"contrast_pieces": 0}
+    marked = np.zeros(n + 1, bool)
+    marked[np.unique(comp[mk > 0])] = True
+    objs = ndi.find_objects(comp)
+    found = []
+    for i, sl in enumerate(objs, 1):
+        if sl is None or marked[i]:
+            continue
+        m = comp[sl] == i
+        if m.sum() * vox_mm3 < 200.0:
+            continue
+        # judge the piece with the two voxel layers the erosion took (its rim), not its core
+        pad = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in sl)
+        core = comp[pad] == i
+        full = ndi.binary_dilation(core, structure=ndi.generate_binary_structure(3, 1), iterations=2) & bone[pad]
+        is_c, stats = looks_like_contrast(full, hu[pad])
+        if is_c:
+            mk[sl][m] = CONTRAST
+            found.append(round(float(m.sum() * vox_mm3 / 1000.0), 1))
+    return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20]}
+
+
+def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """The largest piece of the eroded bone in ``cand`` (a mask on the box ``sl``) that is bone,
+    not contrast; each piece is judged whole, with the rim the erosion took."""
+    import cc3d
+    from scipy import ndimage as ndi
+
+    from printpipe.segment.naming import looks_like_contrast
+
+    comp = cc3d.connected_components(_eroded(_eroded(bone)), connectivity=6)
+    ids, counts = np.unique(comp[sl][cand], return_counts=True)
+    objs = ndi.find_objects(comp)
+    for i in ids[np.argsort(-counts)]:
+        if i == 0:
+            continue
+        box = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in objs[i - 1])
+        core = comp[box] == i
+        full = ndi.binary_dilation(core, structure=ndi.generate_binary_structure(3, 1), iterations=2) & bone[box]
+        if not looks_like_contrast(full, hu[box])[0]:
+            return cand & (comp[sl] == i)
+    return np.zeros_like(cand)
+
+
+def _largest(mask: np.ndarray) -> np.ndarray:
+    """The largest 26-connected component of ``mask``."""
+    import cc3d
+
+    if not mask.any():
+        return mask
+    comp, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
+    if n <= 1:
+        return mask
+    counts = np.bincount(comp.ravel())
+    counts[0] = 0
+    return comp == int(np.argmax(counts))
+
+
+def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Anatomical markers (uint8, labels of :data:`NAMES`) and the hip-joint cut (bool) on ``vol``."""
     mk = np.zeros(bone.shape, np.uint8)
     cut = np.zeros(bone.shape, bool)
@@ -124,6 +203,9 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere]) -> tupl
     off = p @ lat.astype(np.float32)
     sac = (bone[sl] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0]) & (p[..., 2] < _SACRUM_Z_MM[1])
            & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[sl] == 0))
+    # the sacrum, not a loop of contrast-filled bowel in front of it (a thin contact breaks when
+    # the mask is eroded by two voxels)
+    sac = _sacral_core(sac, sl, bone, hu)
     mk[sl][sac] = SACRUM
     info["sacrum_marker_voxels"] = int(sac.sum())
     return mk, cut, info
@@ -156,7 +238,7 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     level = dist.astype(np.uint16)
     del dist
     markers = np.where(carved, mk, 0).astype(np.int32)
-    present = sorted(int(v) for v in np.unique(mk) if v)
+    present = sorted(int(v) for v in np.unique(mk) if v and v in NAMES)
     regions = _flood(markers, level, carved)
     del level
     regions = grow_labels(regions, bone)
@@ -164,7 +246,7 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     n_rest = 0
     if rest.any():
         comp, n_rest = cc3d.connected_components(rest, connectivity=26, return_N=True)
-        regions[rest] = comp[rest].astype(np.int32) + max(NAMES)
+        regions[rest] = comp[rest].astype(np.int32) + CONTRAST
     info = {"method": "anatomical markers (femoral heads, acetabular roofs, sacrum) + watershed on the distance "
                       "to the carved joint spaces; hip joints cut on the fitted head spheres",
             "markers_present": [NAMES[v] for v in present], "joint_space_voxels": int(joint.sum()),

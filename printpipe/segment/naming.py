@@ -189,16 +189,18 @@ def name_seeded(regions: np.ndarray, vol: Volume, min_vox: int) -> tuple[np.ndar
     """Regions grown from anatomical markers carry their marker's name; the rest, bone not
     connected to the pelvic skeleton (ribs, arms, bowel contrast that reached bone HU), are
     ``other_N`` by size."""
-    from printpipe.segment.anatomy import NAMES
+    from printpipe.segment.anatomy import CONTRAST, NAMES
 
     sizes = _region_sizes(regions)
+    contrast = sizes.pop(CONTRAST, 0)
     name_of = {rid: NAMES[rid] for rid in sizes if rid in NAMES and sizes[rid] >= min_vox}
     rest = sorted((rid for rid in sizes if rid not in NAMES and sizes[rid] >= min_vox), key=lambda r: -sizes[r])
     for i, rid in enumerate(rest, 1):
         name_of[rid] = f"other_{i}"
     labels, names = _relabel(regions, name_of)
     vox = float(np.prod(vol.spacing)) / 1000.0
-    info = {"method": "anatomical markers", "parts": {n: round(sizes[r] * vox, 1) for r, n in name_of.items()}}
+    info = {"method": "anatomical markers", "parts": {n: round(sizes[r] * vox, 1) for r, n in name_of.items()},
+            "contrast_touching_bone_cm3": round(contrast * vox, 1)}
     return labels, names, info
 
 
@@ -322,6 +324,17 @@ _CONTRAST_RIM_DROP_HU = 20.0
 _CORTEX_HU = 500.0
 
 
+def looks_like_contrast(m: np.ndarray, h: np.ndarray) -> tuple[bool, dict[str, float]]:
+    """Whether the piece ``m`` (bool, with its HU ``h``) is contrast in a lumen rather than bone."""
+    inner = ndi.binary_erosion(m)
+    if not inner.any():
+        return False, {}
+    rim = m & ~inner
+    p95 = float(np.percentile(h[m], 95))
+    drop = float(np.median(h[inner]) - np.median(h[rim]))
+    return bool(drop >= _CONTRAST_RIM_DROP_HU and p95 < _CORTEX_HU), {"p95_hu": p95, "inside_minus_rim_hu": drop}
+
+
 def drop_contrast(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, vol: Volume
                   ) -> tuple[dict[int, str], dict[str, Any]]:
     """Remove, in place, ``other_N`` parts that are contrast-filled bowel, not bone; renumber the
@@ -334,17 +347,11 @@ def drop_contrast(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, vol
             continue
         sl = objs[lab - 1]
         m = labels[sl] == lab
-        h = hu[sl]
-        inner = ndi.binary_erosion(m)
-        if not inner.any():
-            continue
-        rim = m & ~inner
-        p95 = float(np.percentile(h[m], 95))
-        drop = float(np.median(h[inner]) - np.median(h[rim]))
-        if drop >= _CONTRAST_RIM_DROP_HU and p95 < _CORTEX_HU:
+        is_c, stats = looks_like_contrast(m, hu[sl])
+        if is_c:
             labels[sl][m] = 0
-            gone.append({"volume_cm3": round(float(m.sum()) * vox, 1), "p95_hu": round(p95),
-                         "inside_minus_rim_hu": round(drop)})
+            gone.append({"volume_cm3": round(float(m.sum()) * vox, 1), "p95_hu": round(stats["p95_hu"]),
+                         "inside_minus_rim_hu": round(stats["inside_minus_rim_hu"])})
     present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)).tolist())
     names = {k: v for k, v in names.items() if k in present}
     n = 0
