@@ -589,21 +589,21 @@ TEMPLATES = (
     # printpipe/surface.py
     N_('SurfaceConfig.taubin_mu must be below -taubin_lambda ({lam}) for a low-pass filter; got {self_taubin_mu}'),
     # printpipe/verify.py
+    N_('{path_name} as written is {len_data} bytes, shorter than a binary STL header; nothing was published; check the disk and run the case again'),
+    # printpipe/verify.py
+    N_('{path_name} as written holds {len_data} bytes but its header announces {n} triangles ({v_84_50_n} bytes); nothing was published; check the disk and run the case again'),
+    # printpipe/verify.py
     N_('{path_name} as written cannot be read back ({exc}); nothing was published; check the disk and run the case again'),
     # printpipe/verify.py
     N_('{path_name} as written holds {errors_or_too_many} malformed vertex or triangle element(s); nothing was published; run the case again or report a bug'),
     # printpipe/verify.py
-    N_('model.3mf as written holds {len_figs} objects, the manifest {len_entries} parts; nothing was published; run the case again or report a bug'),
+    N_('model.3mf as written holds {len_objects} objects, the manifest {len_entries} parts; nothing was published; run the case again or report a bug'),
     # printpipe/verify.py
     N_("model.stl as written holds {len_corners} triangles, the manifest's parts {start}; nothing was published; run the case again or report a bug"),
     # printpipe/verify.py
     N_('{file} as written does not match the manifest: part {name} {what}; nothing was published; run the case again, and report a bug if it persists'),
     # printpipe/verify.py
     N_('{file} as written is not a closed manifold surface: part {name} has {fig_open_edges} open edge(s), {fig_bad_edges} over-shared or mis-wound edge(s) and {fig_degenerate} collapsed triangle(s) when read back (coordinates up to {far} mm); nothing was published; check the input geometry (`printpipe inspect`), use --frame plate, or report a bug'),
-    # printpipe/verify.py
-    N_('{path_name} as written is {len_data} bytes, shorter than a binary STL header; nothing was published; check the disk and run the case again'),
-    # printpipe/verify.py
-    N_('{path_name} as written holds {len_data} bytes but its header announces {n} triangles ({v_84_50_n} bytes); nothing was published; check the disk and run the case again'),
     # printpipe/volume.py
     N_('crop box {lo}..{hi} is empty for a volume of shape {self_shape}'),
     # printpipe/volume.py
