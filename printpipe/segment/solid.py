@@ -138,17 +138,16 @@ def _axial_hulls(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     """Per axial slice, the convex hull of each section of ``mask``; pieces less than
     ``_HULL_BRIDGE_MM`` apart (a cortex broken by the threshold) are one section, the head and the
     greater trochanter in one slice (15 mm and more apart) are two."""
+    import edt
     from skimage.measure import label
     from skimage.morphology import convex_hull_image
 
     out = np.zeros_like(mask)
-    r = [max(1, int(round(_HULL_BRIDGE_MM / 2 / s))) for s in spacing[1:]]
-    st = np.zeros((2 * r[0] + 1, 2 * r[1] + 1), bool)
-    yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
-    st[(yy / r[0]) ** 2 + (xx / r[1]) ** 2 <= 1.0] = True
+    # in-plane distance only: a slice spacing far beyond the box keeps slices apart
+    near = edt.edt(~mask, anisotropy=(1e6, float(spacing[1]), float(spacing[2])), black_border=False,
+                   parallel=_threads()) <= _HULL_BRIDGE_MM / 2
     for k in np.flatnonzero(mask.any(axis=(1, 2))):
-        grown = ndi.binary_dilation(mask[k], structure=st)
-        lab, n = label(grown, connectivity=2, return_num=True)
+        lab, n = label(near[k], connectivity=2, return_num=True)
         for i in range(1, n + 1):
             part = (lab == i) & mask[k]
             if np.count_nonzero(part) >= 3:
@@ -157,14 +156,18 @@ def _axial_hulls(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
 
 
 def _enclosed_in_three_planes(mask: np.ndarray) -> np.ndarray:
-    """Voxels outside ``mask`` that lie in a hole of its axial, coronal and sagittal slices."""
+    """Voxels outside ``mask`` that lie in a hole of its axial, coronal and sagittal slices
+    (4-connected background per slice, the numba ``slice_holes`` pass with every hole taken)."""
+    from printpipe.kernels.segment import slice_holes
+
     out = None
+    hu0 = np.zeros((1, 1, 1), np.int16)
     for ax in range(3):
-        st = np.ones((3, 3, 3), bool)
-        idx = [slice(None)] * 3
-        idx[ax] = [0, 2]
-        st[tuple(idx)] = False  # connect only within the slice
-        holes = ndi.binary_fill_holes(mask, structure=st) & ~mask
+        c_ax = np.ascontiguousarray(np.moveaxis(mask, ax, 0))
+        a_ax = np.zeros_like(c_ax)
+        none = np.zeros_like(c_ax)
+        slice_holes(c_ax, np.broadcast_to(hu0, c_ax.shape), none, 1.0, 0.0, np.inf, 0.0, True, a_ax)
+        holes = np.moveaxis(a_ax, 0, ax)
         out = holes if out is None else (out & holes)
         if not out.any():
             break
