@@ -8,6 +8,7 @@ import math
 
 from printpipe.errors import InputError
 from printpipe.segment import PART_NAMES, PRESETS, SegmentConfig
+from printpipe.segment.config import is_part_name
 
 __all__ = ["add_arguments", "config_from_args"]
 
@@ -56,10 +57,9 @@ def _parts(text: str) -> tuple[str, ...]:
 
     for n in names:
         # with --labels a label's own name (femoreSin, vertebrae_L5) also chooses a part
-        if (n not in PART_NAMES and not (n.startswith("fragment_") and n[9:].isdigit())
-                and part_name(n) is None and n not in TOTALSEGMENTATOR_CLASSES.values()):
-            raise argparse.ArgumentTypeError(f"--parts: unknown part {n!r}; choose from {', '.join(PART_NAMES)} "
-                                             f"or fragment_N")
+        if (not is_part_name(n) and part_name(n) is None and n not in TOTALSEGMENTATOR_CLASSES.values()):
+            raise argparse.ArgumentTypeError(f"--parts: unknown part {n!r}; choose from {', '.join(PART_NAMES)}, "
+                                             f"bone_N or other_N")
     return names
 
 
@@ -106,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="mirror this hemipelvis into a template of the other side (implies --split-hemipelvis)")
     g.add_argument("--parts", type=_parts, default=None, metavar="A,B",
                    help="export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, "
-                        "spine, fragment_N); with --labels also the labels' own names")
+                        "spine, bone_N, other_N); with --labels also the labels' own names")
     g.add_argument("--roi", dest="roi_mm", type=_roi, default=None, metavar="XMIN,XMAX,YMIN,YMAX,ZMIN,ZMAX",
                    help="crop box in patient LPS mm before segmenting (write --roi=-100,... when it starts with a minus)")
     g.add_argument("--region", choices=("pelvis",), default=None,

@@ -45,7 +45,7 @@ FRAMES = ("patient", "plate")
 
 
 class _PartColors(dict):
-    """Part name -> (r, g, b) 0..255; ``get``/``[]`` also colour ``fragment_N`` and unknown names."""
+    """Part name -> (r, g, b) 0..255; ``get``/``[]`` also colour ``bone_N``, ``other_N`` and unknown names."""
 
     # distinct from the named parts' colours below
     _PALETTE = ((240, 228, 66), (200, 70, 70), (150, 100, 200), (110, 200, 110), (255, 150, 190),
@@ -55,7 +55,7 @@ class _PartColors(dict):
         base = str(name).replace("_mirrored", "")
         if base != name and base in self:
             return dict.__getitem__(self, base)
-        m = re.fullmatch(r"fragment_(\d+)", base)
+        m = re.fullmatch(r"(?:fragment|bone|other)_(\d+)", base)
         idx = int(m.group(1)) if m else sum(base.encode())
         return self._PALETTE[idx % len(self._PALETTE)]
 
@@ -78,7 +78,7 @@ PART_COLORS: dict[str, tuple[int, int, int]] = _PartColors({
 
 
 def part_color(name: str) -> tuple[int, int, int]:
-    """RGB (0..255) of a part name (``fragment_N`` and unknown names get a palette colour)."""
+    """RGB (0..255) of a part name (``bone_N``, ``other_N`` and unknown names get a palette colour)."""
     return tuple(int(c) for c in PART_COLORS[name])  # type: ignore[return-value]
 
 

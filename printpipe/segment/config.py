@@ -30,11 +30,18 @@ PRESETS: dict[str, tuple[float, float, str]] = {
 }
 
 
-#: names a part can carry (plus ``fragment_N``)
+#: names a part can carry, plus ``bone_N`` (a part that failed its anatomical checks) and
+#: ``other_N`` (bone outside the pelvic skeleton: ribs, arms)
 PART_NAMES = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine", "bone")
 
 
 _REGIONS = ("pelvis",)
+
+
+def is_part_name(name: str) -> bool:
+    """Whether ``name`` is a part name segmentation can give (``bone_N``, ``other_N`` included)."""
+    base, _, num = str(name).rpartition("_")
+    return name in PART_NAMES or (base in ("bone", "other") and num.isdigit())
 
 
 def resolve_preset(name: str) -> tuple[float, float, str]:
@@ -142,8 +149,8 @@ class SegmentConfig:
             if not parts:
                 raise InputError("parts is empty; name at least one part (e.g. --parts pelvis,femur_left)")
             for p in parts:
-                if p not in PART_NAMES and not (p.startswith("fragment_") and p[9:].isdigit()):
-                    raise InputError(f"part {p!r} is unknown; choose from {', '.join(PART_NAMES)} or fragment_N")
+                if not is_part_name(p):
+                    raise InputError(f"part {p!r} is unknown; choose from {', '.join(PART_NAMES)}, bone_N or other_N")
             object.__setattr__(self, "parts", parts)
         if self.roi_mm is not None:
             roi = tuple(float(v) for v in self.roi_mm)
