@@ -51,19 +51,34 @@ class ReportWorker:
         self._proc.start()
         child_conn.close()
         self._sent = False
+        self._sender: threading.Thread | None = None
 
     def send_parts(self, parts: Mapping[str, Any]) -> None:
-        """Hand the final meshes (patient frame) to the child, which then draws the 3-D views."""
+        """Hand the final meshes (patient frame) to the child, which then draws the 3-D views.
+
+        Sent from a thread: the pipe holds only 64 KiB, so a plain ``send`` would block this
+        process until the child, still drawing the CT slices, starts reading.
+        """
         payload = {name: (np.asarray(m.vertices), np.asarray(m.faces)) for name, m in parts.items()}
-        try:
-            self._conn.send(payload)
-            self._sent = True
-        except (OSError, ValueError) as exc:  # the child is gone: result() says so
-            log.debug("report worker: could not send the meshes (%s)", exc)
+
+        def send() -> None:
+            try:
+                self._conn.send(payload)
+                self._sent = True
+            except (OSError, ValueError) as exc:  # the child is gone: result() says so
+                log.debug("report worker: could not send the meshes (%s)", exc)
+
+        self._sender = threading.Thread(target=send, name="printpipe-report-send", daemon=True)
+        self._sender.start()
+
+    def _join_sender(self, timeout: float | None) -> None:
+        if self._sender is not None:
+            self._sender.join(timeout)
 
     def result(self, timeout: float = 600.0) -> dict | None:
         """The pictures drawn (see :func:`printpipe.report.draw_pictures`), or None on any failure."""
         try:
+            self._join_sender(timeout)
             if not self._sent or not self._conn.poll(timeout):
                 log.warning("report worker gave no pictures; drawing them in the main process")
                 return None
@@ -80,15 +95,16 @@ class ReportWorker:
 
     def close(self) -> None:
         """Stop the child if it still runs (a failed case) and release the pipe."""
-        if self._proc.is_alive():
+        if self._proc.is_alive() and (self._sender is None or not self._sender.is_alive()):
             try:
                 self._conn.send(None)  # a child waiting for meshes leaves quietly
             except (OSError, ValueError):
                 pass
             self._proc.join(2.0)
-            if self._proc.is_alive():
-                self._proc.terminate()
-                self._proc.join(2.0)
+        if self._proc.is_alive():
+            self._proc.terminate()  # also unblocks a sender thread still writing to the pipe
+            self._proc.join(2.0)
+        self._join_sender(2.0)
         self._conn.close()
 
 
