@@ -1091,9 +1091,11 @@ def _drop_foreign(frames: list[_Frame], slices: np.ndarray, n: np.ndarray, info:
     for f in found:
         log.warning("slice %d (%s) does not belong to stack %s: %s", f.index, frames[f.index].file.name,
                     info.key, f.reason)
+    foreign_warnings: list[str] = []
     if config.force:
-        return frames, slices, [f"{len(found)} slice(s) do not belong to the stack and were kept because "
-                                f"of --force ({what})"]
+        foreign_warnings.append(f"{len(found)} slice(s) do not belong to the stack and were kept because "
+                                f"of --force ({what})")
+        return frames, slices, foreign_warnings
     bad = {f.index for f in found}
     keep = [k for k in range(len(frames)) if k not in bad]
     s_keep = s[keep]
@@ -1107,9 +1109,9 @@ def _drop_foreign(frames: list[_Frame], slices: np.ndarray, n: np.ndarray, info:
             f"{len(found)} slice(s) of stack {info.key} do not belong to it ({what}); leaving them out "
             f"leaves {hole} against {nominal:.3g} mm, more than --max-gap {config.max_gap_slices:g}; "
             f"export the series again, pass --allow-gaps to interpolate across them, or --force to keep them")
-    text = (f"{len(found)} slice(s) do not belong to the stack and were left out like missing slices "
-            f"({what})")
-    return [frames[k] for k in keep], slices[keep], [text]
+    foreign_warnings.append(f"{len(found)} slice(s) do not belong to the stack and were left out like "
+                            f"missing slices ({what})")
+    return [frames[k] for k in keep], slices[keep], foreign_warnings
 
 
 def _check_gaps(s: np.ndarray, config: DicomConfig, info: SeriesInfo, what: str | None) -> None:

@@ -98,20 +98,17 @@ AIR_HU = (-1200.0, -800.0)
 TISSUE_HU = (-250.0, 250.0)
 MAX_BONE_HU = 4000.0
 
-_FORCE = "or pass --force to continue with a warning"
-
-
 def settle(problems: Sequence[str], force: bool) -> list[str]:
     """Raise the first problem as :class:`InputError`, or with ``force`` return them as warnings."""
     if not problems:
         return []
     if not force:
         raise InputError(problems[0])
-    out = []
+    warned = []
     for p in problems:
         log.warning("continuing because of --force: %s", p)
-        out.append(f"implausible input accepted with --force: {p}")
-    return out
+        warned.append(f"implausible input accepted with --force: {p}")
+    return warned
 
 
 # ------------------------------------------------------------------------------------------------
@@ -143,19 +140,21 @@ def check_header(info: Any, frames: Sequence[Any], normal: np.ndarray, *, force:
         The first implausible value, in one line: value seen, range expected, what to do.
     """
     key = info.key
-    problems: list[str] = []
+    to_warn: list[str] = []  # refused, or with --force warned about
     dy, dx = (float(v) for v in info.pixel_spacing)
     lo, hi = PIXEL_SPACING_MM
     if not (lo <= dy <= hi and lo <= dx <= hi):
-        problems.append(
+        to_warn.append(
             f"pixel spacing {dy:g} x {dx:g} mm of stack {key} is outside the {lo:g}-{hi:g} mm that CT "
-            f"scanners produce; correct PixelSpacing (0028,0030) or export the series again, {_FORCE}")
+            f"scanners produce; correct PixelSpacing (0028,0030) or export the series again, "
+            f"or pass --force to continue with a warning")
     thick = info.thickness
     lo, hi = SLICE_THICKNESS_MM
     if thick is not None and thick > 0 and not lo <= thick <= hi:
-        problems.append(
+        to_warn.append(
             f"slice thickness {thick:g} mm of stack {key} is outside the {lo:g}-{hi:g} mm that CT "
-            f"scanners produce; correct SliceThickness (0018,0050) or export the series again, {_FORCE}")
+            f"scanners produce; correct SliceThickness (0018,0050) or export the series again, "
+            f"or pass --force to continue with a warning")
     pos = np.array([fr.position for fr in frames], dtype=float).reshape(-1, 3)
     s = np.sort(pos @ np.asarray(normal, float))
     steps = np.diff(s)
@@ -164,30 +163,32 @@ def check_header(info: Any, frames: Sequence[Any], normal: np.ndarray, *, force:
     if len(steps):
         step = float(np.median(steps))
         if not lo <= step <= hi:
-            problems.append(
+            to_warn.append(
                 f"slice spacing {step:g} mm of stack {key} (median step between ImagePositionPatient "
                 f"along the slice normal) is outside the {lo:g}-{hi:g} mm that CT scanners produce; "
-                f"correct ImagePositionPatient (0020,0032) or export the series again, {_FORCE}")
+                f"correct ImagePositionPatient (0020,0032) or export the series again, "
+                f"or pass --force to continue with a warning")
     fov = max(info.rows * dy, info.cols * dx)
-    if problems == [] and fov > MAX_FOV_MM:  # an absurd pixel spacing already says it
-        problems.append(
+    if not to_warn and fov > MAX_FOV_MM:  # an absurd pixel spacing already says it
+        to_warn.append(
             f"field of view {info.cols * dx:g} x {info.rows * dy:g} mm of stack {key} (Columns x Rows "
             f"x PixelSpacing) is wider than the {MAX_FOV_MM:g} mm a CT bore holds; correct "
-            f"PixelSpacing (0028,0030) or Rows/Columns, or export the series again, {_FORCE}")
+            f"PixelSpacing (0028,0030) or Rows/Columns, or export the series again, "
+            f"or pass --force to continue with a warning")
     extent = float(s[-1] - s[0]) if len(s) else 0.0
-    if extent > MAX_EXTENT_MM and not any("slice spacing" in p for p in problems):
-        problems.append(
+    if extent > MAX_EXTENT_MM and not any("slice spacing" in p for p in to_warn):
+        to_warn.append(
             f"the slices of stack {key} span {extent:g} mm along the slice normal, more than the "
             f"{MAX_EXTENT_MM:g} mm of a human body; correct ImagePositionPatient (0020,0032) or remove "
-            f"files of other scans, {_FORCE}")
+            f"files of other scans, or pass --force to continue with a warning")
     far = float(np.abs(pos).max()) if len(pos) else 0.0
     if far > MAX_POSITION_MM:
-        problems.append(
+        to_warn.append(
             f"slices of stack {key} lie {far:g} mm from the scanner origin (ImagePositionPatient), "
             f"expected within {MAX_POSITION_MM:g} mm; correct ImagePositionPatient (0020,0032) or "
-            f"export the series again, {_FORCE}")
-    problems += _pixel_length_problems(key, frames)
-    return settle(problems, force)
+            f"export the series again, or pass --force to continue with a warning")
+    to_warn += _pixel_length_problems(key, frames)
+    return settle(to_warn, force)
 
 
 def _pixel_length_problems(key: str, frames: Sequence[Any]) -> list[str]:
@@ -205,12 +206,14 @@ def _pixel_length_problems(key: str, frames: Sequence[Any]) -> list[str]:
     if not bad:
         return []
     f, declared, expected = bad[0]
-    return [
+    to_warn: list[str] = []
+    to_warn.append(
         f"pixel data of {len(bad)} of {len(files)} file(s) of stack {key} holds {declared} bytes, but "
         f"Rows x Columns x BitsAllocated x SamplesPerPixel x frames = {f.rows} x {f.cols} x "
         f"{f.bits_allocated} bits x {getattr(f, 'samples', 1)} x {f.n_frames} = {expected} bytes: the "
         f"header does not describe the pixels; correct BitsAllocated (0028,0100), Rows/Columns or "
-        f"SamplesPerPixel, or export the series again, {_FORCE}"]
+        f"SamplesPerPixel, or export the series again, or pass --force to continue with a warning")
+    return to_warn
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,7 +248,8 @@ def hu_levels(hu: np.ndarray) -> dict[str, float | None]:
     out: dict[str, float | None] = {"air": None, "tissue": None, "bone": None, "sampled": total}
     if kept < 100:
         return out
-    bins = np.append(counts, np.zeros(4, counts.dtype)).reshape(-1, 10).sum(axis=1).astype(float)  # 10 HU bins from -32768
+    # 10 HU bins from -32768
+    bins = np.append(counts, np.zeros(4, counts.dtype)).reshape(-1, 10).sum(axis=1).astype(float)
     smooth = np.convolve(bins, np.ones(5) / 5, mode="same")
     window_max = np.lib.stride_tricks.sliding_window_view(np.pad(smooth, 10), 21).max(axis=1)
     local_max = (smooth == window_max) & (smooth > 0)
@@ -301,20 +305,24 @@ def check_hu(hu: np.ndarray, *, rescale: Sequence[float] | None = None, force: b
     where = ""
     if rescale is not None:
         where = f" (RescaleSlope {float(rescale[0]):g}, RescaleIntercept {float(rescale[1]):g})"
-    fix = ("check RescaleSlope (0028,1053) and RescaleIntercept (0028,1052) or export the series "
-           f"again in Hounsfield units, {_FORCE}")
-    problems = []
+    to_warn: list[str] = []  # refused, or with --force warned about
     air, tissue, bone = levels["air"], levels["tissue"], levels["bone"]
     if air is not None and not AIR_HU[0] <= air <= AIR_HU[1]:
-        problems.append(f"air lies at {air:.0f} HU in this series{where}, expected about -1000 HU "
-                        f"({AIR_HU[0]:g}..{AIR_HU[1]:g}); {fix}")
+        to_warn.append(f"air lies at {air:.0f} HU in this series{where}, expected about -1000 HU "
+                        f"({AIR_HU[0]:g}..{AIR_HU[1]:g}); check RescaleSlope (0028,1053) and RescaleIntercept "
+                        f"(0028,1052) or export the series again in Hounsfield units, "
+                        f"or pass --force to continue with a warning")
     if tissue is not None and not TISSUE_HU[0] <= tissue <= TISSUE_HU[1]:
-        problems.append(f"soft tissue lies at {tissue:.0f} HU in this series{where}, expected "
-                        f"{TISSUE_HU[0]:g}..{TISSUE_HU[1]:g} HU (water is 0); {fix}")
+        to_warn.append(f"soft tissue lies at {tissue:.0f} HU in this series{where}, expected "
+                        f"{TISSUE_HU[0]:g}..{TISSUE_HU[1]:g} HU (water is 0); check RescaleSlope (0028,1053) and "
+                        f"RescaleIntercept (0028,1052) or export the series again in Hounsfield units, "
+                        f"or pass --force to continue with a warning")
     if bone is not None and bone > MAX_BONE_HU:
-        problems.append(f"bone reaches {bone:.0f} HU in this series{where} (99.5th percentile of the "
-                        f"body), beyond the {MAX_BONE_HU:g} HU that bone has in CT; {fix}")
-    return settle(problems, force), levels
+        to_warn.append(f"bone reaches {bone:.0f} HU in this series{where} (99.5th percentile of the "
+                        f"body), beyond the {MAX_BONE_HU:g} HU that bone has in CT; check RescaleSlope (0028,1053) "
+                        f"and RescaleIntercept (0028,1052) or export the series again in Hounsfield units, "
+                        f"or pass --force to continue with a warning")
+    return settle(to_warn, force), levels
 
 
 # ------------------------------------------------------------------------------------------------

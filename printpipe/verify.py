@@ -76,8 +76,6 @@ def stl_figures(corners: np.ndarray) -> MeshFigures:
     Corners are welded by exact float32 coordinates (``-0.0`` and ``0.0`` are one value), so two
     vertices that the float32 rounding of the writer merged count as one, as in any reader.
     """
-    from printpipe.kernels.checks import soup_stats, weld
-
     return _stl_figures(corners)[0]
 
 
@@ -372,14 +370,17 @@ def _concatenates(data: bytes, start: int, pieces: list) -> bool:
 
 def _compare(file: str, name: str, fig: MeshFigures, entry: Mapping[str, Any], shift: np.ndarray, *,
              indexed: bool) -> None:
-    def fail(what: str) -> None:
-        raise MeshError(f"{file} as written does not match the manifest: part {name} {what}; nothing was "
-                        f"published; run the case again, and report a bug if it persists")
-
-    if fig["triangles"] != int(entry["triangles"]):
-        fail(f"holds {fig['triangles']} triangles, the manifest says {int(entry['triangles'])}")
-    if indexed and fig["vertices"] != int(entry["vertices"]):
-        fail(f"holds {fig['vertices']} vertices, the manifest says {int(entry['vertices'])}")
+    # each message spelled out at its raise (the i18n extractor reads raise sites)
+    seen, want = fig["triangles"], int(entry["triangles"])
+    if seen != want:
+        raise MeshError(f"{file} as written does not match the manifest: part {name} holds {seen} triangles, "
+                        f"the manifest says {want}; nothing was published; run the case again, and report "
+                        f"a bug if it persists")
+    seen, want = fig["vertices"], int(entry["vertices"])
+    if indexed and seen != want:
+        raise MeshError(f"{file} as written does not match the manifest: part {name} holds {seen} vertices, "
+                        f"the manifest says {want}; nothing was published; run the case again, and report "
+                        f"a bug if it persists")
     lo = np.asarray(entry["bbox_mm"]["min"], dtype=float) + shift
     hi = np.asarray(entry["bbox_mm"]["max"], dtype=float) + shift
     if not fig["watertight"]:
@@ -392,8 +393,13 @@ def _compare(file: str, name: str, fig: MeshFigures, entry: Mapping[str, Any], s
     got_lo, got_hi = np.asarray(fig["min"]), np.asarray(fig["max"])
     tol = _ABS_TOL_MM + _REL_TOL * np.maximum(np.abs(lo), np.abs(hi))
     if not (np.all(np.abs(got_lo - lo) <= tol) and np.all(np.abs(got_hi - hi) <= tol)):
-        fail(f"spans {np.round(got_lo, 3).tolist()}..{np.round(got_hi, 3).tolist()} mm, the manifest says "
-             f"{np.round(lo, 3).tolist()}..{np.round(hi, 3).tolist()} mm")
-    want = float(entry["volume_mm3"])
-    if not abs(fig["volume_mm3"] - want) <= _VOLUME_RTOL * abs(want) + 1e-3:
-        fail(f"encloses {fig['volume_mm3']:.6g} mm3, the manifest says {want:.6g} mm3")
+        spans = f"{np.round(got_lo, 3).tolist()}..{np.round(got_hi, 3).tolist()}"
+        says = f"{np.round(lo, 3).tolist()}..{np.round(hi, 3).tolist()}"
+        raise MeshError(f"{file} as written does not match the manifest: part {name} spans {spans} mm, the "
+                        f"manifest says {says} mm; nothing was published; run the case again, and report a "
+                        f"bug if it persists")
+    got, want_mm3 = fig["volume_mm3"], float(entry["volume_mm3"])
+    if not abs(got - want_mm3) <= _VOLUME_RTOL * abs(want_mm3) + 1e-3:
+        raise MeshError(f"{file} as written does not match the manifest: part {name} encloses {got:.6g} mm3, "
+                        f"the manifest says {want_mm3:.6g} mm3; nothing was published; run the case again, "
+                        f"and report a bug if it persists")

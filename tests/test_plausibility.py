@@ -195,7 +195,7 @@ def test_hu_scale_of_a_ct(tmp_path, pelvis_sorted, damage, message):
     v = read_series(folder)
     with pytest.raises(InputError, match=message):
         check_hu(v.hu, rescale=v.meta["rescale"])
-    warnings, levels = check_hu(v.hu, rescale=v.meta["rescale"], force=True)
+    warnings, _levels = check_hu(v.hu, rescale=v.meta["rescale"], force=True)
     assert warnings and all("--force" in w for w in warnings)
 
 
@@ -335,7 +335,7 @@ def written(tmp_path):
 
 
 def test_written_models_read_back_agree_with_the_manifest(written):
-    folder, parts, entries = written
+    folder, _parts, entries = written
     out = verify_outputs(folder, entries)
     assert set(out["files"]) == {"parts/ball.stl", "parts/block.stl", "model.stl", "model.3mf"}
     assert out["watertight"] == {"ball": True, "block": True}
