@@ -344,6 +344,27 @@ def test_written_models_read_back_agree_with_the_manifest(written):
     assert fig["vertices"] - 3 * fig["triangles"] // 2 + fig["triangles"] == 2 and fig["watertight"]
 
 
+def test_plate_frame_offsets_per_part(tmp_path):
+    # the pipeline's plate frame: parts are written moved while their manifest boxes stay in the
+    # patient frame; a mirrored template is moved before its entry is made (offset 0)
+    ball = trimesh.creation.icosphere(subdivisions=2, radius=10.0)
+    twin = ball.copy()
+    twin.apply_translation((40.0, 0.0, 0.0))
+    move = np.array([5.0, -3.0, 12.0])
+    moved = ball.copy()
+    moved.apply_translation(move)
+    write_stl(tmp_path / "parts" / "ball.stl", {"ball": moved})
+    write_stl(tmp_path / "parts" / "ball_mirrored.stl", {"ball_mirrored": twin})
+    write_stl(tmp_path / "model.stl", {"ball": moved})
+    write_3mf(tmp_path / "model.3mf", {"ball": moved, "ball_mirrored": twin})
+    entries = [_entry("ball", ball), _entry("ball_mirrored", twin)]
+    out = verify_outputs(tmp_path, entries, model_parts=["ball"],
+                         shifts={"ball": move, "ball_mirrored": np.zeros(3)})
+    assert out["watertight"] == {"ball": True, "ball_mirrored": True}
+    with pytest.raises(MeshError, match=r"^parts/ball\.stl as written does not match the manifest: part ball spans"):
+        verify_outputs(tmp_path, entries, model_parts=["ball"])
+
+
 def _rewrite_stl(path: Path, corners: np.ndarray) -> None:
     rec = np.zeros(len(corners), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
     rec["v"] = corners
