@@ -38,6 +38,8 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not insta
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
+from printpipe.web.worker import STAGES  # noqa: E402
+
 pytestmark = pytest.mark.skipif(
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
     reason="Debian chromium and chromium-driver not installed (make sysdeps, as root)")
@@ -123,6 +125,12 @@ def _shot(driver, name: str) -> None:
         driver.save_screenshot(str(Path(folder) / f"{name}.png"))
 
 
+def _status(driver) -> str | None:
+    """The job page's status class, read in one script call (the page reloads itself when the job
+    ends, so an element found first and read later may be gone)."""
+    return driver.execute_script("var e = document.getElementById('status'); return e ? e.className : null;")
+
+
 def _page_load_ms(driver) -> float:
     return driver.execute_script(
         "var t = performance.getEntriesByType('navigation')[0]; return t.loadEventEnd - t.startTime;")
@@ -169,6 +177,11 @@ def test_sample_zip_to_validated_gcode(server, browser, downloads, sample_zip):
         if not shot_taken and 20 < max(seen) < 100:
             _shot(browser, "job-running")
             shot_taken = True
+            # the stages that appear while it runs keep the pipeline's order (read in one script call,
+            # so a reload in between cannot leave a stale element)
+            order = browser.execute_script(
+                "return Array.from(document.querySelectorAll('#stages li')).map(li => li.dataset.stage);")
+            assert order == sorted(order, key=list(STAGES).index), order
         time.sleep(0.2)
     upload_to_result_s = time.perf_counter() - t0
     error = browser.find_element(By.ID, "error").text
@@ -222,12 +235,10 @@ def test_folder_upload_then_cancel_stops_the_job_and_leaves_no_output(server, br
     _submit(browser, server, SAMPLE, what="all", quality="standard", supports=True)
     WebDriverWait(browser, 30).until(lambda d: "/jobs/" in d.current_url)
     job_id = browser.current_url.rstrip("/").rsplit("/", 1)[-1]
-    WebDriverWait(browser, 30).until(lambda d: d.find_element(By.ID, "status").get_attribute("class")
-                                     == "status-running")
+    WebDriverWait(browser, 30).until(lambda d: _status(d) == "status-running")
     t0 = time.perf_counter()
     browser.find_element(By.ID, "cancel").click()
-    WebDriverWait(browser, 30).until(
-        lambda d: d.find_element(By.ID, "status").get_attribute("class") == "status-cancelled")
+    WebDriverWait(browser, 30).until(lambda d: _status(d) == "status-cancelled")
     print(f"\nweb timings: cancel took {time.perf_counter() - t0:.1f} s")
     assert not browser.find_elements(By.ID, "result")
     assert not browser.find_elements(By.ID, "cancel")
@@ -239,10 +250,9 @@ def test_folder_upload_then_cancel_stops_the_job_and_leaves_no_output(server, br
 def test_language_switch_and_chinese_page(server, browser):
     browser.get(server["url"] + "/")
     browser.find_element(By.ID, "lang-switch").click()
-    WebDriverWait(browser, 10).until(
-        lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.documentElement.lang") == "zh-CN")
     heading = browser.find_element(By.TAG_NAME, "h1").text
     assert any("\u4e00" <= ch <= "\u9fff" for ch in heading), heading
     _shot(browser, "index-zh")
     browser.find_element(By.ID, "lang-switch").click()
-    WebDriverWait(browser, 10).until(lambda d: d.find_element(By.TAG_NAME, "html").get_attribute("lang") == "en")
+    WebDriverWait(browser, 10).until(lambda d: d.execute_script("return document.documentElement.lang") == "en")

@@ -17,8 +17,8 @@
         li.dataset.stage = s.name;
         li.innerHTML = '<span class="label"></span> <progress max="100"></progress> <span class="pct"></span>';
         li.querySelector(".label").textContent = s.label;
-        document.getElementById("stages").appendChild(li);
       }
+      document.getElementById("stages").appendChild(li);  // keep the server's (pipeline) order
       li.querySelector("progress").value = s.percent;
       li.querySelector(".pct").textContent = s.percent + "%";
       li.className = (job.stage === s.name && !job.terminal) ? "current" : (s.percent >= 100 ? "done" : "");
