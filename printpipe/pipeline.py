@@ -207,6 +207,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         seg_info = dict(seg.info)
 
         mirrored: dict[str, Any] = {}
+        mirrored_patient: dict[str, Any] = {}
         if seg_cfg.mirror:
             with stage("mirror"):
                 mirrored, mirror_info = _mirror(parts, seg, seg_cfg.mirror)
@@ -223,6 +224,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             if config.export.frame == "plate":
                 export_parts, frame_transform = to_plate_frame(export_parts)
                 if mirrored:
+                    mirrored_patient = dict(mirrored)
                     mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
             _write_models(staging, export_parts, mirrored, config, volume)
             # the written models are read back in a thread while the label maps are written
@@ -235,8 +237,9 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         extra_images: dict[str, Path] = {}
         if printer is not None:
             with stage("slice"):
-                print_info, gcode_pictures = _slice(staging, parts, printer, material, config,
-                                                    progress=report_progress)
+                # the mirrored template is printed too (the surgeon pre-bends the plate on it)
+                print_info, gcode_pictures = _slice(staging, {**parts, **(mirrored_patient or mirrored)}, printer,
+                                                    material, config, progress=report_progress)
             extra_images.update(gcode_pictures)
             warnings += print_info.pop("warnings", [])
 
