@@ -44,6 +44,8 @@ _HEAD_INSET_MM = 2.0
 #: ... and bone at least this far lateral of and below the head's centre (mm)
 _SHAFT_LATERAL_MM = 20.0
 _SHAFT_BELOW_MM = 20.0
+#: ... within this distance (mm) of the joint space: the markers are seeds, the watershed does the rest
+_SHAFT_REACH_MM = 40.0
 #: the acetabular marker: bone between these distances (mm) outside the joint space, in the
 #: directions more than 35 deg above the head's equator
 _ROOF_MM = (2.0, 14.0)
@@ -72,12 +74,14 @@ def _coords(vol: Volume, sl: tuple[slice, slice, slice]) -> np.ndarray:
     return out
 
 
-def _box(vol: Volume, center: np.ndarray, radius: float) -> tuple[slice, slice, slice]:
+def _box(vol: Volume, center: np.ndarray, radius) -> tuple[slice, slice, slice]:
+    """Index box covering the LPS box ``center`` +- ``radius`` (mm; a number or one per axis)."""
+    rx, ry, rz = np.broadcast_to(np.asarray(radius, dtype=float), (3,))
     lo = np.full(3, np.inf)
     hi = np.full(3, -np.inf)
-    for dx in (-radius, radius):
-        for dy in (-radius, radius):
-            for dz in (-radius, radius):
+    for dx in (-rx, rx):
+        for dy in (-ry, ry):
+            for dz in (-rz, rz):
                 k = vol.patient_to_index(np.array([center + [dx, dy, dz]]))[0]
                 lo = np.minimum(lo, k)
                 hi = np.maximum(hi, k)
@@ -174,7 +178,7 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
     shell = max(_SHELL_MM, float(min(vol.spacing)))
     for side, h in heads.items():
         out = 1.0 if side == "left" else -1.0
-        reach = h.joint_mm + max(_ROOF_MM[1], 60.0)
+        reach = h.joint_mm + max(_ROOF_MM[1], _SHAFT_REACH_MM)
         sl = _box(vol, h.center, reach)
         p = _coords(vol, sl) - h.center.astype(np.float32)
         d = np.sqrt((p ** 2).sum(-1))
@@ -197,8 +201,9 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
         info[side] = {"neck_axis": [round(float(v), 2) for v in axis], "head_marker_voxels": int(head_ball.sum()),
                       "shaft_marker_voxels": int(shaft.sum()), "roof_marker_voxels": int(roof.sum())}
     # sacrum: on the mid-sagittal plane, above and behind the heads
-    span = max(_SACRUM_Z_MM[1], 120.0)
-    sl = _box(vol, mid + np.array([0.0, 0.0, span / 2]), span)
+    lo = mid + np.array([-2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM, _SACRUM_Z_MM[0]])
+    hi = mid + np.array([2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM + 150.0, _SACRUM_Z_MM[1]])
+    sl = _box(vol, (lo + hi) / 2, (hi - lo) / 2)
     p = _coords(vol, sl) - mid.astype(np.float32)
     off = p @ lat.astype(np.float32)
     sac = (bone[sl] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0]) & (p[..., 2] < _SACRUM_Z_MM[1])
