@@ -59,7 +59,11 @@ TEMPLATES = (
     # printpipe/dicom.py
     N_('only {len_keep} of {len_frames} slices of stack {info_key} could be decoded (first error: {first}); the files are corrupt or truncated, export the series again'),
     # printpipe/dicom.py
+    N_('{len_found} slice(s) do not belong to the stack and were kept because of --force ({what})'),
+    # printpipe/dicom.py
     N_('{len_found} slice(s) of stack {info_key} do not belong to it ({what}); leaving them out leaves {hole} against {nominal} mm, more than --max-gap {config_max_gap_slices}; export the series again, pass --allow-gaps to interpolate across them, or --force to keep them'),
+    # printpipe/dicom.py
+    N_('{len_found} slice(s) do not belong to the stack and were left out like missing slices ({what})'),
     # printpipe/dicom.py
     N_('{len_uniq} slices share position {s_i} mm along the normal in series {info_key} and one cannot be decoded; remove the duplicate files'),
     # printpipe/dicom.py
@@ -226,6 +230,28 @@ TEMPLATES = (
     N_('--mirror {side} needs the {src} part and a fitted mid-sagittal plane; add --split-hemipelvis (parts found: {join_parts_or_none})'),
     # printpipe/pipeline.py
     N_('no {dst} part to compare the mirrored template with'),
+    # printpipe/plausibility.py
+    N_('implausible input accepted with --force: {p}'),
+    # printpipe/plausibility.py
+    N_('pixel spacing {dy} x {dx} mm of stack {key} is outside the {lo}-{hi} mm that CT scanners produce; correct PixelSpacing (0028,0030) or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('slice thickness {thick} mm of stack {key} is outside the {lo}-{hi} mm that CT scanners produce; correct SliceThickness (0018,0050) or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('slice spacing {step} mm of stack {key} (median step between ImagePositionPatient along the slice normal) is outside the {lo}-{hi} mm that CT scanners produce; correct ImagePositionPatient (0020,0032) or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('field of view {info_cols_dx} x {info_rows_dy} mm of stack {key} (Columns x Rows x PixelSpacing) is wider than the {max_fov_mm} mm a CT bore holds; correct PixelSpacing (0028,0030) or Rows/Columns, or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('the slices of stack {key} span {extent} mm along the slice normal, more than the {max_extent_mm} mm of a human body; correct ImagePositionPatient (0020,0032) or remove files of other scans, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('slices of stack {key} lie {far} mm from the scanner origin (ImagePositionPatient), expected within {max_position_mm} mm; correct ImagePositionPatient (0020,0032) or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('pixel data of {len_bad} of {len_files} file(s) of stack {key} holds {declared} bytes, but Rows x Columns x BitsAllocated x SamplesPerPixel x frames = {f_rows} x {f_cols} x {f_bits_allocated} bits x {getattr_f_samples_1} x {f_n_frames} = {expected} bytes: the header does not describe the pixels; correct BitsAllocated (0028,0100), Rows/Columns or SamplesPerPixel, or export the series again, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('air lies at {air} HU in this series{where}, expected about -1000 HU ({air_hu_0}..{air_hu_1}); check RescaleSlope (0028,1053) and RescaleIntercept (0028,1052) or export the series again in Hounsfield units, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('soft tissue lies at {tissue} HU in this series{where}, expected {tissue_hu_0}..{tissue_hu_1} HU (water is 0); check RescaleSlope (0028,1053) and RescaleIntercept (0028,1052) or export the series again in Hounsfield units, or pass --force to continue with a warning'),
+    # printpipe/plausibility.py
+    N_('bone reaches {bone} HU in this series{where} (99.5th percentile of the body), beyond the {max_bone_hu} HU that bone has in CT; check RescaleSlope (0028,1053) and RescaleIntercept (0028,1052) or export the series again in Hounsfield units, or pass --force to continue with a warning'),
     # printpipe/repair.py
     N_('RepairConfig.min_shell_mm3 must be >= 0 mm^3; got {self_min_shell_mm3}'),
     # printpipe/repair.py
@@ -299,7 +325,7 @@ TEMPLATES = (
     # printpipe/segment/config.py
     N_('parts is empty; name at least one part (e.g. --parts pelvis,femur_left)'),
     # printpipe/segment/config.py
-    N_('part {p} is unknown; choose from {join_part_names} or fragment_N'),
+    N_('part {p} is unknown; choose from {join_part_names}, bone_N or other_N'),
     # printpipe/segment/config.py
     N_('roi_mm must be six numbers xmin,xmax,ymin,ymax,zmin,zmax; got {self_roi_mm}'),
     # printpipe/segment/config.py
@@ -601,9 +627,15 @@ TEMPLATES = (
     # printpipe/verify.py
     N_("model.stl as written holds {len_corners} triangles, the manifest's parts {start}; nothing was published; run the case again or report a bug"),
     # printpipe/verify.py
-    N_('{file} as written does not match the manifest: part {name} {what}; nothing was published; run the case again, and report a bug if it persists'),
+    N_('{file} as written does not match the manifest: part {name} holds {seen} triangles, the manifest says {want}; nothing was published; run the case again, and report a bug if it persists'),
+    # printpipe/verify.py
+    N_('{file} as written does not match the manifest: part {name} holds {seen} vertices, the manifest says {want}; nothing was published; run the case again, and report a bug if it persists'),
     # printpipe/verify.py
     N_('{file} as written is not a closed manifold surface: part {name} has {fig_open_edges} open edge(s), {fig_bad_edges} over-shared or mis-wound edge(s) and {fig_degenerate} collapsed triangle(s) when read back (coordinates up to {far} mm); nothing was published; check the input geometry (`printpipe inspect`), use --frame plate, or report a bug'),
+    # printpipe/verify.py
+    N_('{file} as written does not match the manifest: part {name} spans {spans} mm, the manifest says {says} mm; nothing was published; run the case again, and report a bug if it persists'),
+    # printpipe/verify.py
+    N_('{file} as written does not match the manifest: part {name} encloses {got} mm3, the manifest says {want_mm3} mm3; nothing was published; run the case again, and report a bug if it persists'),
     # printpipe/volume.py
     N_('crop box {lo}..{hi} is empty for a volume of shape {self_shape}'),
     # printpipe/volume.py
@@ -707,7 +739,7 @@ CLI_HELP = (
     # cli/options_segment.py
     N_('mirror this hemipelvis into a template of the other side (implies --split-hemipelvis)'),
     # cli/options_segment.py
-    N_("export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, spine, fragment_N); with --labels also the labels' own names"),
+    N_("export only these parts (pelvis, hip_left, hip_right, sacrum, femur_left, femur_right, spine, bone_N, other_N); with --labels also the labels' own names"),
     # cli/options_segment.py
     N_('crop box in patient LPS mm before segmenting (write --roi=-100,... when it starts with a minus)'),
     # cli/options_segment.py
