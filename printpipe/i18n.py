@@ -261,6 +261,7 @@ _PART_PATTERNS = (
     (re.compile(r"(?P<part>.+)_mirrored"), NP_("part name", "{part} (mirrored template)")),
     (re.compile(r"fragment_(?P<n>\d+)"), NP_("part name", "fragment {n}")),
     (re.compile(r"bone_(?P<n>\d+)"), NP_("part name", "bone {n}")),
+    (re.compile(r"other_(?P<n>\d+)"), NP_("part name", "other {n}")),
 )
 
 
