@@ -104,6 +104,45 @@ def midsagittal_plane(mask: np.ndarray, volume: Volume, *, step_mm: float = 4.0,
     """
     from scipy.optimize import minimize
 
+    dist, pts, f = _mirror_samples(mask, volume, step_mm)
+    centroid = pts.mean(axis=0)
+    a_inv = np.linalg.inv(volume.affine)
+    scale = 1.0 / np.asarray(f, dtype=float)
+    offset = (np.asarray(f) - 1) / 2.0
+    lim = np.deg2rad(max_angle_deg)
+
+    def cost(p: np.ndarray) -> float:
+        x0, yaw, roll = p
+        yaw = float(np.clip(yaw, -lim, lim))
+        roll = float(np.clip(roll, -lim, lim))
+        plane = Plane(tuple(centroid + np.array([x0, 0, 0])), tuple(_rotation_normal(yaw, roll)))
+        m = plane.reflect(pts)
+        kji = m @ a_inv[:3, :3].T + a_inv[:3, 3]
+        c = (kji - offset) * scale
+        # points mirrored outside the grid read the distance at the nearest grid voxel
+        d = ndi.map_coordinates(dist, c.T, order=1, mode="nearest")
+        return float(np.mean(d))
+
+    # coarse scan of the offset first (the cost has local minima at ~ +-bone width), then Powell
+    starts = np.arange(-30.0, 30.1, 5.0)
+    x_start = float(starts[int(np.argmin([cost(np.array([x, 0.0, 0.0])) for x in starts]))])
+    best = minimize(cost, np.array([x_start, 0.0, 0.0]), method="Powell",
+                    options={"xtol": 1e-2, "ftol": 1e-4, "maxfev": 400})
+    x0, yaw, roll = best.x
+    yaw = float(np.clip(yaw, -lim, lim))
+    roll = float(np.clip(roll, -lim, lim))
+    normal = _rotation_normal(yaw, roll)
+    plane = Plane(tuple((centroid + np.array([x0, 0.0, 0.0])).tolist()), tuple(normal.tolist()))
+    log.debug("mid-sagittal plane %s, mean mirror distance %.2f mm", plane.as_dict(), best.fun)
+    return plane
+
+
+def _mirror_samples(mask: np.ndarray, volume: Volume, step_mm: float
+                    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """The inputs of the mid-sagittal fit: ``mask`` block-reduced by integer factors ``f`` to about
+    ``step_mm``, the distance (mm) from every point of that coarse grid to the nearest bone, and the
+    LPS positions of the coarse surface voxels (block centres; a fixed random 6000 when there are
+    more). Returns ``(dist, points, f)``; raises on a mask of the wrong shape or too little bone."""
     mask = np.asarray(mask, dtype=bool)
     if mask.shape != volume.shape:
         raise InputError(f"mask shape {mask.shape} differs from the volume's {volume.shape}")
@@ -122,41 +161,7 @@ def midsagittal_plane(mask: np.ndarray, volume: Volume, *, step_mm: float = 4.0,
     if len(idx) > 6000:  # the cost is a mean: a fixed random subset of samples is plenty
         idx = idx[np.random.default_rng(0).choice(len(idx), 6000, replace=False)]
     fine = idx * np.asarray(f) + (np.asarray(f) - 1) / 2.0
-    pts = volume.index_to_patient(fine)
-    centroid = pts.mean(axis=0)
-    a_inv = np.linalg.inv(volume.affine)
-    scale = 1.0 / np.asarray(f, dtype=float)
-    offset = (np.asarray(f) - 1) / 2.0
-    lim = np.deg2rad(max_angle_deg)
-
-    def cost(p: np.ndarray) -> float:
-        x0, yaw, roll = p
-        yaw = float(np.clip(yaw, -lim, lim))
-        roll = float(np.clip(roll, -lim, lim))
-        plane = Plane(tuple(centroid + np.array([x0, 0, 0])), tuple(_rotation_normal(yaw, roll)))
-        m = plane.reflect(pts)
-        kji = m @ a_inv[:3, :3].T + a_inv[:3, 3]
-        c = (kji - offset) * scale
-        d = ndi.map_coordinates(dist, c.T, order=1, mode="nearest")
-        # points mirrored outside the grid count with the distance to the grid edge plus a penalty
-        return float(np.mean(d))
-
-    best = None
-    # coarse scan of the offset first (the cost has local minima at ~ +-bone width), then Powell
-    starts = np.arange(-30.0, 30.1, 5.0)
-    x_start = float(starts[int(np.argmin([cost(np.array([x, 0.0, 0.0])) for x in starts]))])
-    for x_start in (x_start,):
-        res = minimize(cost, np.array([x_start, 0.0, 0.0]), method="Powell",
-                       options={"xtol": 1e-2, "ftol": 1e-4, "maxfev": 400})
-        if best is None or res.fun < best.fun:
-            best = res
-    x0, yaw, roll = best.x
-    yaw = float(np.clip(yaw, -lim, lim))
-    roll = float(np.clip(roll, -lim, lim))
-    normal = _rotation_normal(yaw, roll)
-    plane = Plane(tuple((centroid + np.array([x0, 0.0, 0.0])).tolist()), tuple(normal.tolist()))
-    log.debug("mid-sagittal plane %s, mean mirror distance %.2f mm", plane.as_dict(), best.fun)
-    return plane
+    return dist, volume.index_to_patient(fine), f
 
 
 def _block_any(mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:

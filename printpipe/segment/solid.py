@@ -47,30 +47,10 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
 
     Trabecular bone inside the femoral heads, acetabulum and ilium reads ~100-220 HU, below the
     bone threshold, and with thick slices the cortex around it is porous, so the marrow connects
-    to the soft tissue and a 3-D cavity fill leaves a shell. Per part, on its bounding box:
-
-    1. a closing with a ball of ``_CLOSE_MM`` (exact, anisotropic: distance transforms) seals the
-       pores of the cortex;
-    2. holes of the closed mask in axial, coronal and sagittal slices are filled when they hold
-       marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
-       ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
-       soft tissue and stay open; axial holes of a femur (fatty shaft marrow) are always filled;
-    3. what the closed part encloses in axial, coronal and sagittal slices alike is marrow,
-       fatty (below 0 HU) or not: the spinal and sacral canals, the sacral foramina and the
-       obturator foramen are open in at least one of the three planes;
-    4. a femur's axial sections are convex (head, neck, trochanters, shaft): each is filled to its
-       convex hull, which closes a neck whose thin anterior cortex fell below the threshold;
-    5. enclosed background (3-D) is filled; a z face at the end of the scan closes (a femoral
-       shaft cut by the scan keeps its marrow).
-
-    Only background voxels are added, none 26-adjacent to another part, so the one-voxel gaps
-    between parts survive.
+    to the soft tissue and a 3-D cavity fill leaves a shell. Each part is filled on its bounding box
+    (:func:`_solidify_part`), in label order. ``z_ends`` tells whether the grid's first and last
+    axial slices are the ends of the scan. Returns, per part name, the voxels and cm^3 added.
     """
-    import cc3d
-    import edt
-
-    from printpipe.kernels.segment import clear_near_other, slice_holes
-
     sp = np.asarray(spacing, dtype=float)
     pad = [int(math.ceil(_CLOSE_MM / s)) + 2 for s in sp]
     objs = ndi.find_objects(labels)
@@ -81,57 +61,87 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
             continue
         lo = [max(s.start - p, 0) for s, p in zip(sl, pad)]
         hi = [min(s.stop + p, n) for s, p, n in zip(sl, pad, labels.shape)]
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
-        sub = labels[box]
-        h = hu[box]
-        m = sub == lab
-        free = sub == 0
-        # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
-        rc = _CLOSE_FLAT_MM if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else _CLOSE_MM
-        d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
-        dil = d_out <= rc
-        del d_out
-        closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > rc
-        closed |= m
-        del dil
-        # 2. marrow holes in slices of the three orthogonal planes (one numba pass per plane)
-        add = np.zeros_like(m)
-        other = ~free & ~m
-        for ax in range(3):
-            px = float(np.prod([sp[a2] for a2 in range(3) if a2 != ax]))
-            # every axial section of a femur is solid bone: fatty shaft marrow (below 0 HU) too
-            all_marrow = ax == 0 and name.startswith("femur_")
-            c_ax = np.ascontiguousarray(np.moveaxis(closed, ax, 0))
-            a_ax = np.zeros_like(c_ax)
-            slice_holes(c_ax, np.ascontiguousarray(np.moveaxis(h, ax, 0)),
-                        np.ascontiguousarray(np.moveaxis(other, ax, 0)), px,
-                        _PORE_MM2, _MARROW_MAX_MM2, _MARROW_HU, all_marrow, a_ax)
-            add |= np.moveaxis(a_ax, 0, ax)
-            del c_ax, a_ax
-        solid = closed | add | _enclosed_in_three_planes(closed)
-        if name.startswith("femur_"):
-            solid |= _axial_hulls(solid, sp)
-        # 3. enclosed background; scan ends close the box
+        # scan ends close the box
         lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
-        bg = cc3d.connected_components(~solid, connectivity=6)
-        faces = [bg[:, 0, :], bg[:, -1, :], bg[:, :, 0], bg[:, :, -1]]
-        if not lids[0]:
-            faces.append(bg[0])
-        if not lids[1]:
-            faces.append(bg[-1])
-        outside = np.zeros(int(bg.max()) + 1, bool)
-        outside[np.unique(np.concatenate([f.ravel() for f in faces]))] = True
-        outside[0] = True
-        solid |= ~outside[bg]
-        del bg
-        new = solid & free
-        # keep the gaps: nothing added next to another part
-        n_new = clear_near_other(sub, new, lab) if other.any() else int(np.count_nonzero(new))
-        sub[new] = lab
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        n_new = _solidify_part(labels[box], hu[box], lab, name, sp, lids)
         out[name] = {"voxels_added": n_new,
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
     return out
 
+
+def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.ndarray,
+                   lids: tuple[bool, bool]) -> int:
+    """Make part ``lab`` (named ``name``) solid in place on ``sub``, the labels in its padded bounding
+    box (``h``: the HU there); returns the number of voxels added.
+
+    1. a closing with a ball of ``_CLOSE_MM`` (``_CLOSE_FLAT_MM`` for the flat and irregular bones;
+       exact, anisotropic: distance transforms) seals the pores of the cortex;
+    2. holes of the closed mask in axial, coronal and sagittal slices are filled when they hold
+       marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
+       ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
+       soft tissue and stay open; axial holes of a femur (fatty shaft marrow) are always filled;
+    3. what the closed part encloses in axial, coronal and sagittal slices alike is marrow,
+       fatty (below 0 HU) or not: the spinal and sacral canals, the sacral foramina and the
+       obturator foramen are open in at least one of the three planes;
+    4. a femur's axial sections are convex (head, neck, trochanters, shaft): each is filled to its
+       convex hull, which closes a neck whose thin anterior cortex fell below the threshold;
+    5. enclosed background (3-D) is filled; a z face of the box where ``lids`` is set (the end of
+       the scan) closes (a femoral shaft cut by the scan keeps its marrow).
+
+    Only background voxels are added, none 26-adjacent to another part, so the one-voxel gaps
+    between parts survive.
+    """
+    import cc3d
+    import edt
+
+    from printpipe.kernels.segment import clear_near_other, slice_holes
+
+    m = sub == lab
+    free = sub == 0
+    # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
+    rc = _CLOSE_FLAT_MM if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else _CLOSE_MM
+    d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
+    dil = d_out <= rc
+    del d_out
+    closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > rc
+    closed |= m
+    del dil
+    # 2. marrow holes in slices of the three orthogonal planes (one numba pass per plane)
+    add = np.zeros_like(m)
+    other = ~free & ~m
+    for ax in range(3):
+        px = float(np.prod([sp[a2] for a2 in range(3) if a2 != ax]))
+        # every axial section of a femur is solid bone: fatty shaft marrow (below 0 HU) too
+        all_marrow = ax == 0 and name.startswith("femur_")
+        c_ax = np.ascontiguousarray(np.moveaxis(closed, ax, 0))
+        a_ax = np.zeros_like(c_ax)
+        slice_holes(c_ax, np.ascontiguousarray(np.moveaxis(h, ax, 0)),
+                    np.ascontiguousarray(np.moveaxis(other, ax, 0)), px,
+                    _PORE_MM2, _MARROW_MAX_MM2, _MARROW_HU, all_marrow, a_ax)
+        add |= np.moveaxis(a_ax, 0, ax)
+        del c_ax, a_ax
+    # 3. enclosed in the three planes; 4. femur hulls
+    solid = closed | add | _enclosed_in_three_planes(closed)
+    if name.startswith("femur_"):
+        solid |= _axial_hulls(solid, sp)
+    # 5. enclosed background; scan ends close the box
+    bg = cc3d.connected_components(~solid, connectivity=6)
+    faces = [bg[:, 0, :], bg[:, -1, :], bg[:, :, 0], bg[:, :, -1]]
+    if not lids[0]:
+        faces.append(bg[0])
+    if not lids[1]:
+        faces.append(bg[-1])
+    outside = np.zeros(int(bg.max()) + 1, bool)
+    outside[np.unique(np.concatenate([f.ravel() for f in faces]))] = True
+    outside[0] = True
+    solid |= ~outside[bg]
+    del bg
+    new = solid & free
+    # keep the gaps: nothing added next to another part
+    n_new = clear_near_other(sub, new, lab) if other.any() else int(np.count_nonzero(new))
+    sub[new] = lab
+    return n_new
 
 
 def _axial_hulls(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:

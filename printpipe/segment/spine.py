@@ -60,23 +60,14 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
     discs found, the cut, the body-box profile).
 
     The threshold fuses vertebrae through the disc (partial volume, bridging osteophytes), so the
-    midline region named ``sacrum`` can carry the lumbar vertebrae above it. Per axial slice, the
-    mean HU of a box in the vertebral body (``_BODY_HALF_MM`` to each side of the part's median x,
-    ``_BODY_DEPTH_MM`` behind its anterior surface there), at the darkest of the tilts
-    ``_DISC_TILTS_DEG`` (the lumbosacral disc leans ~30 deg), is a profile along z. A disc is a
-    slice darker than its neighbours and than ``_DISC_RATIO`` times the brightest slice within
-    ``_DISC_REACH_MM`` below (which reads at least ``_BODY_HU``: a body) and above. The lowest disc
-    from ``_SI_BELOW_MM`` under the top of the sacroiliac contact (highest slice where the sacrum
-    lies within ``_SI_MM`` of the pelvis; L5's transverse processes by the iliac crests reach that
-    high) is the cut. Seeds: the part below the disc (sacrum); the vertebral body above the tilted
-    disc and all of the part above the joint contact (spine). They grow through the part by a
-    priority flood on HU (bright bone first, so the two meet in the disc's and the facet joints'
-    darkest voxels, and the sacral ala beside the disc stays with the sacrum), and the darker of
-    every touching pair is cleared (a one-voxel gap). Without pelvis, sacrum or such a disc
-    nothing changes.
+    midline region named ``sacrum`` can carry the lumbar vertebrae above it. A profile along z of
+    the mean HU in a box in the vertebral body (:func:`_body_box`, :func:`_body_profile`) shows the
+    discs as dark slices (:func:`_find_discs`). The lowest disc from ``_SI_BELOW_MM`` under the top
+    of the sacroiliac contact (highest slice where the sacrum lies within ``_SI_MM`` of the pelvis;
+    L5's transverse processes by the iliac crests reach that high) is the cut, made by a priority
+    flood from seeds on both sides (:func:`_spine_seeds`, :func:`_cut_by_flood`). Without pelvis,
+    sacrum or such a disc nothing changes.
     """
-    from printpipe.kernels.segment import cut_gaps, flood
-
     info: dict[str, Any] = {"disc_slices": [], "si_top_slice": None, "cut_slice": None, "profile_hu": []}
     lab_s = next((k for k, n in names.items() if n == "sacrum"), None)
     pel_labs = [k for k, n in names.items() if n in ("pelvis", "hip_left", "hip_right")]
@@ -101,12 +92,40 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
         return names, info
     k_si = int(ks.max())
     info["si_top_slice"] = k_si + box[0].start
-    # body-box profile along z
+    xs, d0, d1 = _body_box(sac, sp)
+    prof = _body_profile(sac, h, sp, xs, d0, d1)
+    discs = _find_discs(prof, k_si, sp)
+    info["disc_slices"] = [k + box[0].start for k in discs]
+    info["profile_hu"] = [None if not np.isfinite(v) else round(float(v)) for v in prof]
+    if not discs:
+        return names, info
+    kg = discs[0]
+    up = _spine_seeds(sac, kg, k_si, sp, xs, d0, d1)
+    if not (sac[:kg - 1].any() and up.any()):
+        return names, info
+    info["cut_slice"] = kg + box[0].start
+    names = _cut_by_flood(sub, h, sac, up, kg, lab_s, names, info)
+    log.info("spine cut off the sacrum at slice %d (discs at %s)", info["cut_slice"], info["disc_slices"])
+    return names, info
+
+
+def _body_box(sac: np.ndarray, sp: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The vertebral-body box of the part ``sac``: its x columns (``_BODY_HALF_MM`` to each side of
+    the part's median x) and its depth range in rows (``_BODY_DEPTH_MM``) behind the part's
+    anterior surface in each slice."""
     xm = int(np.median(np.nonzero(sac)[2]))
     rx = max(1, int(round(_BODY_HALF_MM / sp[2])))
     d0, d1 = (int(round(d / sp[1])) for d in _BODY_DEPTH_MM)
-    prof = np.full(sac.shape[0], np.nan)
     xs = np.arange(max(xm - rx, 0), min(xm + rx + 1, sac.shape[2]))
+    return xs, d0, d1
+
+
+def _body_profile(sac: np.ndarray, h: np.ndarray, sp: np.ndarray, xs: np.ndarray, d0: int, d1: int
+                  ) -> np.ndarray:
+    """Per axial slice, the mean HU of the body box (see :func:`_body_box`) at the darkest of the
+    tilts ``_DISC_TILTS_DEG`` about x (the lumbosacral disc leans ~30 deg); NaN where the slice
+    holds no part of ``sac`` in the box's columns."""
+    prof = np.full(sac.shape[0], np.nan)
     hf = h.astype(np.float32)
     for k in range(sac.shape[0]):
         slab = sac[k, :, xs[0]:xs[-1] + 1]
@@ -125,10 +144,18 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
                                       order=1, mode="nearest")
             best = min(best, float(val.mean()))
         prof[k] = best
+    return prof
+
+
+def _find_discs(prof: np.ndarray, k_si: int, sp: np.ndarray) -> list[int]:
+    """Slices of the body-box profile that are discs, from ``_SI_BELOW_MM`` under the top of the
+    sacroiliac contact (slice ``k_si``) up: a slice no brighter than its two neighbours whose HU is,
+    against ``bodies`` (the dimmer of the brightest slices within ``_DISC_REACH_MM`` below and
+    above it), at least ``_DISC_DROP_HU`` lower and below ``_DISC_RATIO`` times it."""
     reach = max(1, int(round(_DISC_REACH_MM / sp[0])))
     k_from = max(1, k_si + 1 - int(round(_SI_BELOW_MM / sp[0])))
     discs = []
-    for k in range(k_from, sac.shape[0] - 1):
+    for k in range(k_from, len(prof) - 1):
         if not np.isfinite(prof[k]):
             continue
         below = prof[max(k - reach, 0):k]
@@ -140,14 +167,16 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
         bodies = min(np.nanmax(below), np.nanmax(above))
         if bodies - prof[k] >= _DISC_DROP_HU and prof[k] < _DISC_RATIO * bodies:
             discs.append(k)
-    info["disc_slices"] = [k + box[0].start for k in discs]
-    info["profile_hu"] = [None if not np.isfinite(v) else round(float(v)) for v in prof]
-    if not discs:
-        return names, info
-    kg = discs[0]
-    # spine seeds: the vertebral body above the disc (the box, clear of the tilted disc), and all of
-    # the part above the sacroiliac contact; the sacral ala and articular processes beside the disc
-    # are left to the flood (they join the sacrum through bone, the vertebra only across joints)
+    return discs
+
+
+def _spine_seeds(sac: np.ndarray, kg: int, k_si: int, sp: np.ndarray, xs: np.ndarray, d0: int, d1: int
+                 ) -> np.ndarray:
+    """Spine seeds for a disc at slice ``kg``: the vertebral body above the disc (the body box from
+    ``_DISC_TILT_REACH_MM`` above the disc's mid slice, clear of the tilted disc), and all of the
+    part above the sacroiliac contact (slice ``k_si``). The sacral ala and articular processes beside
+    the disc are left to the flood (they join the sacrum through bone, the vertebra only across
+    joints)."""
     k_up = kg + int(math.ceil(_DISC_TILT_REACH_MM / sp[0]))
     up = np.zeros(sac.shape, bool)
     up[max(k_up, k_si + 1):] = sac[max(k_up, k_si + 1):]
@@ -155,9 +184,19 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
         rows = np.flatnonzero(sac[k, :, xs[0]:xs[-1] + 1].any(axis=1))
         if len(rows):
             up[k, rows[0] + d0:rows[0] + d1, xs[0]:xs[-1] + 1] |= sac[k, rows[0] + d0:rows[0] + d1, xs[0]:xs[-1] + 1]
-    if not (sac[:kg - 1].any() and up.any()):
-        return names, info
-    info["cut_slice"] = kg + box[0].start
+    return up
+
+
+def _cut_by_flood(sub: np.ndarray, h: np.ndarray, sac: np.ndarray, up: np.ndarray, kg: int, lab_s: int,
+                  names: dict[int, str], info: dict[str, Any]) -> dict[int, str]:
+    """The cut, in place on ``sub`` (the labels in the sacrum's box): the part below the disc (slice
+    ``kg``; sacrum) and the spine seeds ``up`` grow through the part by a priority flood on HU
+    (bright bone first, so the two meet in the disc's and the facet joints' darkest voxels, and the
+    sacral ala beside the disc stays with the sacrum); the upper piece gets a new label named
+    ``spine`` and the darker of every touching pair is cleared (a one-voxel gap). Returns the names;
+    the voxel counts of both parts go into ``info``."""
+    from printpipe.kernels.segment import cut_gaps, flood
+
     markers = np.zeros(sac.shape, np.int32)
     markers[:kg - 1][sac[:kg - 1]] = 1
     markers[up] = 2
@@ -171,6 +210,4 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
     for lab in (lab_s, lab_sp):
         n = int(np.count_nonzero(sub == lab))
         info[names[lab] + "_voxels"] = n
-    log.info("spine cut off the sacrum at slice %d (discs at %s)", info["cut_slice"], info["disc_slices"])
-    return names, info
-
+    return names
