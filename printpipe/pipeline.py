@@ -493,11 +493,13 @@ def _start_pictures(staging: Path, seg):
     """Start drawing the report's pictures in a worker process; None: they are drawn in this one.
 
     Not inside a daemonic process (batch and dask workers, which may not have children) nor on a
-    single core, where the worker would only compete with this process.
+    single core, where the worker would only compete with this process; ``PRINTPIPE_REPORT_WORKER=0``
+    turns it off (to measure what it saves).
     """
     import multiprocessing
 
-    if multiprocessing.current_process().daemon or (os.cpu_count() or 1) < 2:
+    if multiprocessing.current_process().daemon or (os.cpu_count() or 1) < 2 \
+            or os.environ.get("PRINTPIPE_REPORT_WORKER", "").strip() == "0":
         return None
     _prefer_headless_rendering()
     try:
