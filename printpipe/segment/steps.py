@@ -190,6 +190,9 @@ def finish_parts(st: State) -> None:
     _cut_gaps(st.labels, hu)
     if cfg.refine_surface:
         _refine(st)
+    if st.heads:
+        st.info["heads_restored"] = _restore_heads(st)
+        _cut_gaps(st.labels, hu)
     st.gap_ok = None
     st.labels, st.names, st.info["parts_cleanup"] = _clean_parts(st.labels, st.names, st.min_vox)
     if cfg.fill_cavities:
@@ -220,6 +223,29 @@ def finish_parts(st: State) -> None:
         st.labels[~np.isin(st.labels, keep)] = 0
     st.info["names"] = {str(k): v for k, v in st.names.items()}
     del vox_mm3
+
+
+def _restore_heads(st: State) -> dict[str, int]:
+    """The femoral head is a sphere: bone inside the fitted head (its bone surface) belongs to the
+    femur. Thick slices blur the dome into the acetabular roof, and the half-maximum
+    refinement, seeing the cup's cortex beyond, would otherwise peel the dome a slice or two."""
+    from printpipe.segment.anatomy import _box, _coords
+
+    inv = {v: k for k, v in st.names.items()}
+    out = {}
+    for side, h in st.heads.items():
+        lab = inv.get(f"femur_{side}")
+        if lab is None:
+            continue
+        sl = _box(st.vol, h.center, h.radius_mm + 1.0)
+        p = _coords(st.vol, sl) - h.center.astype(np.float32)
+        inside = (p ** 2).sum(-1) < np.float32(h.radius_mm ** 2)
+        sub = st.labels[sl]
+        # bone the refinement peeled (bright, unlabelled); marrow inside is filled later anyway
+        add = inside & (sub == 0) & (st.vol.hu[sl] >= st.config.hu_range[0])
+        sub[add] = lab
+        out[side] = int(add.sum())
+    return out
 
 
 def _refine(st: State) -> None:
