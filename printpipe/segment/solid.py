@@ -21,6 +21,10 @@ _CLOSE_MM = 3.0
 #: the threshold: a 5 mm ball bridges such a plate and still leaves the sciatic notches, the
 #: obturator foramen and the acetabular fossa (all over 15 mm wide) open
 _CLOSE_FLAT_MM = 5.0
+#: ... and 7 mm for the hip bone, whose narrowest openings (acetabular notch, obturator foramen,
+#: sciatic notches) are all wider than 15 mm; the sacrum keeps 5 mm for its foramina and canal
+#: (8-12 mm)
+_CLOSE_HIP_MM = 7.0
 
 
 #: a hole in a slice (axial, coronal or sagittal) is marrow when its mean HU is at least this
@@ -100,7 +104,8 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
     m = sub == lab
     free = sub == 0
     # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
-    rc = _CLOSE_FLAT_MM if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else _CLOSE_MM
+    kind = name.split("_")[0]
+    rc = _CLOSE_HIP_MM if kind in ("hip", "pelvis") else _CLOSE_FLAT_MM if kind in ("sacrum", "spine") else _CLOSE_MM
     d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
     dil = d_out <= rc
     del d_out
