@@ -365,11 +365,11 @@ TEMPLATES = (
     # printpipe/segment/landmarks.py
     N_('only {len_p} free surface points around the femoral head'),
     # printpipe/segment/naming.py
-    N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),
+    N_('no bone region large enough after separation; lower --min-island or --hu'),
     # printpipe/segment/naming.py
     N_('part that looked like {old} failed its anatomical checks ({join_fails}): exported as bone_{n_bone}; check it before printing'),
     # printpipe/segment/naming.py
-    N_('no bone region large enough after separation; lower --min-island or --hu'),
+    N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),
     # printpipe/segment/steps.py
     N_('metal above {cfg_metal_hu} HU ({m_volume_mm3} mm^3) at LPS ({x}, {y}, {z}) mm, slice {m_slice}: streak artefacts may threshold into fake bone near it; check that region'),
     # printpipe/segment/steps.py
