@@ -23,12 +23,14 @@ Ranges and where they come from
 The limits are deliberately wider (by a factor of about two) than what clinical scanners make, so
 that no real series is refused; they exist to stop values that are wrong by orders of magnitude.
 
-* **Pixel spacing 0.02-5 mm** (DICOM PixelSpacing, PS3.3 C.7.6.2.1.1): the in-plane pixel is the
+* **Pixel spacing 0.02-10 mm** (DICOM PixelSpacing, PS3.3 C.7.6.2.1.1): the in-plane pixel is the
   reconstruction field of view divided by the matrix. The smallest clinical fields of view are
   about 50 mm (inner ear, extremity reconstructions) on 512-1024 matrices (0.05-0.1 mm; ultra-high-
   resolution scanners with 1024/2048 matrices reach about 0.1 mm at larger fields); the largest,
   extended fields of wide-bore scanners (bores of 70-90 cm) are about 800 mm on 256-512 matrices
   (1.5-3 mm). The real series in ``../shared/realdata`` have 0.48-1.0 mm, ``sample_dicom`` 2.0 mm.
+  The upper limit keeps downsampled research exports and coarse test series (6.25 mm); the check
+  is there for values wrong by orders of magnitude.
 * **Slice thickness 0.2-20 mm** (SliceThickness, PS3.3 C.7.6.2): nominal reconstructed thickness
   from the thinnest detector rows (0.25-0.625 mm) to the 10 mm slices of older sequential scanners
   and thick slabs. A missing or zero thickness (type 2 attribute) is not checked.
@@ -88,7 +90,7 @@ __all__ = [
 ]
 
 #: Accepted ranges (see the module docstring for their sources).
-PIXEL_SPACING_MM = (0.02, 5.0)
+PIXEL_SPACING_MM = (0.02, 10.0)
 SLICE_THICKNESS_MM = (0.2, 20.0)
 SLICE_SPACING_MM = (0.1, 20.0)
 MAX_FOV_MM = 1000.0

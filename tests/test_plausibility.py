@@ -73,7 +73,7 @@ def set_attr(name, value):
 def test_kilometre_pixel_spacing_is_refused_and_forced(tmp_path, pelvis_sorted):
     folder = damaged_copy(pelvis_sorted[60:68], tmp_path / "km", set_attr("PixelSpacing", [1e6, 1e6]))
     with pytest.raises(InputError, match=r"^pixel spacing 1e\+06 x 1e\+06 mm of stack [0-9a-f]{16} is "
-                                         r"outside the 0\.02-5 mm that CT scanners produce; correct "
+                                         r"outside the 0\.02-10 mm that CT scanners produce; correct "
                                          r"PixelSpacing \(0028,0030\).*or pass --force to continue"):
         read_series(folder)
     v = read_series(folder, DicomConfig(force=True))
