@@ -145,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.series:
         if spec == "j2k650":
             sys.path.insert(0, str(Path(__file__).resolve().parent))
-            from make_case_series import make_series
+            from make_case_series import make_series as make_case_series
 
-            folder = make_series()
+            folder = make_case_series()
         else:
             folder = Path(spec)
         cases.append((folder.name[:15], _syntax_tag(folder), folder))
