@@ -90,24 +90,26 @@ def _box(vol: Volume, center: np.ndarray, radius) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
-def _eroded(mask: np.ndarray) -> np.ndarray:
+def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 6-connected pieces of the bone mask eroded by two voxels (a contact through the blurred
+    wall of a bowel loop, or a thin bony bridge, breaks), numbered."""
+    import cc3d
     from scipy import ndimage as ndi
 
-    return ndi.binary_erosion(mask, structure=ndi.generate_binary_structure(3, 1))
+    core = ndi.binary_erosion(bone, structure=ndi.generate_binary_structure(3, 1), iterations=2)
+    return cc3d.connected_components(core, connectivity=6, return_N=True)
 
 
-def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float
-                     ) -> tuple[np.ndarray, dict[str, Any]]:
+def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float,
+                     pieces: tuple[np.ndarray, int]) -> tuple[np.ndarray, dict[str, Any]]:
     """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
     mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
     anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`)."""
-    import cc3d
     from scipy import ndimage as ndi
 
     from printpipe.segment.naming import looks_like_contrast
 
-    # two voxels: a lumen pressed against bone meets it over its wall's width
-    comp, n = cc3d.connected_components(_eroded(_eroded(bone)), connectivity=6, return_N=True)
+    comp, n = pieces
     if n == 0:
         return mk, {"contrast_pieces": 0}
     marked = np.zeros(n + 1, bool)
@@ -131,15 +133,14 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
     return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20]}
 
 
-def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray) -> np.ndarray:
+def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray,
+                 comp: np.ndarray) -> np.ndarray:
     """The largest piece of the eroded bone in ``cand`` (a mask on the box ``sl``) that is bone,
     not contrast; each piece is judged whole, with the rim the erosion took."""
-    import cc3d
     from scipy import ndimage as ndi
 
     from printpipe.segment.naming import looks_like_contrast
 
-    comp = cc3d.connected_components(_eroded(_eroded(bone)), connectivity=6)
     ids, counts = np.unique(comp[sl][cand], return_counts=True)
     objs = ndi.find_objects(comp)
     for i in ids[np.argsort(-counts)]:
@@ -167,7 +168,8 @@ def _largest(mask: np.ndarray) -> np.ndarray:
     return comp == int(np.argmax(counts))
 
 
-def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.ndarray,
+            pieces: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Anatomical markers (uint8, labels of :data:`NAMES`) and the hip-joint cut (bool) on ``vol``."""
     mk = np.zeros(bone.shape, np.uint8)
     cut = np.zeros(bone.shape, bool)
@@ -210,7 +212,7 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
            & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[sl] == 0))
     # the sacrum, not a loop of contrast-filled bowel in front of it (a thin contact breaks when
     # the mask is eroded by two voxels)
-    sac = _sacral_core(sac, sl, bone, hu)
+    sac = _sacral_core(sac, sl, bone, hu, pieces[0])
     mk[sl][sac] = SACRUM
     info["sacrum_marker_voxels"] = int(sac.sum())
     return mk, cut, info

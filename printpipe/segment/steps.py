@@ -150,8 +150,10 @@ def separate_and_name(st: State, clock) -> None:
     st.heads, st.info["femoral_heads"] = find_femoral_heads(st.vol, st.body)
     clock("landmarks", 0.45)
     if st.heads:
-        mk, cut, minfo = anatomy.markers(st.vol, st.bone, st.heads, st.vol.hu)
-        mk, minfo["contrast"] = anatomy.contrast_markers(st.vol.hu, st.bone, mk, float(np.prod(st.vol.spacing)))
+        pieces = anatomy.core_pieces(st.bone)
+        mk, cut, minfo = anatomy.markers(st.vol, st.bone, st.heads, st.vol.hu, pieces)
+        mk, minfo["contrast"] = anatomy.contrast_markers(st.vol.hu, st.bone, mk, float(np.prod(st.vol.spacing)), pieces)
+        del pieces
         regions, st.gap_ok, sep = anatomy.flood(st.vol.hu, st.bone, st.vol.spacing, mk, cut)
         sep["markers"] = minfo
         st.info["separation"] = sep
