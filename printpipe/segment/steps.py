@@ -214,6 +214,9 @@ def finish_parts(st: State) -> None:
     others = [lab for lab, n in st.names.items() if n.startswith("other_")]
     if cfg.region == "pelvis" and others:
         st.info["not_exported"] = {st.names[lab]: st.info["parts"].get(st.names[lab]) for lab in others}
+        vol_cm3 = sum((st.info["parts"].get(st.names[lab]) or {}).get("volume_cm3", 0.0) for lab in others)
+        st.warnings.append(f"{len(others)} bone piece(s) outside the pelvic skeleton (ribs, arms; {vol_cm3:.0f} cm^3) "
+                           f"not exported with --region pelvis: {', '.join(st.names[lab] for lab in others)}")
         st.labels[np.isin(st.labels, others)] = 0
         st.names = {k: v for k, v in st.names.items() if k not in others}
     if cfg.parts is not None:
