@@ -381,6 +381,8 @@ TEMPLATES = (
     # printpipe/segment/steps.py
     N_('femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm apart): parts separated without anatomical landmarks are named bone_N; check the field of view covers both hip joints'),
     # printpipe/segment/steps.py
+    N_('{len_others} bone piece(s) outside the pelvic skeleton (ribs, arms; {vol_cm3} cm^3) not exported with --region pelvis: {join_st_names_lab_for_lab_in_others}'),
+    # printpipe/segment/steps.py
     N_('requested part(s) {join_missing} not found; found {join_st_names_values}'),
     # printpipe/segment/steps.py
     N_('mid-sagittal plane not fitted: {exc}'),
