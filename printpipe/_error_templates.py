@@ -356,14 +356,6 @@ TEMPLATES = (
     N_('femoral_head_diameter got an empty femur mask'),
     # printpipe/segment/geometry.py
     N_('plane needs a 3-D point and a non-zero 3-D normal; got point={point_tolist} normal={normal_tolist}'),
-    # printpipe/segment/hemipelvis.py
-    N_('--split-hemipelvis: no pelvis part found to split'),
-    # printpipe/segment/hemipelvis.py
-    N_('--split-hemipelvis: no mid-sagittal plane; pelvis left whole'),
-    # printpipe/segment/hemipelvis.py
-    N_('too many parts to split the pelvis; raise --min-island'),
-    # printpipe/segment/landmarks.py
-    N_('only {len_p} free surface points around the femoral head'),
     # printpipe/segment/naming.py
     N_('no bone region large enough after separation; lower --min-island or --hu'),
     # printpipe/segment/naming.py
@@ -379,7 +371,7 @@ TEMPLATES = (
     # printpipe/segment/steps.py
     N_('{nc} piece(s) of contrast-filled bowel ({st_info_non_skeleton_volume_cm3} cm^3) reached bone HU and were removed: no cortex, brighter inside than at the rim'),
     # printpipe/segment/steps.py
-    N_('femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm apart): parts separated without anatomical landmarks are named bone_N; check the field of view covers both hip joints'),
+    N_('femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-240 mm apart): parts separated without anatomical landmarks are named bone_N; check the field of view covers both hip joints'),
     # printpipe/segment/steps.py
     N_('{len_others} bone piece(s) outside the pelvic skeleton (ribs, arms; {vol_cm3} cm^3) not exported with --region pelvis: {join_st_names_lab_for_lab_in_others}'),
     # printpipe/segment/steps.py

@@ -154,20 +154,6 @@ def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndar
     return np.zeros_like(cand)
 
 
-def _largest(mask: np.ndarray) -> np.ndarray:
-    """The largest 26-connected component of ``mask``."""
-    import cc3d
-
-    if not mask.any():
-        return mask
-    comp, n = cc3d.connected_components(mask, connectivity=26, return_N=True)
-    if n <= 1:
-        return mask
-    counts = np.bincount(comp.ravel())
-    counts[0] = 0
-    return comp == int(np.argmax(counts))
-
-
 def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.ndarray,
             pieces: tuple[np.ndarray, int]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Anatomical markers (uint8, labels of :data:`NAMES`) and the hip-joint cut (bool) on ``vol``."""
@@ -224,11 +210,10 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     ``cut``), a marker watershed on the distance to the carved surface, then the carved voxels
     given to the nearest part. Bone no marker reaches keeps its own components, numbered after
     the markers. Returns uint16 regions (int32 when many), the joint-space map (bool) and a record."""
-    import cc3d
     import edt
 
     from printpipe.kernels.segment import flood as _flood
-    from printpipe.kernels.segment import grow_labels, neighbour_dirs, valley_map
+    from printpipe.kernels.segment import neighbour_dirs, valley_map
     from printpipe.segment import separate as sep
     from printpipe.segment._util import _threads
 
@@ -249,14 +234,8 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     present = [int(v) for v in np.flatnonzero(np.bincount(mk.ravel(), minlength=CONTRAST + 1)) if v in NAMES]
     regions = _flood(markers, level, carved)
     del level
-    regions = grow_labels(regions, bone)
-    rest = bone & (regions == 0)
-    n_rest = 0
-    if rest.any():
-        comp, n_rest = cc3d.connected_components(rest, connectivity=26, return_N=True)
-        if n_rest + CONTRAST >= np.iinfo(np.uint16).max:
-            regions = regions.astype(np.int32)
-        regions[rest] = comp[rest].astype(regions.dtype) + CONTRAST
+    regions, top = sep._grow_into(regions, bone, CONTRAST)
+    n_rest = top - CONTRAST
     info = {"method": "anatomical markers (femoral heads, acetabular roofs, sacrum) + watershed on the distance "
                       "to the carved joint spaces; hip joints cut on the fitted head spheres",
             "markers_present": [NAMES[v] for v in present], "joint_space_voxels": int(joint.sum()),

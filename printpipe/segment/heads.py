@@ -53,15 +53,14 @@ _N_DIRS = 160
 _SOFT_HU = 90.0
 #: a joint space is at least this much darker (HU) than the head's inside and the cup beyond it
 _VALLEY_HU = 80.0
-#: an edge on a sphere's surface: 2 mm inside is this much brighter (HU) than 2 mm outside
-_SHELL_STEP_HU = 60.0
 _N_CANDIDATES = 16
 
 
 @dataclass(frozen=True)
 class HeadSphere:
     """A femoral head: ``center`` (LPS mm), surface radius, the joint-space radius (where the
-    cartilage between head and cup is darkest), fit residual, and the neck direction (unit, LPS)."""
+    cartilage between head and cup is darkest), fit residual and support, cup cover, core HU.
+    (The neck's axis is measured from the segmented bone, in :func:`printpipe.segment.anatomy.markers`.)"""
 
     center: np.ndarray
     radius_mm: float
@@ -69,14 +68,13 @@ class HeadSphere:
     rms_mm: float
     inliers: float
     cup_cover: float
-    neck_dir: np.ndarray
     core_hu: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return {"center_lps": [round(float(v), 1) for v in self.center], "diameter_mm": round(2 * self.radius_mm, 1),
                 "joint_radius_mm": round(self.joint_mm, 1), "rms_mm": round(self.rms_mm, 2),
                 "inliers": round(self.inliers, 2), "cup_cover": round(self.cup_cover, 2),
-                "neck_dir": [round(float(v), 2) for v in self.neck_dir], "core_hu": round(self.core_hu)}
+                "core_hu": round(self.core_hu)}
 
 
 class _Smoothed:
@@ -168,16 +166,6 @@ def _candidates(sm: _Smoothed, body: np.ndarray | None) -> list[tuple[np.ndarray
     return [(sm.lps(pk[o][None].astype(float))[0], float(vals[o])) for o in order]
 
 
-def _shell_score(sm: _Smoothed, centres: np.ndarray, radii: np.ndarray, dirs: np.ndarray) -> np.ndarray:
-    """Fraction of directions along which a sphere's surface is an edge: the HU 2 mm inside is at
-    least _SHELL_STEP_HU above the HU 2 mm outside. ``(centres, radii)`` scores."""
-    off = np.array([-2.5, 0.0])
-    pts = (centres[:, None, None, None, :] + dirs[None, None, :, None, :]
-           * (radii[None, :, None, None, None] + off[None, None, None, :, None]))
-    v = sm.sample(pts)  # (nc, nr, nd, 2)
-    return np.mean((v[..., 0] - v[..., 1]) > _SHELL_STEP_HU, axis=2)
-
-
 def _free_surface(prof: np.ndarray, rr: np.ndarray) -> np.ndarray:
     """Per ray (rows of ``prof``, HU at radii ``rr``): where the head's free surface lies, or nan.
 
@@ -205,7 +193,7 @@ def _free_surface(prof: np.ndarray, rr: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = None) -> HeadSphere | None:
+def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
     """Fit the head around ``c0`` to its free surface (:func:`_free_surface`): a trimmed
     least-squares sphere, re-centred until it settles; then the joint space under the cup."""
     rr = np.arange(0.0, HEAD_DIAMETER_MM[1] / 2 + _CUP_REACH_MM + 6, 0.5)
@@ -260,11 +248,8 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray, mid_x: float | None = 
     # the joint space between the two cartilage layers (each 1.5-2 mm) lies ~2 mm outside the
     # head; a valley found further out is the ilium's marrow beyond a thin roof
     joint = float(np.clip(joint, r + 0.5, r + 3.0))
-    lateral = np.sign(c[0] - mid_x) if mid_x is not None else 0.0
-    neck = np.array([lateral * 0.6, 0.0, -0.8])
-    neck = neck / max(np.linalg.norm(neck), 1e-9)
     return HeadSphere(center=c, radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
-                      cup_cover=cover, neck_dir=neck, core_hu=core_hu)
+                      cup_cover=cover, core_hu=core_hu)
 
 
 def _good(h: HeadSphere) -> bool:

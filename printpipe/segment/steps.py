@@ -165,7 +165,7 @@ def separate_and_name(st: State, clock) -> None:
             st.warnings.append(f"{nc} piece(s) of contrast-filled bowel ({st.info['non_skeleton']['volume_cm3']:g} cm^3) "
                                f"reached bone HU and were removed: no cortex, brighter inside than at the rim")
     else:
-        st.warnings.append("femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-260 mm "
+        st.warnings.append("femoral heads not found (no pair of spheres 34-62 mm across in bony cups, 120-240 mm "
                            "apart): parts separated without anatomical landmarks are named bone_N; check the "
                            "field of view covers both hip joints")
         regions, sep, st.gap_ok = _separate(st.vol.hu, st.bone, st.vol.spacing)
@@ -186,7 +186,6 @@ def finish_parts(st: State) -> None:
 
     cfg = st.config
     hu = st.vol.hu
-    vox_mm3 = float(np.prod(st.vol.spacing))
     if not cfg.split_hemipelvis:
         st.labels, st.names = join_hips(st.labels, st.names)
     _cut_gaps(st.labels, hu)
@@ -227,7 +226,6 @@ def finish_parts(st: State) -> None:
         st.names = {lab: n for lab, n in st.names.items() if n in cfg.parts}
         st.labels[~np.isin(st.labels, keep)] = 0
     st.info["names"] = {str(k): v for k, v in st.names.items()}
-    del vox_mm3
 
 
 def _restore_heads(st: State) -> dict[str, int]:
