@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
-           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other"]
+           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -76,11 +76,17 @@ def grow_labels(labels, mask):
     mask not connected to any label keep 0. Works in place on ``labels`` and returns it."""
     nz, ny, nx = labels.shape
     n = labels.size
-    queue = np.empty(n, np.int64)
-    head = 0
-    tail = 0
     flat = labels.ravel()
     mflat = mask.ravel()
+    # the queue holds the seeds (each touches one of the m0 free mask voxels: at most 6 * m0) and
+    # the m0 voxels it labels, so it needs 7 * m0 entries, not one per voxel of the grid
+    m0 = 0
+    for p in range(n):
+        if flat[p] == 0 and mflat[p]:
+            m0 += 1
+    queue = np.empty(min(n, 7 * m0 + 1), np.int64)
+    head = 0
+    tail = 0
     sz = ny * nx
     # seed the queue with labelled voxels that touch an unlabelled mask voxel
     for p in range(n):
@@ -520,3 +526,99 @@ def clear_near_other(labels, new, lab):
                 else:
                     kept += 1
     return kept
+
+
+@njit(cache=True, inline="always")
+def _sym3_min_eig(a, b, c, d, e, f):
+    """Eigenvalues of the symmetric matrix [[a, d, e], [d, b, f], [e, f, c]], ascending, and the
+    unit eigenvector of the smallest (closed form: trigonometric roots, then the largest cross
+    product of two rows of ``H - l1 I``)."""
+    p1 = d * d + e * e + f * f
+    q = (a + b + c) / 3.0
+    p2 = (a - q) ** 2 + (b - q) ** 2 + (c - q) ** 2 + 2.0 * p1
+    p = np.sqrt(p2 / 6.0)
+    if p < 1e-12:
+        return q, q, q, 0.0, 0.0, 1.0
+    ba = (a - q) / p
+    bb = (b - q) / p
+    bc = (c - q) / p
+    bd = d / p
+    be = e / p
+    bf = f / p
+    r = (ba * (bb * bc - bf * bf) - bd * (bd * bc - bf * be) + be * (bd * bf - bb * be)) / 2.0
+    if r <= -1.0:
+        phi = np.pi / 3.0
+    elif r >= 1.0:
+        phi = 0.0
+    else:
+        phi = np.arccos(r) / 3.0
+    l3 = q + 2.0 * p * np.cos(phi)
+    l1 = q + 2.0 * p * np.cos(phi + 2.0 * np.pi / 3.0)
+    l2 = 3.0 * q - l1 - l3
+    # eigenvector of l1: the rows of H - l1 I are orthogonal to it
+    r0x, r0y, r0z = a - l1, d, e
+    r1x, r1y, r1z = d, b - l1, f
+    r2x, r2y, r2z = e, f, c - l1
+    best = -1.0
+    vx = 0.0
+    vy = 0.0
+    vz = 1.0
+    for t in range(3):
+        if t == 0:
+            cx, cy, cz = r0y * r1z - r0z * r1y, r0z * r1x - r0x * r1z, r0x * r1y - r0y * r1x
+        elif t == 1:
+            cx, cy, cz = r0y * r2z - r0z * r2y, r0z * r2x - r0x * r2z, r0x * r2y - r0y * r2x
+        else:
+            cx, cy, cz = r1y * r2z - r1z * r2y, r1z * r2x - r1x * r2z, r1x * r2y - r1y * r2x
+        n2 = cx * cx + cy * cy + cz * cz
+        if n2 > best:
+            best = n2
+            vx, vy, vz = cx, cy, cz
+    nrm = np.sqrt(best)
+    if nrm > 0:
+        vx /= nrm
+        vy /= nrm
+        vz /= nrm
+    return l1, l2, l3, vx, vy, vz
+
+
+@njit(cache=True, parallel=True)
+def bright_sheets(sm, cand, sz, sy, sx, half_depth_mm, min_depth, max_ratio):
+    """Flag the candidate voxels that lie on the crest of a thin bright plate of ``sm`` (a smoothed
+    HU volume with voxel spacing ``sz, sy, sx`` mm).
+
+    At each voxel the Hessian (central differences) gives the plate normal: the eigenvector of the
+    most negative eigenvalue ``l1``. A voxel is on a plate's crest when (a) the plate stands out:
+    its depth over ``half_depth_mm`` either side, ``-l1 * half_depth_mm**2 / 2``, reaches
+    ``min_depth`` HU; (b) it is a plate, not a rod or a blob: ``|l2| <= max_ratio * |l1|``; (c) the
+    crest lies within half a voxel along the normal (Newton step ``-g.n / l1``). Returns uint8.
+    """
+    nz, ny, nx = sm.shape
+    out = np.zeros((nz, ny, nx), np.uint8)
+    for k in prange(1, nz - 1):
+        for j in range(1, ny - 1):
+            for i in range(1, nx - 1):
+                if not cand[k, j, i]:
+                    continue
+                c0 = sm[k, j, i]
+                a = (sm[k + 1, j, i] - 2.0 * c0 + sm[k - 1, j, i]) / (sz * sz)
+                b = (sm[k, j + 1, i] - 2.0 * c0 + sm[k, j - 1, i]) / (sy * sy)
+                c = (sm[k, j, i + 1] - 2.0 * c0 + sm[k, j, i - 1]) / (sx * sx)
+                d = (sm[k + 1, j + 1, i] - sm[k + 1, j - 1, i] - sm[k - 1, j + 1, i] + sm[k - 1, j - 1, i]) / (4.0 * sz * sy)
+                e = (sm[k + 1, j, i + 1] - sm[k + 1, j, i - 1] - sm[k - 1, j, i + 1] + sm[k - 1, j, i - 1]) / (4.0 * sz * sx)
+                f = (sm[k, j + 1, i + 1] - sm[k, j + 1, i - 1] - sm[k, j - 1, i + 1] + sm[k, j - 1, i - 1]) / (4.0 * sy * sx)
+                l1, l2, l3, vz, vy, vx = _sym3_min_eig(a, b, c, d, e, f)
+                if l1 >= 0.0:
+                    continue
+                if -l1 * half_depth_mm * half_depth_mm * 0.5 < min_depth:
+                    continue
+                if abs(l2) > max_ratio * (-l1) or abs(l3) > max_ratio * (-l1):
+                    continue
+                gz = (sm[k + 1, j, i] - sm[k - 1, j, i]) / (2.0 * sz)
+                gy = (sm[k, j + 1, i] - sm[k, j - 1, i]) / (2.0 * sy)
+                gx = (sm[k, j, i + 1] - sm[k, j, i - 1]) / (2.0 * sx)
+                step = -(gz * vz + gy * vy + gx * vx) / l1
+                reach = 0.5 * (abs(vz) * sz + abs(vy) * sy + abs(vx) * sx)
+                if abs(step) <= reach:
+                    out[k, j, i] = 1
+    return out

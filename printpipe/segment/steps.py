@@ -197,6 +197,9 @@ def finish_parts(st: State) -> None:
     st.gap_ok = None
     st.labels, st.names, st.info["parts_cleanup"] = _clean_parts(st.labels, st.names, st.min_vox)
     if cfg.fill_cavities:
+        from printpipe.segment.solid import recover_shells
+        st.info["shells"] = recover_shells(st.labels, st.names, hu, st.vol.spacing, cfg.hu_range[0])
+        _cut_gaps(st.labels, hu)
         z_ends = (st.lo_idx[0] == 0, st.lo_idx[0] + st.labels.shape[0] >= st.scan_shape[0])
         st.info["solidified"] = _solidify(st.labels, st.names, hu, st.vol.spacing, z_ends)
     if cfg.separate:
