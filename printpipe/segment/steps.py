@@ -231,10 +231,17 @@ def finish_parts(st: State) -> None:
     st.info["names"] = {str(k): v for k, v in st.names.items()}
 
 
+#: the outer shell (mm) of the fitted head sphere taken only where it is bone: the fit's residual
+#: (0.8-1.2 mm rms on real heads) puts cartilage and joint space there
+_HEAD_SHELL_MM = 2.0
+
+
 def _restore_heads(st: State) -> dict[str, int]:
-    """The femoral head is a sphere: bone inside the fitted head (its bone surface) belongs to the
-    femur. Thick slices blur the dome into the acetabular roof, and the half-maximum
-    refinement, seeing the cup's cortex beyond, would otherwise peel the dome a slice or two."""
+    """The femoral head is a sphere: all inside the fitted head (its bone surface) that no other
+    part holds belongs to the femur. Thick slices blur the dome into the acetabular roof, and the
+    half-maximum refinement, seeing the cup's cortex beyond, would otherwise peel the dome a slice
+    or two; under the fovea and facing the acetabular fossa no cortex closes the head, so its
+    marrow (below the threshold) would stay out of the part."""
     from printpipe.segment.anatomy import _box, _coords
 
     inv = {v: k for k, v in st.names.items()}
@@ -247,8 +254,10 @@ def _restore_heads(st: State) -> dict[str, int]:
         p = _coords(st.vol, sl) - h.center.astype(np.float32)
         inside = (p ** 2).sum(-1) < np.float32(h.radius_mm ** 2)
         sub = st.labels[sl]
-        # bone the refinement peeled (bright, unlabelled); marrow inside is filled later anyway
-        add = inside & (sub == 0) & (st.vol.hu[sl] >= st.config.hu_range[0])
+        # bone the refinement peeled, and the marrow under the fovea and the acetabular fossa,
+        # where no cortex closes the head: everything inside the sphere no other part holds
+        core = (p ** 2).sum(-1) < np.float32(max(h.radius_mm - _HEAD_SHELL_MM, 0.0) ** 2)
+        add = (core | (inside & (st.vol.hu[sl] >= st.config.hu_range[0]))) & (sub == 0)
         sub[add] = lab
         out[side] = int(add.sum())
     return out
