@@ -276,3 +276,74 @@ def _plate_crests(hu: np.ndarray, cand: np.ndarray, spacing: tuple[float, float,
         r = bright_sheets(sm, c, sp[0], sp[1], sp[2], _SHELL_HALF_MM, _SHELL_DEPTH_HU, _SHELL_PLATE_RATIO)
         out[k0:k1] = r[k0 - a:k1 - a].view(bool)
     return out
+
+
+#: the sacral canal lies on the mid-sagittal plane (up to ~30 mm wide at S1): a piece added to the
+#: sacrum's axial section that reaches within this distance (mm) of the plane may be the canal
+_CANAL_HALF_MM = 15.0
+
+
+#: radius (mm) of the in-plane closing that gives the sacrum its alae (see close_sacrum). The
+#: alae's walls towards the sacroiliac joints and the pelvis are thin plates that thick slices
+#: and fatty marrow leave below the threshold over 20-30 mm. Measured on the pelvic-ref002 sacrum
+#: (Dice 0.40 without): 0.434 with the mirror rule, 275 voxels outside the expert label. Without
+#: the mirror rule it was 0.42 / 0.46 / 0.48 / 0.51 at 8 / 12 / 15 / 20 mm, but the pelvic-ref003
+#: sacrum came out lopsided (centroid 6.3 mm off the mid-sagittal plane); filling the canal band
+#: too (canal = hindmost piece there) reached 0.56, a convex hull 0.66 with 10,000 voxels outside
+#: the label; both filled the canal on pelvic-ref003, so neither is used
+_SACRUM_CLOSE_MM = 15.0
+
+
+def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float, float, float],
+                 offset: np.ndarray | None) -> dict[str, Any]:
+    """Give the sacrum its alae, in place: each axial section is closed with a disc of
+    ``_SACRUM_CLOSE_MM`` and its holes filled, but only beside the canal, further than
+    ``_CANAL_HALF_MM`` from the mid-sagittal plane (``offset``: each column's signed distance to it,
+    mm, increasing along the columns), where the mirror image across the plane is sacrum or
+    added too, and nothing 26-adjacent to another part. The band around the midline (canal, body) keeps what
+    the other rules gave it: HU cannot tell the canal's fat and CSF from fatty marrow, and a canal
+    filled by mistake would hide the nerve roots from a screw plan, where a hollow body shows as
+    the artefact it is. Run after the lumbar spine is cut off, so vertebrae keep their own shape.
+    Returns the voxels added."""
+    import edt
+
+    from printpipe.kernels.segment import clear_near_other
+
+    lab = next((k for k, n in names.items() if n == "sacrum"), None)
+    if lab is None or offset is None:
+        return {}
+    objs = ndi.find_objects(labels, max_label=lab)
+    sl = objs[lab - 1:lab]
+    if not sl or sl[0] is None:
+        return {}
+    sp = [float(s) for s in spacing]
+    pad = [0] + [int(math.ceil(_SACRUM_CLOSE_MM / s)) + 1 for s in sp[1:]]
+    box = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(sl[0], pad, labels.shape))
+    sub = labels[box]
+    m = sub == lab
+    an = (1e6, sp[1], sp[2])   # in-plane only
+    r = _SACRUM_CLOSE_MM
+    dil = edt.edt(~m, anisotropy=an, black_border=False, parallel=_threads()) <= r
+    closed = edt.edt(dil, anisotropy=an, black_border=True, parallel=_threads()) > r
+    del dil
+    closed |= m
+    off = np.asarray(offset, dtype=float)
+    near_mid = np.abs(off[box[2]]) <= _CANAL_HALF_MM
+    # each column's mirror image across the plane (columns run to the patient's left, so the
+    # offsets increase along them)
+    cols = np.arange(box[2].start, box[2].stop)
+    mirror = np.rint(np.interp(-off[cols], off, np.arange(len(off)))).astype(int) - box[2].start
+    inside = (mirror >= 0) & (mirror < len(cols))
+    new = np.zeros_like(m)
+    for k in np.flatnonzero(m.any(axis=(1, 2))):
+        add = ndi.binary_fill_holes(closed[k]) & (sub[k] == 0) & ~near_mid
+        # the alae are mirror images: a voxel is added only where its mirror image is sacrum or
+        # added too, so a wall lost on one side only does not make the part lopsided
+        both = add | m[k]
+        seen = np.zeros_like(add)
+        seen[:, inside] = both[:, mirror[inside]]
+        new[k] = add & seen
+    n_new = clear_near_other(sub, new, lab)
+    sub[new] = lab
+    return {"voxels_added": int(n_new), "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
+

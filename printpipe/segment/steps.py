@@ -204,6 +204,9 @@ def finish_parts(st: State) -> None:
         st.info["solidified"] = _solidify(st.labels, st.names, hu, st.vol.spacing, z_ends)
     if cfg.separate:
         st.names, st.info["spine_split"] = _split_spine(st.labels, st.names, hu, st.vol.spacing)
+    if cfg.fill_cavities:
+        from printpipe.segment.solid import close_sacrum
+        st.info["sacrum_closed"] = close_sacrum(st.labels, st.names, st.vol.spacing, _midline_offset(st))
     if cfg.hollow_wall_mm is not None:
         import edt
 
@@ -234,6 +237,19 @@ def finish_parts(st: State) -> None:
 #: the outer shell (mm) of the fitted head sphere taken only where it is bone: the fit's residual
 #: (0.8-1.2 mm rms on real heads) puts cartilage and joint space there
 _HEAD_SHELL_MM = 2.0
+
+
+def _midline_offset(st: State) -> np.ndarray | None:
+    """Each column's signed distance (mm, + to the patient's left) from the sagittal plane through
+    the midpoint of the two femoral heads, measured at the middle row and slice of the working
+    volume; None without both heads."""
+    if len(st.heads) != 2:
+        return None
+    mid = np.mean([h.center for h in st.heads.values()], axis=0)
+    nz, ny, nx = st.vol.shape
+    idx = np.stack([np.full(nx, nz / 2.0), np.full(nx, ny / 2.0), np.arange(nx, dtype=float)], axis=1)
+    x = st.vol.index_to_patient(idx)[:, 0]
+    return x - mid[0]
 
 
 def _restore_heads(st: State) -> dict[str, int]:
