@@ -29,6 +29,7 @@ __all__ = [
     "PART_COLORS",
     "part_color",
     "write_stl",
+    "write_stl_files",
     "write_3mf",
     "write_obj",
     "write_ply",
@@ -175,24 +176,72 @@ def write_stl(path, parts, frame_note: str = "LPS patient frame, mm", space: str
     the winding.
     """
     items = _parts(parts)
-    tris = np.concatenate([np.asarray(m.vertices, dtype=np.float64)[np.asarray(m.faces)] for m in items.values()])
+    return write_stl_files({path: list(items)}, items, frame_note=frame_note, space=space)[0]
+
+
+def write_stl_files(targets: Mapping[object, list[str]], parts, frame_note: str = "LPS patient frame, mm",
+                    space: str | None = "LPS") -> list[Path]:
+    """Write several binary STLs, each holding some of ``parts``, as :func:`write_stl` would.
+
+    Parameters
+    ----------
+    targets : mapping of path-like -> list of part names
+        The files to write and the parts each holds, in that order (a part may go into several
+        files, e.g. ``parts/pelvis.stl`` and ``model.stl``).
+    parts : dict of name -> Trimesh
+    frame_note, space
+        As for :func:`write_stl`.
+
+    Returns
+    -------
+    list of Path
+        The files written, in the order of ``targets``.
+
+    Notes
+    -----
+    Each part's 50-byte triangle records (float32 normal and corners) are computed once and reused
+    by every file that holds the part: the bytes are those of one :func:`write_stl` call per file.
+    """
+    items = _parts(parts)
+    records: dict[str, np.ndarray] = {}
+    written = []
+    space_tag = f"SPACE={space} | " if space else ""     # early in the header: it is cut at 80 bytes
+    for path, names in targets.items():
+        names = list(names)
+        if not names:
+            raise InputError(f"nothing to write into {Path(path).name}: no parts given")
+        for name in names:
+            if name not in records:
+                records[name] = _stl_records(items[name])
+        header_text = f"printpipe {__version__} | {space_tag}{frame_note} | {','.join(names)}"
+        header = header_text.encode("ascii", "replace")[:80].ljust(80, b" ")
+        count = sum(len(records[name]) for name in names)
+        path = Path(path)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                fh.write(header)
+                fh.write(np.uint32(count).tobytes())
+                for name in names:
+                    fh.write(memoryview(records[name]).cast("B"))
+        log.info("wrote %s (%d triangles)", path.name, count)
+        written.append(path)
+    return written
+
+
+_STL_RECORD = np.dtype([("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+
+
+def _stl_records(mesh: trimesh.Trimesh) -> np.ndarray:
+    """Binary STL records of a mesh's triangles: the facet normal (unit, from the winding; zero for a
+    degenerate face) and the three corners, float32, attribute 0."""
+    tris = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
     normals = np.cross(tris[:, 1] - tris[:, 0], tris[:, 2] - tris[:, 0])
     length = np.linalg.norm(normals, axis=1)
     normals = np.divide(normals, length[:, None], out=np.zeros_like(normals), where=length[:, None] > 0)
-    space_tag = f"SPACE={space} | " if space else ""     # early in the header: it is cut at 80 bytes
-    header_text = f"printpipe {__version__} | {space_tag}{frame_note} | {','.join(items)}"
-    header = header_text.encode("ascii", "replace")[:80].ljust(80, b" ")
-    rec = np.zeros(len(tris), dtype=[("n", "<f4", 3), ("v", "<f4", (3, 3)), ("attr", "<u2")])
+    rec = np.zeros(len(tris), dtype=_STL_RECORD)
     rec["n"] = normals
     rec["v"] = tris
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(np.uint32(len(tris)).tobytes())
-            fh.write(rec.tobytes())
-    log.info("wrote %s (%d triangles)", path.name, len(tris))
-    return path
+    return rec
 
 
 def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path:

@@ -335,13 +335,17 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     grid = volume if volume is not None else seg.volume
-    labels = _on_grid(seg, grid)
     names = {int(k): str(v) for k, v in sorted(seg.names.items())}
     from scipy import ndimage as ndi
 
-    boxes = ndi.find_objects(labels)                              # one pass: (z, y, x) box per value
+    # boxes and the filter on the segmentation's own (cropped) grid, then placed on the CT's grid
+    sub = np.asarray(seg.labels)
+    boxes = ndi.find_objects(sub)                                 # one pass: (z, y, x) box per value
     if any(box is not None and v + 1 not in names for v, box in enumerate(boxes)):
-        labels = np.where(np.isin(labels, list(names)), labels, 0).astype(labels.dtype)  # exported parts only
+        sub = np.where(np.isin(sub, list(names)), sub, 0).astype(sub.dtype)  # exported parts only
+    labels, lo = _on_grid(seg, grid, sub)
+    boxes = [None if box is None else tuple(slice(s.start + o, s.stop + o) for s, o in zip(box, lo))
+             for box in boxes]
     ijk_to_lps = _ijk_to_lps(grid)
     voxels_ijk = labels.transpose(2, 1, 0)      # (i, j, k) = (x, y, z) view, no copy
     written = []
@@ -947,19 +951,21 @@ def _crop(volume: Volume, labels: np.ndarray, margin: int = 2) -> tuple[Volume, 
     return sub, np.ascontiguousarray(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
 
 
-def _on_grid(seg, grid: Volume) -> np.ndarray:
-    """``seg.labels`` placed on ``grid`` (``seg.volume`` is ``grid`` or a crop of it)."""
+def _on_grid(seg, grid: Volume, labels: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """``labels`` (default ``seg.labels``, on ``seg.volume``) placed on ``grid`` (``seg.volume`` is
+    ``grid`` or a crop of it), and the index of the crop's first voxel on ``grid``."""
     sub = seg.volume
+    labels = np.asarray(seg.labels if labels is None else labels)
     if sub.shape == grid.shape and np.allclose(sub.origin, grid.origin, atol=GRID_TOL_MM):
-        return np.asarray(seg.labels)
+        return labels, (0, 0, 0)
     offset = grid.patient_to_index(np.asarray(sub.origin))[0]
     lo = np.rint(offset).astype(int)
     if (np.abs(offset - lo).max() > 1e-3 or np.any(lo < 0) or np.any(lo + sub.shape > grid.shape)
             or not np.allclose(sub.spacing, grid.spacing)):
         raise InputError("the segmentation's grid is not a crop of the CT's; cannot write label maps")
-    out = np.zeros(grid.shape, dtype=np.asarray(seg.labels).dtype)
-    out[lo[0]:lo[0] + sub.shape[0], lo[1]:lo[1] + sub.shape[1], lo[2]:lo[2] + sub.shape[2]] = seg.labels
-    return out
+    out = np.zeros(grid.shape, dtype=labels.dtype)
+    out[lo[0]:lo[0] + sub.shape[0], lo[1]:lo[1] + sub.shape[1], lo[2]:lo[2] + sub.shape[2]] = labels
+    return out, tuple(int(v) for v in lo)
 
 
 def _extent(box_zyx) -> list[int]:

@@ -8,6 +8,7 @@ case never leaves half-written or stale-looking output behind.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -30,7 +31,7 @@ from printpipe._atomic import atomic_write_text, sha256_file
 from printpipe._version import __version__
 from printpipe.dicom import DicomConfig, read_series
 from printpipe.errors import InputError, MeshError, SegmentationError
-from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl
+from printpipe.export import ExportConfig, to_plate_frame, write_3mf, write_obj, write_ply, write_stl_files
 from printpipe.labels import LabelsConfig
 from printpipe.plausibility import check_hu
 from printpipe.repair import RepairConfig, decimate, fidelity, repair
@@ -219,19 +220,23 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             warnings += mirror_info.get("warnings", [])
 
         with stage("export"):
-            export_parts = dict(parts)
-            frame_transform = None
-            if config.export.frame == "plate":
-                export_parts, frame_transform = to_plate_frame(export_parts)
-                if mirrored:
-                    mirrored_patient = dict(mirrored)
-                    mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
-            _write_models(staging, export_parts, mirrored, config, volume)
-            # the written models are read back in a thread while the label maps are written
-            verifying = _start_verify(staging, parts, mirrored, reports, extras, raws, frame_transform)
-            from printpipe.labels import write as write_labels
-
-            write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
+            # the label maps (mostly zlib, which runs without the GIL) and the input hash are
+            # written in a thread beside the models; the written models are read back in another
+            labelling = _start_labels(staging, seg, volume)
+            try:
+                export_parts = dict(parts)
+                frame_transform = None
+                if config.export.frame == "plate":
+                    export_parts, frame_transform = to_plate_frame(export_parts)
+                    if mirrored:
+                        mirrored_patient = dict(mirrored)
+                        mirrored = {k: m.copy().apply_transform(frame_transform) for k, m in mirrored.items()}
+                _write_models(staging, export_parts, mirrored, config, volume)
+                verifying = _start_verify(staging, parts, mirrored, reports, extras, raws, frame_transform)
+            except BaseException:
+                concurrent.futures.wait([labelling])  # nothing may still write when staging is removed
+                raise
+            volume_hash = labelling.result()  # segmentation.seg.nrrd, .nii.gz, labels.json written
 
         print_info = None
         extra_images: dict[str, Path] = {}
@@ -249,7 +254,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             "status": "ok",
             "parameters": config.to_dict(),
             "params_hash": config.params_hash(),
-            "input_hash": input_hash(volume),
+            "input_hash": volume_hash,
             "input": _input_summary(volume),
             "segmentation": _jsonable(seg_info),
             "parts": [
@@ -362,6 +367,26 @@ def _threads() -> int:
         return os.cpu_count() or 1
 
 
+def _start_labels(staging: Path, seg, volume: Volume) -> concurrent.futures.Future:
+    """Write the label maps (:func:`printpipe.labels.write`) and hash the input (:func:`input_hash`)
+    in a daemon thread; the future's result is the hash, or the exception raised."""
+    import threading
+
+    from printpipe.labels import write as write_labels
+
+    future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
+            future.set_result(input_hash(volume))
+        except BaseException as exc:  # raised in the main thread by result()
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="printpipe-labels", daemon=True).start()
+    return future
+
+
 def _start_verify(staging: Path, parts: dict, mirrored: dict, reports: dict, extras: dict, raws: dict,
                   frame_transform) -> tuple[Any, list[dict]]:
     """Start :func:`printpipe.verify.verify_outputs` on the written models in a daemon thread.
@@ -441,9 +466,10 @@ def _write_models(staging: Path, parts: dict, mirrored: dict, config: PipelineCo
     frame_note = "LPS patient frame, mm" if config.export.frame == "patient" else "build plate frame, mm"
     space = "LPS" if config.export.frame == "patient" else None   # 3D Slicer's SPACE= header tag
     formats = set(config.export.formats)
-    for name, mesh in {**parts, **mirrored}.items():
-        write_stl(staging / "parts" / f"{name}.stl", {name: mesh}, frame_note=frame_note, space=space)
-    write_stl(staging / "model.stl", parts, frame_note=frame_note, space=space)
+    # every part's triangle records are computed once for its own file and model.stl
+    targets = {staging / "parts" / f"{name}.stl": [name] for name in {**parts, **mirrored}}
+    targets[staging / "model.stl"] = list(parts)
+    write_stl_files(targets, {**parts, **mirrored}, frame_note=frame_note, space=space)
     meta = {
         "units": "millimeter",
         "frame": frame_note,
