@@ -509,14 +509,15 @@ def test_force_continues_with_the_warning_in_manifest_and_report(tmp_path):
 
 def test_a_file_that_disagrees_with_the_manifest_fails_the_case_and_publishes_nothing(tmp_path, monkeypatch):
     folder = _sample_subset(tmp_path / "ok")
-    real_write = pipeline.write_stl
+    real_write = pipeline.write_stl_files
 
-    def lossy_write_stl(path, parts, **kw):  # a writer that loses the last triangle
-        out = real_write(path, parts, **kw)
-        _rewrite_stl(Path(path), _stl_corners(Path(path))[:-1])
+    def lossy_write_stl_files(targets, parts, **kw):  # a writer that loses the last triangle of each file
+        out = real_write(targets, parts, **kw)
+        for path in out:
+            _rewrite_stl(Path(path), _stl_corners(Path(path))[:-1])
         return out
 
-    monkeypatch.setattr(pipeline, "write_stl", lossy_write_stl)
+    monkeypatch.setattr(pipeline, "write_stl_files", lossy_write_stl_files)
     out = tmp_path / "out"
     with pytest.raises(MeshError, match=r"^parts/\w+\.stl as written does not match the manifest: part \w+ "
                                         r"holds \d+ triangles, the manifest says \d+; nothing was published"):
