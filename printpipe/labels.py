@@ -349,9 +349,6 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
     ijk_to_lps = _ijk_to_lps(grid)
     voxels_ijk = labels.transpose(2, 1, 0)      # (i, j, k) = (x, y, z) view, no copy
     written = []
-
-    import slicerio
-
     segmentation = {"voxels": labels, "ijkToLPS": ijk_to_lps, "segments": [],
                     "containedRepresentationNames": ["Binary labelmap"],
                     "masterRepresentation": "Binary labelmap", "referenceImageExtentOffset": [0, 0, 0]}
@@ -363,8 +360,7 @@ def write(outdir: str | os.PathLike, seg, volume: Volume | None = None) -> list[
         })
     target = outdir / "segmentation.seg.nrrd"
     with atomic_path(target, suffix=".seg.nrrd") as tmp:
-        # (z, y, x) C-order is the (i, j, k) Fortran-order layout NRRD stores
-        slicerio.write_segmentation(str(tmp), segmentation, compression_level=1, index_order="C")
+        _write_seg_nrrd(tmp, segmentation, compression_level=1)
     written.append(target)
 
     import nibabel as nib
@@ -949,6 +945,41 @@ def _crop(volume: Volume, labels: np.ndarray, margin: int = 2) -> tuple[Volume, 
     hi = tuple(min(int(i[-1]) + 1 + margin, n) for i, n in zip(idx, labels.shape))
     sub = volume.crop(lo, hi)
     return sub, np.ascontiguousarray(labels[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]])
+
+
+def _write_seg_nrrd(path, segmentation: dict, compression_level: int) -> None:
+    """``slicerio.write_segmentation(path, segmentation, compression_level, index_order="C")``,
+    the same bytes, without the copy of the whole label volume that pynrrd makes to compress it.
+
+    slicerio writes the header of a one-voxel stand-in (its fields do not depend on the voxels
+    but for ``sizes``, set here); the voxels, (z, y, x) C-order being the (i, j, k) Fortran-order
+    layout NRRD stores, are then gzip-compressed straight from the array's memory in 1 MiB pieces,
+    as pynrrd does after its copy.
+    """
+    import io
+    import zlib
+
+    import slicerio
+
+    voxels = np.ascontiguousarray(segmentation["voxels"])
+    probe = io.BytesIO()
+    slicerio.write_segmentation(probe, dict(segmentation, voxels=np.zeros((1, 1, 1), dtype=voxels.dtype)),
+                                compression_level=compression_level, index_order="C")
+    header, sep, _ = probe.getvalue().partition(b"\n\n")
+    lines = header.split(b"\n")
+    sizes = [i for i, line in enumerate(lines) if line.startswith(b"sizes: ")]
+    if sep != b"\n\n" or len(sizes) != 1 or lines[sizes[0]] != b"sizes: 1 1 1" \
+            or b"encoding: gzip" not in lines:
+        raise RuntimeError("unexpected NRRD header from slicerio; cannot write the segmentation")
+    lines[sizes[0]] = ("sizes: " + " ".join(str(n) for n in voxels.shape[::-1])).encode("ascii")
+    data = memoryview(voxels.reshape(-1)).cast("B")
+    compressor = zlib.compressobj(compression_level, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    chunk = 2 ** 20
+    with open(path, "wb") as fh:
+        fh.write(b"\n".join(lines) + b"\n\n")
+        for start in range(0, len(data), chunk):
+            fh.write(compressor.compress(data[start:start + chunk]))
+        fh.write(compressor.flush())
 
 
 def _on_grid(seg, grid: Volume, labels: np.ndarray | None = None) -> tuple[np.ndarray, tuple[int, int, int]]:

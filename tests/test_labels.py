@@ -304,3 +304,26 @@ def test_slicer_layers_and_crop(phantom, tmp_path):
     assert np.array_equal(got["sacrum"], full_extra)
     assert np.array_equal(got["hip_left"], (labels == 1) & ~full_extra)
     assert any("overlap by 64 voxels" in w for w in back.warnings)
+
+
+@pytest.mark.parametrize("dtype, top", [(np.uint8, 5), (np.uint16, 400)])
+def test_seg_nrrd_streamed_is_slicerio_byte_for_byte(tmp_path, dtype, top):
+    """The .seg.nrrd written without pynrrd's copy of the volume is slicerio's file, byte for byte
+    (but for pynrrd's "# on <date>" comment)."""
+    import re
+
+    import slicerio
+
+    from printpipe.labels import _write_seg_nrrd
+
+    vox = np.zeros((9, 70, 60), dtype)
+    vox[2:7, 10:50, 5:55] = np.random.default_rng(0).integers(0, top, (5, 40, 50))
+    seg = {"voxels": vox, "ijkToLPS": np.diag([0.7, 0.8, 2.0, 1.0]), "segments": [
+        {"id": "Segment_1", "name": "femur_left", "labelValue": 1, "layer": 0, "color": [0.1, 0.2, 0.3],
+         "extent": [5, 54, 10, 49, 2, 6]}],
+        "containedRepresentationNames": ["Binary labelmap"], "masterRepresentation": "Binary labelmap",
+        "referenceImageExtentOffset": [0, 0, 0]}
+    slicerio.write_segmentation(str(tmp_path / "a.seg.nrrd"), seg, compression_level=1, index_order="C")
+    _write_seg_nrrd(tmp_path / "b.seg.nrrd", seg, 1)
+    a, b = (re.sub(rb"# on [^\n]*\n", b"", (tmp_path / n).read_bytes(), count=1) for n in ("a.seg.nrrd", "b.seg.nrrd"))
+    assert a == b
