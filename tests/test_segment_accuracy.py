@@ -35,8 +35,8 @@ FLOORS: dict[tuple[str, str, str], tuple[float, float | None]] = {
     ("ref002", "labels", "hip_left"): (0.861, 1.8),         # measured 0.881, 1.26 mm
     ("ref002", "labels", "hip_right"): (0.884, 1.6),        # measured 0.904, 1.08 mm
     # the sacrum of this patient is osteoporotic: its marrow reads like soft tissue (median 73 HU),
-    # only the cortex thresholds as bone (71 ml of 252 ml, with the alae closed)
-    ("ref002", "labels", "sacrum"): (0.413, 5.8),           # measured 0.433, 5.31 mm (ff84fb2)
+    # only the cortex thresholds as bone; with the alae closed the part holds 106 ml of 252 ml
+    ("ref002", "labels", "sacrum"): (0.548, 5.3),           # measured 0.568, 4.76 mm (alae walled in)
     ("ref002", "labels", "femur_left"): (0.911, 1.7),       # measured 0.931, 1.22 mm
     ("ref002", "labels", "femur_right"): (0.929, 1.3),      # measured 0.949, 0.80 mm
     ("ref002", "labels", "spine"): (0.711, 2.9),            # measured 0.731, 2.38 mm
