@@ -292,10 +292,9 @@ def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path
         out.write(f'  <object id="{oid}" name={quoteattr(name)} type="model" pid="1" pindex="{i}">\n'
                   '   <mesh>\n    <vertices>\n')
         v = np.asarray(mesh.vertices, dtype=np.float64)
-        out.write(_format_rows_bytes('     <vertex x="%.5f" y="%.5f" z="%.5f"/>', v))
+        out.write_rows('     <vertex x="%.5f" y="%.5f" z="%.5f"/>', v)
         out.write('    </vertices>\n    <triangles>\n')
-        out.write(_format_rows_bytes('     <triangle v1="%d" v2="%d" v3="%d"/>',
-                                     np.asarray(mesh.faces, dtype=np.int64)))
+        out.write_rows('     <triangle v1="%d" v2="%d" v3="%d"/>', np.asarray(mesh.faces, dtype=np.int64))
         out.write('    </triangles>\n   </mesh>\n  </object>\n')
     out.write(' </resources>\n <build>\n')
     for i in range(len(items)):
@@ -318,7 +317,7 @@ def write_3mf(path, parts, metadata: Mapping[str, object] | None = None) -> Path
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=2) as zf:
             zf.writestr("[Content_Types].xml", content_types)
             zf.writestr("_rels/.rels", rels)
-            zf.writestr("3D/3dmodel.model", out.getvalue())
+            out.write_to_zip(zf, "3D/3dmodel.model")
     log.info("wrote %s (%d objects)", path.name, len(items))
     return path
 
@@ -521,7 +520,11 @@ def _format_rows(fmt: str, rows: np.ndarray) -> str:
 
 
 class _ByteWriter:
-    """Collects text (UTF-8 encoded) and bytes pieces; ``getvalue`` joins them once."""
+    """Collects text (UTF-8 encoded) and bytes pieces; ``getvalue`` joins them once, and
+    ``write_to_zip`` streams them into a zip entry without joining them."""
+
+    #: rows formatted at a time by ``write_rows`` (the formatter's scratch buffer is ~100 bytes a row)
+    ROWS = 100_000
 
     def __init__(self) -> None:
         self._parts: list[bytes] = []
@@ -529,8 +532,30 @@ class _ByteWriter:
     def write(self, s: str | bytes) -> None:
         self._parts.append(s.encode("utf-8") if isinstance(s, str) else bytes(s))
 
+    def write_rows(self, fmt: str, rows: np.ndarray) -> None:
+        """``write(_format_rows_bytes(fmt, rows))``, the same bytes, formatted ``ROWS`` rows at a time."""
+        for start in range(0, len(rows), self.ROWS):
+            self._parts.append(_format_rows_bytes(fmt, rows[start:start + self.ROWS]))
+
     def getvalue(self) -> bytes:
         return b"".join(self._parts)
+
+    def write_to_zip(self, zf: zipfile.ZipFile, name: str) -> None:
+        """``zf.writestr(name, self.getvalue())``, byte for byte, without the joined copy.
+
+        The entry is set up as ``writestr`` sets it up (time, compression, permissions, size, so
+        also the ZIP64 choice); deflate's output does not depend on how its input is cut.
+        """
+        import time as _time
+
+        zinfo = zipfile.ZipInfo(filename=name, date_time=_time.localtime(_time.time())[:6])
+        zinfo.compress_type = zf.compression
+        zinfo._compresslevel = zf.compresslevel
+        zinfo.external_attr = 0o600 << 16
+        zinfo.file_size = sum(len(p) for p in self._parts)
+        with zf.open(zinfo, mode="w") as dest:
+            for piece in self._parts:
+                dest.write(piece)
 
 
 _FMT_SPEC = re.compile(r"%(?:\.(\d+)f|d)")
