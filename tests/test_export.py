@@ -188,3 +188,30 @@ def test_warmup_compiles_the_row_writer():
 
     export_module.warmup()
     assert export_module._write_rows.signatures
+
+
+def test_3mf_model_streamed_into_the_zip_is_writestr_byte_for_byte(tmp_path, monkeypatch):
+    """The model entry written piece by piece (rows formatted in batches) is what ``writestr`` of
+    the joined text writes."""
+    import time
+    import zipfile
+
+    from printpipe import export
+
+    fixed = time.localtime(1_700_000_000)
+    monkeypatch.setattr(time, "localtime", lambda *a: fixed)
+    monkeypatch.setattr(export._ByteWriter, "ROWS", 7)  # several batches even on a small mesh
+    out = export._ByteWriter()
+    out.write("<model>\n")
+    mesh = trimesh.creation.icosphere(2)
+    out.write_rows('<vertex x="%.5f" y="%.5f" z="%.5f"/>', np.asarray(mesh.vertices))
+    out.write_rows('<triangle v1="%d" v2="%d" v3="%d"/>', np.asarray(mesh.faces))
+    out.write("</model>\n")
+    for name, write in (("a", lambda zf: zf.writestr("3D/3dmodel.model", out.getvalue())),
+                        ("b", lambda zf: out.write_to_zip(zf, "3D/3dmodel.model"))):
+        with zipfile.ZipFile(tmp_path / f"{name}.3mf", "w", compression=zipfile.ZIP_DEFLATED, compresslevel=2) as zf:
+            write(zf)
+    assert (tmp_path / "a.3mf").read_bytes() == (tmp_path / "b.3mf").read_bytes()
+    whole = (b"<model>\n" + export._format_rows_bytes('<vertex x="%.5f" y="%.5f" z="%.5f"/>', np.asarray(mesh.vertices))
+             + export._format_rows_bytes('<triangle v1="%d" v2="%d" v3="%d"/>', np.asarray(mesh.faces)) + b"</model>\n")
+    assert out.getvalue() == whole
