@@ -29,9 +29,15 @@ Cases:
   ``benchmarks/make_case_series.py`` (generated on first use into ``$PRINTPIPE_BENCH_DATA`` or
   ``/tmp/printpipe-bench``; not kept in git).
 
+``--baseline TREE`` adds a third contestant in every round: ``printpipe run`` from another source
+tree (an older commit, e.g. ``git archive <commit> | tar -x -C TREE``, plus any files to carry
+over), started with that tree first on ``sys.path`` (``TREE/cli`` and ``TREE/kernels`` as
+``printpipe.cli`` and ``printpipe.kernels``). Its row and the ratio printpipe / baseline are printed;
+the two printpipe runs of a round are next to each other, so the ratio is measured side by side.
+
 Usage::
 
-    .venv/bin/python benchmarks/bench_case.py [--case all|pelvis|j2k650] [--repeat 3]
+    .venv/bin/python benchmarks/bench_case.py [--case all|pelvis|j2k650] [--repeat 3] [--baseline TREE]
 
 Needs the ``bench`` extra (``pip install -e '.[bench]'``: vtk, SimpleITK, psutil).
 """
@@ -146,9 +152,19 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     return {"wall": wall, "peak_mb": peak / 2**20, "maxrss_mb": usage.ru_maxrss / 1024}
 
 
-def run_printpipe(folder: Path, out: Path) -> dict:
-    exe = Path(sys.executable).with_name("printpipe")
-    cmd = [str(exe), "run", str(folder), "-o", str(out), "--quiet"]
+#: ``python -c`` launcher of ``printpipe`` from the source tree in argv[1] (see ``--baseline``)
+_TREE_LAUNCHER = (
+    "import sys; tree = sys.argv.pop(1); sys.path.insert(0, tree); import printpipe; "
+    "printpipe.__path__.append(tree); assert printpipe.__file__.startswith(tree), printpipe.__file__; "
+    "from printpipe.cli.main import main; sys.argv[0] = 'printpipe'; sys.exit(main())")
+
+
+def run_printpipe(folder: Path, out: Path, tree: Path | None = None) -> dict:
+    if tree is None:
+        cmd = [str(Path(sys.executable).with_name("printpipe"))]
+    else:
+        cmd = [sys.executable, "-c", _TREE_LAUNCHER, str(tree)]
+    cmd += ["run", str(folder), "-o", str(out), "--quiet"]
     shutil.rmtree(out, ignore_errors=True)
     res = run_measured(cmd)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -163,17 +179,26 @@ def run_script(folder: Path, out: Path) -> dict:
                          str(out / "model.stl")])
 
 
-def bench_case(name: str, folder: Path, repeat: int, work: Path) -> dict:
-    ours, peer = [], []
+def bench_case(name: str, folder: Path, repeat: int, work: Path, baseline: Path | None = None) -> dict:
+    ours, peer, base = [], [], []
     print(f"{name}: warm-up runs ...", file=sys.stderr, flush=True)
     run_printpipe(folder, work / "pp")
+    if baseline is not None:
+        run_printpipe(folder, work / "base", baseline)
     run_script(folder, work / "slicer")
     for i in range(repeat):
-        ours.append(run_printpipe(folder, work / "pp"))
+        # the two printpipe runs swap places every round, so neither always follows the script
+        first, second = ("ours", "base") if i % 2 == 0 else ("base", "ours")
+        for who in (first, second):
+            if who == "ours":
+                ours.append(run_printpipe(folder, work / "pp"))
+            elif baseline is not None:
+                base.append(run_printpipe(folder, work / "base", baseline))
         peer.append(run_script(folder, work / "slicer"))
-        print(f"{name}: round {i + 1}/{repeat}: printpipe {ours[-1]['wall']:.1f} s, "
+        extra = f", baseline {base[-1]['wall']:.1f} s" if base else ""
+        print(f"{name}: round {i + 1}/{repeat}: printpipe {ours[-1]['wall']:.1f} s{extra}, "
               f"script {peer[-1]['wall']:.1f} s", file=sys.stderr, flush=True)
-    return {"ours": ours, "peer": peer}
+    return {"ours": ours, "peer": peer, "base": base}
 
 
 def _series_shape(folder: Path) -> str:
@@ -194,26 +219,45 @@ def print_table(name: str, folder: Path, res: dict, repeat: int) -> None:
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"\n{name}: {_series_shape(folder)}; median of {repeat}, interleaved "
           f"(CPUs {cpus}, load {os.getloadavg()[0]:.1f})")
+    base = res.get("base") or []
+    rows = [("printpipe run", ours), ("Slicer-style script", peer)] + ([("baseline printpipe", base)] if base else [])
     print(f"{'':<22}{'wall s':>8}{'peak MB (sum)':>15}{'maxrss MB':>11}")
-    for label, runs, w in (("printpipe run", ours, wo), ("Slicer-style script", peer, wp)):
-        print(f"{label:<22}{w:>8.2f}{med(r['peak_mb'] for r in runs):>15.0f}"
+    for label, runs in rows:
+        print(f"{label:<22}{med(r['wall'] for r in runs):>8.2f}{med(r['peak_mb'] for r in runs):>15.0f}"
               f"{med(r['maxrss_mb'] for r in runs):>11.0f}")
     print(f"{'ratio printpipe/script':<22}{wo / wp:>8.2f}")
-    names = list(dict.fromkeys(k for r in ours for k in r["timings"] if k != "total"))
-    stages = {s: med(r["timings"].get(s, 0.0) for r in ours) for s in names}
-    total = med(r["timings"].get("total", 0.0) for r in ours)
-    stages["start+exit"] = med(r["wall"] - r["timings"].get("total", 0.0) for r in ours)
-    print("printpipe stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
-          + f"; in-process total {total:.2f}")
+    if base:
+        # per round (the two printpipe runs were next to each other), then the median
+        ratios = [o["wall"] / b["wall"] for o, b in zip(ours, base)]
+        print(f"{'ratio printpipe/base':<22}{med(ratios):>8.2f}  (per round: "
+              + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+    for label, runs in [("printpipe", ours)] + ([("baseline", base)] if base else []):
+        names = list(dict.fromkeys(k for r in runs for k in r["timings"] if k != "total"))
+        stages = {s: med(r["timings"].get(s, 0.0) for r in runs) for s in names}
+        total = med(r["timings"].get("total", 0.0) for r in runs)
+        stages["start+exit"] = med(r["wall"] - r["timings"].get("total", 0.0) for r in runs)
+        print(f"{label} stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+              + f"; in-process total {total:.2f}")
     print("printpipe parts (name, triangles, cm3): " + "; ".join(f"{n} {t:,} {v}" for n, t, v in ours[-1]["parts"]))
+    if base and base[-1]["parts"] != ours[-1]["parts"]:
+        print("baseline parts DIFFER (name, triangles, cm3): "
+              + "; ".join(f"{n} {t:,} {v}" for n, t, v in base[-1]["parts"]))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", choices=["pelvis", "j2k650", "all"], default="all")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per side (median reported)")
+    ap.add_argument("--baseline", type=Path, metavar="TREE",
+                    help="also run printpipe from this source tree (an older commit) in every round")
     ap.add_argument("--slicer-script", nargs=2, metavar=("SERIES", "STL"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.baseline is not None:
+        args.baseline = args.baseline.resolve()
+        if not (args.baseline / "printpipe" / "__init__.py").is_file() or not (args.baseline / "cli").is_dir():
+            print(f"--baseline {args.baseline}: not a printpipe source tree (printpipe/, cli/, kernels/)",
+                  file=sys.stderr)
+            return 2
     if args.slicer_script:
         slicer_script(*args.slicer_script)
         return 0
@@ -239,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="printpipe-bench-case-"))
     try:
         for name, folder in cases:
-            res = bench_case(name, folder, args.repeat, work / name.replace(" ", "_"))
+            res = bench_case(name, folder, args.repeat, work / name.replace(" ", "_"), args.baseline)
             print_table(name, folder, res, args.repeat)
             sys.stdout.flush()
     finally:

@@ -600,12 +600,12 @@ def input_hash(volume: Volume) -> str:
 def _outputs(staging: Path) -> list[dict]:
     kinds = {".stl": "stl", ".3mf": "3mf", ".obj": "obj", ".ply": "ply", ".gcode": "gcode",
              ".html": "report", ".png": "png", ".json": "json"}
-    out = []
-    for path in sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        out.append({"path": path.relative_to(staging).as_posix(),
-                    "kind": kinds.get(path.suffix.lower(), "file"),
-                    "sha256": sha256_file(path), "bytes": path.stat().st_size})
-    return out
+    paths = sorted(p for p in staging.rglob("*") if p.is_file() and not p.name.startswith("."))
+    # hashlib hashes without the GIL: the models, label maps and pictures are hashed side by side
+    with ThreadPoolExecutor(max(1, min(_threads(), len(paths)))) as pool:
+        digests = list(pool.map(sha256_file, paths))
+    return [{"path": path.relative_to(staging).as_posix(), "kind": kinds.get(path.suffix.lower(), "file"),
+             "sha256": digest, "bytes": path.stat().st_size} for path, digest in zip(paths, digests)]
 
 
 def _validate_manifest(manifest: dict) -> None:
