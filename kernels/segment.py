@@ -411,14 +411,15 @@ def relabel_split(seeds, comp, split, newlab):
 
 
 @njit(cache=True)
-def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, add):
+def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, add, every):
     """Fill marrow holes slice by slice (slices along axis 0; pass ``np.moveaxis`` views for the
     other planes). In each slice the background (``~closed``) is labelled with 4-connectivity;
     a component that touches no slice edge and holds no voxel of ``other`` is set in ``add`` when
     its area (``count * px``) is below ``pore``, or its mean HU is at least ``marrow_hu`` (or
     ``all_marrow``) and its area at most ``max_area``. The mean HU is taken away from the hole's
     rim (voxels 4-adjacent to ``closed``, partial volume of the bone around it) when any such
-    voxel exists. Returns the number of holes filled."""
+    voxel exists. Every component that touches no slice edge (a hole, whatever it holds) is set
+    in ``every``. Returns the number of holes filled."""
     n0, n1, n2 = closed.shape
     seen = np.zeros((n1, n2), np.bool_)
     queue = np.empty(n1 * n2, np.int64)
@@ -479,7 +480,13 @@ def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, ad
                     if not rim:
                         cnt_in += 1
                         hs_in += v
-                if border or bad:
+                if border:
+                    continue
+                for t in range(tail):
+                    q = queue[t]
+                    j = q // n2
+                    every[k, j, q - j * n2] = True
+                if bad:
                     continue
                 area = tail * px
                 mean = hs_in / cnt_in if cnt_in > 0 else hs / tail
