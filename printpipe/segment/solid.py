@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from printpipe.segment._util import _threads
+from printpipe.segment._util import _bbox, _threads
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +85,22 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         box = tuple(slice(a, b) for a, b in zip(lo, hi))
         passes = _FLAT_PASSES if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else 1
         n_new = 0
-        for _ in range(passes):
-            n = _solidify_part(labels[box], hu[box], lab, name, sp, lids)
+        size = np.count_nonzero(labels[box] == lab)
+        sub_box = box
+        for i in range(passes):
+            before = labels[sub_box] == lab if i + 1 < passes else None
+            n = _solidify_part(labels[sub_box], hu[sub_box], lab, name, sp, lids)
             n_new += n
-            if n < _PASS_SETTLED * np.count_nonzero(labels[box] == lab):
+            size += n
+            if n < _PASS_SETTLED * size or before is None:
                 break
+            # the next pass can only change what lies within reach of this pass's additions
+            changed = (labels[sub_box] == lab) & ~before
+            clo, chi = _bbox(changed, pad=0)
+            sub_box = tuple(slice(max(b.start + a - p, b0.start), min(b.start + c + p, b0.stop))
+                            for b, a, c, p, b0 in zip(sub_box, clo, chi, pad, box))
+            lids = (z_ends[0] and sub_box[0].start == 0, z_ends[1] and sub_box[0].stop == labels.shape[0])
+            del before, changed
         out[name] = {"voxels_added": n_new,
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
     return out
