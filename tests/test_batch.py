@@ -370,7 +370,9 @@ except KeyboardInterrupt:
 def test_interrupted_run_leaves_no_partial_folder_and_resumes(tree, tmp_path, counter):
     out = tmp_path / "out"
     script = _INTERRUPT_SCRIPT.format(here=str(HERE), tree=str(tree), out=str(out))
-    env = dict(os.environ, PRINTPIPE_TEST_SLEEP="1.0")
+    # 2 s per fake case: the interrupt must land while later cases still run, even when a loaded
+    # machine delays this poll (at 1 s the batch once finished first under a load of 4)
+    env = dict(os.environ, PRINTPIPE_TEST_SLEEP="2.0")
     proc = subprocess.Popen([sys.executable, "-c", script], env=env)
     try:
         deadline = time.monotonic() + 60
