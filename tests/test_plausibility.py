@@ -421,17 +421,25 @@ def test_float32_collapse_far_from_the_origin_is_caught(tmp_path):
         verify_outputs(tmp_path, [_entry("ball", ball)])
 
 
-def test_3mf_missing_a_triangle_or_shifted_fails(written):
-    folder, _parts, entries = written
-    path = folder / "model.3mf"
+def _edit_3mf_model(path, edit) -> None:
+    """Rewrite the 3MF at ``path`` with its model XML passed through ``edit`` (str -> str); the
+    other members are kept."""
     with zipfile.ZipFile(path) as zf:
         members = {n: zf.read(n) for n in zf.namelist()}
-    xml = members["3D/3dmodel.model"]
-    cut = xml.index(b"<triangle ")
-    members["3D/3dmodel.model"] = xml[:cut] + xml[xml.index(b"\n", cut) + 1:]
+    members["3D/3dmodel.model"] = edit(members["3D/3dmodel.model"].decode()).encode()
     with zipfile.ZipFile(path, "w") as zf:
         for n, data in members.items():
             zf.writestr(n, data)
+
+
+def test_3mf_missing_a_triangle_or_shifted_fails(written):
+    folder, _parts, entries = written
+
+    def drop_first_triangle(xml: str) -> str:
+        cut = xml.index("<triangle ")
+        return xml[:cut] + xml[xml.index("\n", cut) + 1:]
+
+    _edit_3mf_model(folder / "model.3mf", drop_first_triangle)
     with pytest.raises(MeshError, match=r"^model\.3mf as written does not match the manifest: part ball holds "
                                         r"1279 triangles, the manifest says 1280"):
         verify_outputs(folder, entries)
@@ -447,19 +455,17 @@ def test_3mf_with_a_split_vertex_is_open_though_the_stl_is_closed(written):
     # the 3MF is indexed: a corner moved to a duplicate of its vertex opens the mesh there while the
     # coordinates (and so the welded STL) stay the same; the shared edge check must not hide it
     folder, _parts, entries = written
-    path = folder / "model.3mf"
-    with zipfile.ZipFile(path) as zf:
-        xml = zf.read("3D/3dmodel.model").decode()
-    head, tail = xml.split("</vertices>", 1)
-    lines = head.split("\n")
-    vertex_lines = [ln for ln in lines if "<vertex " in ln]
-    tri = next(ln for ln in tail.split("\n") if "<triangle " in ln)
-    v1 = int(tri.split('v1="')[1].split('"')[0])
-    head = head + vertex_lines[v1].strip() + "\n    "
-    new_tri = tri.replace(f'v1="{v1}"', f'v1="{len(vertex_lines)}"', 1)
-    xml = head + "</vertices>" + tail.replace(tri, new_tri, 1)
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("3D/3dmodel.model", xml)
+
+    def split_a_vertex(xml: str) -> str:
+        head, tail = xml.split("</vertices>", 1)
+        vertex_lines = [ln for ln in head.split("\n") if "<vertex " in ln]
+        tri = next(ln for ln in tail.split("\n") if "<triangle " in ln)
+        v1 = int(tri.split('v1="')[1].split('"')[0])
+        head = head + vertex_lines[v1].strip() + "\n    "
+        new_tri = tri.replace(f'v1="{v1}"', f'v1="{len(vertex_lines)}"', 1)
+        return head + "</vertices>" + tail.replace(tri, new_tri, 1)
+
+    _edit_3mf_model(folder / "model.3mf", split_a_vertex)
     entries = [dict(e, vertices=e["vertices"] + 1) if e["name"] == "ball" else e for e in entries]
     with pytest.raises(MeshError, match=r"^model\.3mf as written is not a closed manifold surface: part ball "
                                         r"has 4 open edge\(s\), 0 over-shared or mis-wound edge\(s\)"):

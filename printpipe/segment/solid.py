@@ -58,6 +58,24 @@ _PORE_MM2 = 12.0
 _SECTION_CLOSE_MM = 10.0
 
 
+def _closing(mask: np.ndarray, radius_mm: float, anisotropy: tuple[float, float, float]) -> np.ndarray:
+    """``mask`` closed with a ball of ``radius_mm`` (exact: a dilation and an erosion by distance
+    transforms with the voxel ``anisotropy``; a huge first entry keeps slices apart, an in-plane
+    disc). Voxels beyond the array's border count as outside."""
+    import edt
+
+    dil = edt.edt(~mask, anisotropy=anisotropy, black_border=False, parallel=_threads()) <= radius_mm
+    closed = edt.edt(dil, anisotropy=anisotropy, black_border=True, parallel=_threads()) > radius_mm
+    del dil
+    closed |= mask
+    return closed
+
+
+def _padded_box(sl: tuple[slice, ...], pad: list[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The box ``sl`` grown by ``pad`` voxels per axis, clipped to ``shape``."""
+    return tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(sl, pad, shape))
+
+
 def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float],
               z_ends: tuple[bool, bool]) -> dict[str, Any]:
     """Make every part solid in place: marrow that reaches the outside through thin cortex is filled.
@@ -78,29 +96,26 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
         sl = objs[lab - 1] if lab - 1 < len(objs) else None
         if sl is None:
             continue
-        lo = [max(s.start - p, 0) for s, p in zip(sl, pad)]
-        hi = [min(s.stop + p, n) for s, p, n in zip(sl, pad, labels.shape)]
-        # scan ends close the box
-        lids = (z_ends[0] and lo[0] == 0, z_ends[1] and hi[0] == labels.shape[0])
-        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        box = _padded_box(sl, pad, labels.shape)
         passes = _FLAT_PASSES if name.split("_")[0] in ("hip", "pelvis", "sacrum", "spine") else 1
         n_new = 0
         size = np.count_nonzero(labels[box] == lab)
         sub_box = box
         for i in range(passes):
-            before = labels[sub_box] == lab if i + 1 < passes else None
+            last = i + 1 == passes
+            before = None if last else labels[sub_box] == lab
+            # scan ends close the box
+            lids = (z_ends[0] and sub_box[0].start == 0, z_ends[1] and sub_box[0].stop == labels.shape[0])
             n = _solidify_part(labels[sub_box], hu[sub_box], lab, name, sp, lids)
             n_new += n
             size += n
-            if n < _PASS_SETTLED * size or before is None:
+            if last or n < _PASS_SETTLED * size:
                 break
             # the next pass can only change what lies within reach of this pass's additions
-            changed = (labels[sub_box] == lab) & ~before
-            clo, chi = _bbox(changed, pad=0)
+            clo, chi = _bbox((labels[sub_box] == lab) & ~before, pad=0)
             sub_box = tuple(slice(max(b.start + a - p, b0.start), min(b.start + c + p, b0.stop))
                             for b, a, c, p, b0 in zip(sub_box, clo, chi, pad, box))
-            lids = (z_ends[0] and sub_box[0].start == 0, z_ends[1] and sub_box[0].stop == labels.shape[0])
-            del before, changed
+            del before
         out[name] = {"voxels_added": n_new,
                      "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
     return out
@@ -129,21 +144,15 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
     between parts survive.
     """
     import cc3d
-    import edt
 
     from printpipe.kernels.segment import clear_near_other, slice_holes
 
     m = sub == lab
     free = sub == 0
-    # 1. closing: dilate by r, erode by r (distance transforms with the voxel spacing)
+    # 1. closing
     kind = name.split("_")[0]
     rc = _CLOSE_HIP_MM if kind in ("hip", "pelvis") else _CLOSE_FLAT_MM if kind in ("sacrum", "spine") else _CLOSE_MM
-    d_out = edt.edt(~m, anisotropy=tuple(sp), black_border=False, parallel=_threads())
-    dil = d_out <= rc
-    del d_out
-    closed = edt.edt(dil, anisotropy=tuple(sp), black_border=True, parallel=_threads()) > rc
-    closed |= m
-    del dil
+    closed = _closing(m, rc, tuple(sp))
     # 2. marrow holes in slices of the three orthogonal planes, and 3. what is enclosed in all
     # three (one numba pass per plane gives both)
     add = np.zeros_like(m)
@@ -165,9 +174,9 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
         add |= np.moveaxis(a_ax, 0, ax)
         planes += np.moveaxis(e_ax, 0, ax)
         del c_ax, a_ax, e_ax
-    # 4. femur sections closed in-plane
     solid = closed | add | (planes >= _ENCLOSED_PLANES)
     del planes
+    # 4. femur sections closed in-plane
     if name.startswith("femur_"):
         solid |= _axial_closed_sections(solid, sp)
 
@@ -195,14 +204,7 @@ def _axial_closed_sections(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     distance transforms) and its holes filled: a cortex broken by the threshold (a femoral neck's
     thin anterior wall) is bridged, while the concavities of the proximal femur (trochanteric
     fossa, the notch between neck and greater trochanter), wider than the disc, keep their shape."""
-    import edt
-
-    an = (1e6, float(spacing[1]), float(spacing[2]))   # in-plane only: slices stay apart
-    r = _SECTION_CLOSE_MM
-    dil = edt.edt(~mask, anisotropy=an, black_border=False, parallel=_threads()) <= r
-    closed = edt.edt(dil, anisotropy=an, black_border=True, parallel=_threads()) > r
-    del dil
-    closed |= mask
+    closed = _closing(mask, _SECTION_CLOSE_MM, (1e6, float(spacing[1]), float(spacing[2])))
     out = np.zeros_like(mask)
     for k in np.flatnonzero(closed.any(axis=(1, 2))):
         out[k] = ndi.binary_fill_holes(closed[k])
@@ -251,12 +253,14 @@ def recover_shells(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     cand = (labels == 0) & (hu >= _MARROW_HU) & (hu < low)
     crest = _plate_crests(hu, cand, spacing)
     del cand
-    before = labels.copy() if crest.any() else labels
+    n_crest = int(np.count_nonzero(crest))
+    if not n_crest:
+        return {"crest_voxels": 0, "voxels_added": {}}
+    free = labels == 0
     grow_labels(labels, crest)
-    new = (labels != before) if crest.any() else np.zeros(labels.shape, bool)
-    counts = np.bincount(labels[new].ravel(), minlength=max(names) + 1) if new.any() else []
-    added = {name: int(counts[lab]) for lab, name in names.items() if len(counts) and counts[lab]}
-    return {"crest_voxels": int(np.count_nonzero(crest)), "voxels_added": added}
+    counts = np.bincount(labels[free & (labels != 0)], minlength=max(names) + 1)
+    added = {name: int(counts[lab]) for lab, name in names.items() if counts[lab]}
+    return {"crest_voxels": n_crest, "voxels_added": added}
 
 
 def _plate_crests(hu: np.ndarray, cand: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
@@ -287,8 +291,8 @@ def _plate_crests(hu: np.ndarray, cand: np.ndarray, spacing: tuple[float, float,
     return out
 
 
-#: the sacral canal lies on the mid-sagittal plane (up to ~30 mm wide at S1): a piece added to the
-#: sacrum's axial section that reaches within this distance (mm) of the plane may be the canal
+#: the sacral canal lies on the mid-sagittal plane and is up to ~30 mm wide (at S1): close_sacrum
+#: adds nothing within this distance (mm) of the plane
 _CANAL_HALF_MM = 15.0
 
 
@@ -299,8 +303,9 @@ _CANAL_HALF_MM = 15.0
 #: the levels where a hip bone touches the sacrum (within _SI_TOUCH_MM) on both sides; nothing is
 #: added within _SI_JOINT_MM of a hip bone (the joint space is 1-4 mm).
 #: Measured on the pelvic-ref002 sacrum (Dice 0.40 without this step): 0.60 (1,620 voxels outside
-#: the expert label); with walls only at the slices of contact 0.57, without the hip walls 0.43; without the mirror rule the pelvic-ref003 sacrum
-#: came out lopsided (centroid 6.3 mm off the mid-sagittal plane). Filling the canal band too
+#: the expert label); with walls only at the slices of contact 0.57, without the hip walls 0.43;
+#: without the mirror rule the pelvic-ref003 sacrum came out lopsided (centroid 6.3 mm off the
+#: mid-sagittal plane). Filling the canal band too
 #: (canal = hindmost piece there) or convex hulls (0.66, 10,000 voxels outside the label) filled
 #: the canal on pelvic-ref003, so neither is used. On the phantoms the step adds 1-4 cm^3 by their
 #: 3 mm sacroiliac joints (sacrum Dice 0.926 on the feet-first one, 0.931 without).
@@ -332,17 +337,14 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float
     lab = next((k for k, n in names.items() if n == "sacrum"), None)
     if lab is None or offset is None:
         return {}
-    objs = ndi.find_objects(labels, max_label=lab)
-    sl = objs[lab - 1:lab]
-    if not sl or sl[0] is None:
+    sl = ndi.find_objects(labels, max_label=lab)[lab - 1]
+    if sl is None:
         return {}
     sp = [float(s) for s in spacing]
-    pad = [0] + [int(math.ceil(_SACRUM_CLOSE_MM / s)) + 1 for s in sp[1:]]
-    box = tuple(slice(max(s.start - p, 0), min(s.stop + p, n)) for s, p, n in zip(sl[0], pad, labels.shape))
+    box = _padded_box(sl, [0] + [int(math.ceil(_SACRUM_CLOSE_MM / s)) + 1 for s in sp[1:]], labels.shape)
     sub = labels[box]
     m = sub == lab
     an = (1e6, sp[1], sp[2])   # in-plane only
-    r = _SACRUM_CLOSE_MM
     off = np.asarray(offset, dtype=float)
     # the hip bones wall the alae in at the sacroiliac levels: from the lowest to the highest slice
     # where a hip bone lies within _SI_TOUCH_MM of the sacrum on both sides of the plane
@@ -357,10 +359,7 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float
     walls = m | (hips & (d_sac <= _ALA_REACH_MM) & si[:, None, None])
     del d_sac, touch
     joint = edt.edt(~hips, anisotropy=an, black_border=False, parallel=_threads()) <= _SI_JOINT_MM
-    dil = edt.edt(~walls, anisotropy=an, black_border=False, parallel=_threads()) <= r
-    closed = edt.edt(dil, anisotropy=an, black_border=True, parallel=_threads()) > r
-    del dil
-    closed |= walls
+    closed = _closing(walls, _SACRUM_CLOSE_MM, an)
     near_mid = np.abs(off[box[2]]) <= _CANAL_HALF_MM
     # each column's mirror image across the plane (columns run to the patient's left, so the
     # offsets increase along them)

@@ -253,8 +253,8 @@ def _midline_offset(st: State) -> np.ndarray | None:
 
 
 def _restore_heads(st: State) -> dict[str, int]:
-    """The femoral head is a sphere: all inside the fitted head (its bone surface) that no other
-    part holds belongs to the femur. Thick slices blur the dome into the acetabular roof, and the
+    """The femoral head is a sphere: its bone inside the fitted head (its bone surface), and all of
+    the sphere less a thin outer shell, belong to the femur unless another part holds them. Thick slices blur the dome into the acetabular roof, and the
     half-maximum refinement, seeing the cup's cortex beyond, would otherwise peel the dome a slice
     or two; under the fovea and facing the acetabular fossa no cortex closes the head, so its
     marrow (below the threshold) would stay out of the part."""
@@ -267,13 +267,14 @@ def _restore_heads(st: State) -> dict[str, int]:
         if lab is None:
             continue
         sl = _box(st.vol, h.center, h.radius_mm + 1.0)
-        p = _coords(st.vol, sl) - h.center.astype(np.float32)
-        inside = (p ** 2).sum(-1) < np.float32(h.radius_mm ** 2)
+        d2 = ((_coords(st.vol, sl) - h.center.astype(np.float32)) ** 2).sum(-1)
         sub = st.labels[sl]
-        # bone the refinement peeled, and the marrow under the fovea and the acetabular fossa,
-        # where no cortex closes the head: everything inside the sphere no other part holds
-        core = (p ** 2).sum(-1) < np.float32(max(h.radius_mm - _HEAD_SHELL_MM, 0.0) ** 2)
-        add = (core | (inside & (st.vol.hu[sl] >= st.config.hu_range[0]))) & (sub == 0)
+        # bone the refinement peeled (bright, inside the sphere), and the whole sphere less its
+        # outer _HEAD_SHELL_MM: the marrow under the fovea and the acetabular fossa, where no
+        # cortex closes the head; nothing another part holds
+        bone = (d2 < np.float32(h.radius_mm ** 2)) & (st.vol.hu[sl] >= st.config.hu_range[0])
+        core = d2 < np.float32(max(h.radius_mm - _HEAD_SHELL_MM, 0.0) ** 2)
+        add = (core | bone) & (sub == 0)
         sub[add] = lab
         out[side] = int(add.sum())
     return out
