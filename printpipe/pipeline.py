@@ -370,20 +370,29 @@ def _threads() -> int:
 def _start_labels(staging: Path, seg, volume: Volume) -> concurrent.futures.Future:
     """Write the label maps (:func:`printpipe.labels.write`) and hash the input (:func:`input_hash`)
     in a daemon thread; the future's result is the hash, or the exception raised."""
-    import threading
-
     from printpipe.labels import write as write_labels
+
+    def work() -> str:
+        write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
+        return input_hash(volume)
+
+    return _in_daemon_thread("printpipe-labels", work)
+
+
+def _in_daemon_thread(name: str, fn) -> concurrent.futures.Future:
+    """Run ``fn()`` in a daemon thread (it never holds up the interpreter's exit after an error);
+    the future's result is its return value, or the exception it raised, re-raised by ``result()``."""
+    import threading
 
     future: concurrent.futures.Future = concurrent.futures.Future()
 
     def work() -> None:
         try:
-            write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
-            future.set_result(input_hash(volume))
-        except BaseException as exc:  # raised in the main thread by result()
+            future.set_result(fn())
+        except BaseException as exc:  # handed to the main thread by result()
             future.set_exception(exc)
 
-    threading.Thread(target=work, name="printpipe-labels", daemon=True).start()
+    threading.Thread(target=work, name=name, daemon=True).start()
     return future
 
 
@@ -395,24 +404,14 @@ def _start_verify(staging: Path, parts: dict, mirrored: dict, reports: dict, ext
     Non-mirrored parts are written moved by the plate transform while their entries stay in the
     patient frame; mirrored templates are moved before their entries are made.
     """
-    import concurrent.futures
-    import threading
-
     entries = [_part_entry(name, mesh, reports[name], extras[name], raws.get(name))
                for name, mesh in {**parts, **mirrored}.items()]
     shift = np.zeros(3) if frame_transform is None else np.asarray(frame_transform)[:3, 3]
     shifts = {name: shift for name in parts}
     shifts.update({name: np.zeros(3) for name in mirrored})
-    future: concurrent.futures.Future = concurrent.futures.Future()
-
-    def work() -> None:
-        try:
-            future.set_result(verify_outputs(staging, entries, model_parts=list(parts), shifts=shifts))
-        except BaseException as exc:  # handed to the main thread by _finish_verify
-            future.set_exception(exc)
-
-    threading.Thread(target=work, name="printpipe-verify", daemon=True).start()
-    return future, entries
+    future = _in_daemon_thread(
+        "printpipe-verify", lambda: verify_outputs(staging, entries, model_parts=list(parts), shifts=shifts))
+    return future, entries   # the result is taken by _finish_verify
 
 
 def _finish_verify(verifying: tuple[Any, list[dict]], manifest_parts: list[dict]) -> dict:
