@@ -6,7 +6,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
-           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets"]
+           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets", "ball_closing"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -628,4 +628,91 @@ def bright_sheets(sm, cand, sz, sy, sx, half_depth_mm, min_depth, max_ratio):
                 reach = 0.5 * (abs(vz) * sz + abs(vy) * sy + abs(vx) * sx)
                 if abs(step) <= reach:
                     out[k, j, i] = 1
+    return out
+
+
+@njit(cache=True, parallel=True)
+def ball_closing(mask, wz, wy, wx, r2, out):
+    """Binary closing of ``mask`` with the ball ``d2 <= r2`` (``d2`` the squared distance in mm^2),
+    into ``out`` (bool, same shape): a dilation (voxels beyond the border are not ``mask``) and an
+    erosion (voxels beyond the border are outside), then ``mask`` added.
+
+    ``wz``, ``wy``, ``wx`` (float32) are the squared lengths ``(t * spacing)**2`` of the offsets
+    ``t = 0, 1, ...`` along each axis, as far as any ``<= r2``. Each squared distance is the
+    minimum of ``(wx + wy) + wz`` over the offsets within those windows (float32), one separable
+    min-plus pass per axis; offsets beyond the windows exceed ``r2`` and change no decision.
+    """
+    nz, ny, nx = mask.shape
+    rz, ry, rx = len(wz) - 1, len(wy) - 1, len(wx) - 1
+    inf = np.float32(np.inf)
+    g = np.empty((nz, ny, nx), np.float32)
+    for stage in range(2):
+        border = stage == 1
+        # x: the nearest seed along each row (two sweeps), as its squared length
+        for k in prange(nz):
+            left = np.empty(nx, np.int64)
+            for j in range(ny):
+                last = -1 if border else -(1 << 40)
+                for i in range(nx):
+                    s = mask[k, j, i] if stage == 0 else not out[k, j, i]
+                    if s:
+                        last = i
+                    left[i] = i - last
+                nxt = nx if border else (1 << 40)
+                for i in range(nx - 1, -1, -1):
+                    s = mask[k, j, i] if stage == 0 else not out[k, j, i]
+                    if s:
+                        nxt = i
+                    d = left[i]
+                    if nxt - i < d:
+                        d = nxt - i
+                    g[k, j, i] = wx[d] if d <= rx else inf
+        # y: min-plus over the window, slice by slice
+        if ry > 0:
+            for k in prange(nz):
+                buf = g[k].copy()
+                for j in range(ny):
+                    row = g[k, j]
+                    for t in range(-ry, ry + 1):
+                        if t == 0:
+                            continue
+                        w = wy[abs(t)]
+                        jj = j + t
+                        if 0 <= jj < ny:
+                            src = buf[jj]
+                            for i in range(nx):
+                                v = src[i] + w
+                                if v < row[i]:
+                                    row[i] = v
+                        elif border:
+                            for i in range(nx):
+                                if w < row[i]:
+                                    row[i] = w
+        # z: min-plus over the window, row plane by row plane; then the threshold
+        for j in prange(ny):
+            buf = g[:, j, :].copy()
+            row = np.empty(nx, np.float32)
+            for k in range(nz):
+                for i in range(nx):
+                    row[i] = buf[k, i]
+                for t in range(-rz, rz + 1):
+                    if t == 0:
+                        continue
+                    w = wz[abs(t)]
+                    kk = k + t
+                    if 0 <= kk < nz:
+                        for i in range(nx):
+                            v = buf[kk, i] + w
+                            if v < row[i]:
+                                row[i] = v
+                    elif border:
+                        for i in range(nx):
+                            if w < row[i]:
+                                row[i] = w
+                if stage == 0:
+                    for i in range(nx):
+                        out[k, j, i] = row[i] <= r2
+                else:
+                    for i in range(nx):
+                        out[k, j, i] = row[i] > r2 or mask[k, j, i]
     return out
