@@ -291,9 +291,24 @@ def _plate_crests(hu: np.ndarray, cand: np.ndarray, spacing: tuple[float, float,
     return out
 
 
-#: the sacral canal lies on the mid-sagittal plane and is up to ~30 mm wide (at S1): close_sacrum
-#: adds nothing within this distance (mm) of the plane
+#: the sacral canal lies on the mid-sagittal plane and is up to ~30 mm wide (at S1): within this
+#: distance (mm) of the plane close_sacrum adds only what is not fluid or fat (the canal's CSF and
+#: epidural fat), so the body behind the closing is filled and the canal is left open
 _CANAL_HALF_MM = 15.0
+
+
+#: ... fluid or fat: the in-plane smoothed HU (sigma _FLUID_SIGMA_MM, the noise of one voxel is
+#: 20-40 HU) below this; CSF and water read 0-20 HU and fat -120 to -60, where trabecular bone,
+#: even fatty marrow between trabeculae, reads above. Regions of it smaller than _PORE_MM2 are
+#: noise and filled. Where bone encloses the canal in the section (the hindmost hole near the
+#: midline, :func:`_canal_hole`), it stays open whatever it holds (nerve roots read 30-40 HU; the
+#: phantoms' canal holds soft tissue). Measured on pelvic-ref002, whose expert labels fill the
+#: canal below S1 and leave it open at S1: sacrum Dice 0.613 with the band left as the HU rules
+#: left it, 0.647 with these rules, 0.671 with the band filled whole (canal included, which hides
+#: the S1 canal from a screw plan); the pelvic-ref003 S1-S2 canal stays open, and the phantoms'
+#: sacrum stays at 0.92-0.99
+_FLUID_HU = 20.0
+_FLUID_SIGMA_MM = 1.0
 
 
 #: radius (mm) of the in-plane closing that gives the sacrum its alae (see close_sacrum). The
@@ -315,20 +330,20 @@ _SI_TOUCH_MM = 5.0
 _SI_JOINT_MM = 4.0
 
 
-def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float, float, float],
-                 offset: np.ndarray | None) -> dict[str, Any]:
+def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
+                 spacing: tuple[float, float, float], offset: np.ndarray | None) -> dict[str, Any]:
     """Give the sacrum its alae, in place.
 
     Each axial section of the sacrum, walled in at the sacroiliac levels by the hip bones within
     ``_ALA_REACH_MM`` of it, is closed with a disc of ``_SACRUM_CLOSE_MM`` and its holes filled.
     Only voxels are added that lie (a) beside the canal, further than ``_CANAL_HALF_MM`` from the
     mid-sagittal plane (``offset``: each column's signed distance to it, mm, increasing along the
-    columns), (b) where the mirror image across the plane is sacrum or added too, (c) outside the
-    joint space, further than ``_SI_JOINT_MM`` from a hip bone, and (d) not 26-adjacent to another
-    part. The band around the midline (canal, body) keeps what the other rules gave it: HU cannot
-    tell the canal's fat and CSF from fatty marrow, and a canal filled by mistake would hide the
-    nerve roots from a screw plan, where a hollow body shows as the artefact it is. Run after the
-    lumbar spine is cut off, so vertebrae keep their own shape. Returns the voxels added.
+    columns), or within that band but not fluid or fat (``_FLUID_HU``: the canal's CSF and fat stay
+    open, the body's marrow is filled), (b) where the mirror image across the plane is sacrum or
+    added too, (c) outside the joint space, further than ``_SI_JOINT_MM`` from a hip bone, and (d)
+    not 26-adjacent to another part. A canal filled by mistake would hide the nerve roots from a
+    screw plan, so where HU cannot tell (marrow as fatty as the canal) the body stays hollow. Run
+    after the lumbar spine is cut off, so vertebrae keep their own shape. Returns the voxels added.
     """
     import edt
 
@@ -366,9 +381,11 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float
     cols = np.arange(box[2].start, box[2].stop)
     mirror = np.rint(np.interp(-off[cols], off, np.arange(len(off)))).astype(int) - box[2].start
     inside = (mirror >= 0) & (mirror < len(cols))
+    h = hu[box]
     new = np.zeros_like(m)
     for k in np.flatnonzero(m.any(axis=(1, 2))):
-        add = ndi.binary_fill_holes(closed[k]) & (sub[k] == 0) & ~near_mid
+        add = ndi.binary_fill_holes(closed[k]) & (sub[k] == 0)
+        add &= ~(near_mid & (_fluid(h[k], add & near_mid, sp) | _canal_hole(m[k], near_mid)))
         # the alae are mirror images: a voxel is added only where its mirror image is sacrum or
         # added too, so a wall lost on one side only does not make the part lopsided
         both = add | m[k]
@@ -379,3 +396,33 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], spacing: tuple[float
     sub[new] = lab
     return {"voxels_added": int(n_new), "volume_cm3_added": round(n_new * float(np.prod(sp)) / 1000.0, 2)}
 
+
+def _fluid(h: np.ndarray, where: np.ndarray, sp: list[float]) -> np.ndarray:
+    """The voxels of ``where`` (one axial slice) that hold fluid or fat: smoothed HU below
+    ``_FLUID_HU``, in regions of at least ``_PORE_MM2``."""
+    if not where.any():
+        return where
+    hs = ndi.gaussian_filter(h.astype(np.float32), [_FLUID_SIGMA_MM / sp[1], _FLUID_SIGMA_MM / sp[2]])
+    cc, n = ndi.label(where & (hs < _FLUID_HU))
+    if not n:
+        return cc > 0
+    big = np.bincount(cc.ravel())[1:] * sp[1] * sp[2] >= _PORE_MM2
+    return big[cc - 1] & (cc > 0)
+
+
+def _canal_hole(m: np.ndarray, near_mid: np.ndarray) -> np.ndarray:
+    """The sacral canal where bone encloses it in the axial section ``m`` of the sacrum: the
+    hindmost (largest row: posterior in the canonical frame) of the section's holes centred in
+    ``near_mid`` (columns near the mid-sagittal plane). The canal lies behind the sacral bodies,
+    walled by the pedicles and laminae; holes in front of it are the bodies' marrow."""
+    holes = ndi.binary_fill_holes(m) & ~m
+    cc, n = ndi.label(holes)
+    if not n:
+        return holes
+    idx = np.arange(1, n + 1)
+    rows = ndi.mean(np.broadcast_to(np.arange(m.shape[0])[:, None], m.shape), cc, idx)
+    mid = ndi.mean(np.broadcast_to(near_mid[None, :], m.shape), cc, idx)
+    central = np.flatnonzero(mid > 0.5)
+    if not len(central):
+        return np.zeros_like(m)
+    return cc == central[np.argmax(rows[central])] + 1

@@ -206,7 +206,7 @@ def finish_parts(st: State) -> None:
         st.names, st.info["spine_split"] = _split_spine(st.labels, st.names, hu, st.vol.spacing)
     if cfg.fill_cavities:
         from printpipe.segment.solid import close_sacrum
-        st.info["sacrum_closed"] = close_sacrum(st.labels, st.names, st.vol.spacing, _midline_offset(st))
+        st.info["sacrum_closed"] = close_sacrum(st.labels, st.names, st.vol.hu, st.vol.spacing, _midline_offset(st))
     if cfg.hollow_wall_mm is not None:
         import edt
 
