@@ -147,7 +147,7 @@ def separate_and_name(st: State, clock) -> None:
         st.labels, st.names, st.info["naming"] = naming.name_unseparated(regions, st.vol, st.min_vox, single=True)
         clock("separate", 0.7)
         return
-    st.heads, st.info["femoral_heads"] = find_femoral_heads(st.vol, st.body)
+    st.heads, st.info["femoral_heads"] = find_femoral_heads(st.vol, st.body, cfg.metal_hu)
     clock("landmarks", 0.45)
     if st.heads:
         pieces = anatomy.core_pieces(st.bone)
@@ -264,7 +264,7 @@ def _restore_heads(st: State) -> dict[str, int]:
     out = {}
     for side, h in st.heads.items():
         lab = inv.get(f"femur_{side}")
-        if lab is None:
+        if lab is None or h.implant:   # a metal head is the implant's, not the femur's
             continue
         sl = _box(st.vol, h.center, h.radius_mm + 1.0)
         d2 = ((_coords(st.vol, sl) - h.center.astype(np.float32)) ** 2).sum(-1)
@@ -287,7 +287,12 @@ def _refine(st: State) -> None:
     from printpipe.segment.separate import _EDGE_PASSES, _EDGE_REACH_MM, _SOFT_TISSUE_HU
 
     gap_ok = ~st.bone if st.gap_ok is None else (st.gap_ok | ~st.bone)
-    r = [max(1, int(round(_EDGE_REACH_MM / s))) for s in st.vol.spacing]
+    # the peak is looked for within the reach, not beyond it: slices thicker than the reach are
+    # searched in-plane only (rounding 2.5 mm up to one 3 mm slice took the peak of the cortex
+    # above or below, 3 mm away, and peeled sloping surfaces a voxel too deep: on pelvic-ref002
+    # the hip bones' Dice against the expert labels went 0.896 / 0.908 -> 0.908 / 0.915, the
+    # pelvic-ref003 femurs' against the manual contours 0.910 / 0.902 -> 0.910 / 0.901)
+    r = [int(_EDGE_REACH_MM // s) for s in st.vol.spacing]
     peeled = refine_surface(st.vol.hu, st.labels, gap_ok, r[0], r[1], r[2], _SOFT_TISSUE_HU,
                             float(st.config.hu_range[0]), _EDGE_PASSES)
     st.info["surface_refined"] = {"voxels_removed": int(peeled),
