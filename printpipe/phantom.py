@@ -26,6 +26,12 @@ value  name            what
 6      ``table``       the CT couch (carbon-fibre-like shell that thresholds as bone, foam core)
 =====  ==============  ==========================================================================
 
+Optional labels (:data:`EXTRA_LABELS`): 7 ``bowel``, 8 ``arm``, and 9 ``implant``: the metal of a
+total hip prosthesis (``prosthesis="left"`` or ``"right"``): femoral head, trunnion and stem, and the
+acetabular cup. Metal is not bone: the ``implant`` voxels belong to no bone label, and the femur of
+that side is the bone left after the neck osteotomy. The polyethylene liner between head and cup
+(about -80 HU) is plastic and stays background (0).
+
 A label holds the voxels whose centre lies inside the solid (cortex, trabecular core and marrow
 canal included). The femoral heads sit in the acetabular cups with a joint space of
 ``hip_joint_mm`` (soft tissue) everywhere, so femur and hip labels are never 6-adjacent when
@@ -78,8 +84,9 @@ LABELS: dict[int, str] = {
 _L = {name: value for value, name in LABELS.items()}
 
 #: labels of the optional non-pelvic structures (present in ``Phantom.names`` only when made):
-#: 7 ``bowel`` (contrast-filled bowel loops, ``bowel=True``), 8 ``arm`` (arm bones, ``arms=True``).
-EXTRA_LABELS: dict[int, str] = {7: "bowel", 8: "arm"}
+#: 7 ``bowel`` (contrast-filled bowel loops, ``bowel=True``), 8 ``arm`` (arm bones, ``arms=True``),
+#: 9 ``implant`` (the metal of a hip prosthesis, ``prosthesis=...``).
+EXTRA_LABELS: dict[int, str] = {7: "bowel", 8: "arm", 9: "implant"}
 _L.update({name: value for value, name in EXTRA_LABELS.items()})
 
 #: Phantom variants for segmentation tests (keyword arguments of :func:`pelvis_phantom`, on grids
@@ -105,6 +112,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # arms down beside the pelvis (humerus above, radius and ulna below the elbow); a 560 mm field
     "arms": dict(shape=(112, 160, 280), spacing=(2.5, 2.0, 2.0), arms=True, hip_joint_mm=3.0,
                  si_joint_mm=3.0),
+    # a metal total hip prosthesis on the right (28 mm head, 50 mm cup, stem; clipped at 3071 HU)
+    # with streak artefacts of +-250 HU radiating from the metal
+    "metal_hip": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), prosthesis="right",
+                      hip_joint_mm=3.0, si_joint_mm=3.0),
     # pelvis (and femurs) turned 10 degrees about x (pelvic tilt) and 12 degrees about z (rotation)
     "tilted": dict(shape=(112, 192, 192), spacing=(2.5, 2.0, 2.0), tilt_deg=(10.0, 12.0),
                    hip_joint_mm=3.0, si_joint_mm=3.0),
@@ -554,6 +565,10 @@ def pelvis_phantom(
     bowel_gap_mm: float = 3.0,
     bowel_hu: float = 450.0,
     arms: bool = False,
+    prosthesis: str | None = None,
+    prosthesis_head_mm: float = 28.0,
+    prosthesis_offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    streak_hu: float = 250.0,
 ) -> Phantom:
     """Make the synthetic pelvis CT and its ground-truth labels.
 
@@ -616,6 +631,22 @@ def pelvis_phantom(
         Add both arms hanging beside the body (label ``arm``): soft-tissue cylinders of radius 45 mm
         8 mm beside the trunk, each with a humerus above the elbow (z > 60 mm) and a radius and an ulna
         below it. The field of view must be about 560 mm wide to hold them.
+    prosthesis : {"left", "right"} or None
+        Replace that hip by a metal total hip prosthesis (label ``implant``): the femoral neck cut
+        28 mm from the head's centre, a metal head of ``prosthesis_head_mm`` on a trunnion and a
+        stem down the femoral canal to 180 mm below the head, and a hemispherical metal cup
+        (50 mm outer, 44 mm inner diameter, opening like the acetabulum) pressed into the reamed
+        acetabulum, with a polyethylene liner (-80 HU) between cup and head. Metal is 3071 HU, the
+        scanner's clip (the true CT number of cobalt-chrome or titanium lies far above it).
+        Scaled with its side, like the bones.
+    prosthesis_head_mm : float
+        Diameter of the metal head (22-40 mm: the bearings in use).
+    prosthesis_offset_mm : (x, y, z)
+        The head (with its trunnion) moved by this much (mm, the side's local frame) from the cup's
+        centre: a worn liner or a subluxed hip; 0 is concentric.
+    streak_hu : float
+        Amplitude (HU) of the streak artefacts around the metal: in every axial slice holding metal,
+        16 alternating bright and dark bands radiate from it, decaying over 40 mm (0 for none).
 
     Returns
     -------
@@ -655,6 +686,15 @@ def pelvis_phantom(
         raise InputError(f"bowel_gap_mm must be in [0, 20] mm; got {bowel_gap_mm}")
     if not (300.0 <= bowel_hu <= 1000.0):
         raise InputError(f"bowel_hu must be a contrast HU in [300, 1000]; got {bowel_hu}")
+    if prosthesis is not None and prosthesis not in ("left", "right"):
+        raise InputError(f"prosthesis must be 'left', 'right' or None; got {prosthesis!r}")
+    if not (22.0 <= prosthesis_head_mm <= 40.0):
+        raise InputError(f"prosthesis_head_mm must be a bearing diameter in [22, 40] mm; got {prosthesis_head_mm}")
+    prosthesis_offset_mm = tuple(float(v) for v in prosthesis_offset_mm)
+    if len(prosthesis_offset_mm) != 3 or not all(math.isfinite(v) and abs(v) <= 15.0 for v in prosthesis_offset_mm):
+        raise InputError(f"prosthesis_offset_mm must be three shifts of at most 15 mm; got {prosthesis_offset_mm}")
+    if not (math.isfinite(streak_hu) and 0.0 <= streak_hu <= 1000.0):
+        raise InputError(f"streak_hu must be in [0, 1000] HU; got {streak_hu}")
     params = dict(shape=shape, spacing=spacing, seed=seed, noise_hu=noise_hu, table=table,
                   midline_x_mm=midline_x_mm, z_center_mm=z_center_mm, hip_joint_mm=hip_joint_mm,
                   hip_joint_min_mm=hip_joint_min_mm,
@@ -662,6 +702,9 @@ def pelvis_phantom(
                   asymmetry=asymmetry, cortex_mm=cortex_mm, blur_mm=blur_mm,
                   patient_position=patient_position, tilt_deg=tilt_deg, bowel=bool(bowel),
                   bowel_gap_mm=bowel_gap_mm, bowel_hu=bowel_hu, arms=bool(arms))
+    if prosthesis is not None:   # recorded only when made: the other phantoms' params stay as they were
+        params.update(prosthesis=prosthesis, prosthesis_head_mm=float(prosthesis_head_mm),
+                      prosthesis_offset_mm=prosthesis_offset_mm, streak_hu=float(streak_hu))
 
     nz, ny, nx = shape
     dz, dy, dx = spacing
@@ -783,6 +826,10 @@ def pelvis_phantom(
             _femur(fe, side)
             hp = _Field(zc, ax_y, ax_x, rot)
             _hip(hp, side, symphysis_mm)
+            if prosthesis is not None and (side is left) == (prosthesis == "left"):
+                # before the joint is carved: the cup, not the natural head, shapes the acetabulum
+                implant = _prosthesis(zc, ax_y, ax_x, rot, side, fe, hp, prosthesis_head_mm,
+                                      prosthesis_offset_mm)
             _carve_hip_joint(hp, fe, side, hip_joint_mm, hip_joint_min_mm)
             hp.subtract(sac, si_joint_mm)
             # bridges across the SI joint: a sphere spanning the gap, given to the nearer bone
@@ -825,6 +872,8 @@ def pelvis_phantom(
             sub = slab[box]
             sub += a * (bone - sub)
             lab[box][d < 0] = _L[name]
+        if prosthesis is not None:
+            _add_prosthesis(slab, lab, implant, ax_y, ax_x, streak_hu, ramp, side_sign=1 if prosthesis == "left" else -1)
 
         if noise_hu > 0:
             slab += noise_rng.standard_normal(slab.shape, dtype=np.float32) * np.float32(noise_hu)
@@ -847,6 +896,8 @@ def pelvis_phantom(
         names[_L["bowel"]] = "bowel"
     if arms:
         names[_L["arm"]] = "arm"
+    if prosthesis is not None:
+        names[_L["implant"]] = "implant"
     return Phantom(volume=vol, labels=lab_out, names=names, midline_x_mm=float(midline_x_mm),
                    params=params)
 
@@ -919,6 +970,101 @@ def _add_bowel(slab, lab, zc, ax_y, ax_x, rot, gap, contrast_hu, ramp) -> None:
         if not filled:
             sub += ramp(inner.d[sl]) * (np.float32(_CONTRAST_GAS) - sub)
         lab[sl][outer.d[sl] < 0] = _L["bowel"]
+
+
+#: the total hip prosthesis (local left frame, mm): neck osteotomy this far from the head's centre
+#: along the neck axis; cup radii (a 50 mm shell 3 mm thick); stem path down the femoral canal
+_NECK_CUT_MM = 28.0
+_CUP_R = (22.0, 25.0)
+_CUP_OPEN = (0.70, -0.25, -0.67)
+_STEM = (((121.0, 8.5, -75.0), 8.0), ((117.0, 9.0, -180.0), 6.0))
+_TRUNNION_MM = (35.0, 6.0)      # length along the neck axis from the head's centre, radius
+_METAL = 3071.0                 # the scanner's clip: cobalt-chrome and titanium read far above it
+_LINER = -80.0                  # ultra-high-molecular-weight polyethylene
+_STREAK_BANDS = 8               # bright and dark band pairs around the metal
+_STREAK_MM = 40.0               # decay length of the streaks
+
+
+def _prosthesis(zc, ax_y, ax_x, rot, side: _Side, fe: _Field, hp: _Field, head_mm: float,
+                offset: tuple[float, float, float]) -> tuple[_Field, _Field]:
+    """Fit a total hip prosthesis in place of one hip: the femur ``fe`` cut at the neck, the
+    acetabulum of ``hp`` reamed to the cup; returns the metal and the liner fields."""
+    hc = np.array(_HEAD_C)
+    # neck osteotomy: keep the femur beyond the cut plane (inside of the half-space n.(p - c) < 0)
+    fe.intersect(side(_halfspace(hc + _NECK_CUT_MM * _NECK_DIR, -_NECK_DIR, (-1e9,) * 3, (1e9,) * 3)))
+    ream = _Field(zc, ax_y, ax_x, rot)
+    ream.union(side(_capsule(hc, hc, _CUP_R[1])))
+    hp.subtract(ream, 0.0)
+    metal = _Field(zc, ax_y, ax_x, rot)
+    # the cup: a hemispherical shell opening like the acetabulum
+    metal.union(side(_capsule(hc, hc, _CUP_R[1])))
+    metal.intersect(side(_halfspace(hc, _CUP_OPEN, (-1e9,) * 3, (1e9,) * 3)))
+    inner = _Field(zc, ax_y, ax_x, rot)
+    inner.union(side(_capsule(hc, hc, _CUP_R[0])))
+    metal.subtract(inner, 0.0)
+    # the femoral component: head, trunnion, stem (a separate piece from the cup)
+    fem = _Field(zc, ax_y, ax_x, rot)
+    h = hc + np.asarray(offset)
+    neck_end = h + _TRUNNION_MM[0] * _NECK_DIR
+    fem.union(side(_capsule(h, h, head_mm / 2.0)))
+    fem.union(side(_capsule(h, neck_end, _TRUNNION_MM[1])), k=2.0)
+    (a, ra), (b, rb) = _STEM
+    fem.union(side(_capsule(neck_end, a, ra)), k=6.0)
+    fem.union(side(_capsule(a, b, rb)), k=6.0)
+    sl = fem.finite
+    if sl is not None:
+        np.minimum(metal.d[sl], fem.d[sl], out=metal.d[sl])
+        metal._grow(sl)
+    # the polyethylene liner fills the cup up to its rim, around the head
+    liner = _Field(zc, ax_y, ax_x, rot)
+    liner.union(side(_capsule(hc, hc, _CUP_R[0])))
+    liner.intersect(side(_halfspace(hc, _CUP_OPEN, (-1e9,) * 3, (1e9,) * 3)))
+    liner.subtract(fem, 0.0)
+    return metal, liner
+
+
+def _add_prosthesis(slab, lab, implant: tuple[_Field, _Field], ax_y, ax_x, streak_hu: float, ramp,
+                    side_sign: int) -> None:
+    """Composite the liner and the metal into a chunk (after the bones: the metal replaces bone and
+    takes the ``implant`` label), then the streak artefacts of each slice that holds metal."""
+    metal, liner = implant
+    sl = liner.finite
+    if sl is not None:
+        sub = slab[sl]
+        sub += ramp(liner.d[sl]) * (np.float32(_LINER) - sub)
+        lab[sl][(liner.d[sl] < 0) & (lab[sl] != _L["table"])] = 0
+    sl = metal.finite
+    if sl is None:
+        return
+    a = ramp(metal.d[sl])
+    slab[sl] += a * (np.float32(_METAL) - slab[sl])
+    lab[sl][metal.d[sl] < 0] = _L["implant"]
+    if streak_hu <= 0:
+        return
+    # streaks: in each axial slice, bands radiating from the metal's centroid, alternating bright and
+    # dark (cos^3 of the angle: narrow bands), strongest next to the metal; a slice through a thin
+    # piece of metal streaks less (amplitude by its area against a 28 mm head's)
+    y = ax_y[sl[1]][:, None]
+    x = ax_x[sl[2]][None, :]
+    Y, X = np.broadcast_arrays(y, x)
+    dy = float(ax_y[1] - ax_y[0]) if ax_y.size > 1 else 1.0
+    dx = float(ax_x[1] - ax_x[0]) if ax_x.size > 1 else 1.0
+    full_y, full_x = ax_y[:, None], ax_x[None, :]
+    for k in range(a.shape[0]):
+        w = a[k]
+        area = float(w.sum()) * dy * dx
+        if area < 1.0:
+            continue
+        cy, cx = float((w * Y).sum() / w.sum()), float((w * X).sum() / w.sum())
+        r = np.hypot(full_y - cy, full_x - cx)
+        th = np.arctan2(full_y - cy, side_sign * (full_x - cx))
+        r_eq = math.sqrt(area / math.pi)
+        amp = streak_hu * min(1.0, area / (math.pi * 14.0 ** 2))
+        band = np.cos(_STREAK_BANDS * th + 0.4) ** 3
+        d = (amp * band * np.exp(-np.maximum(r - r_eq, 0.0) / _STREAK_MM)).astype(np.float32)
+        z = sl[0].start + k
+        d[lab[z] == _L["implant"]] = 0.0
+        slab[z] += d
 
 
 def _arm_bones(bones: _Field, canals: _Field) -> None:

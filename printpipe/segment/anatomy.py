@@ -10,6 +10,13 @@ gets one marker from anatomy alone, in millimetres of the patient frame:
   head's centre;
 * ``sacrum``: bone on the mid-sagittal plane between the heads, posterior to them and 30-90 mm
   above them (S2-S4; the promontory is ~100 mm above the heads, the symphysis below them).
+* ``implant_left``/``implant_right``: where a hip prosthesis stands in for a head
+  (:class:`~printpipe.segment.heads.ImplantHead`), its metal (every piece above the head's
+  ``metal_hu`` that reaches within 5 mm of its cup: ball, trunnion and stem, cup, cup screws) and the
+  one-voxel rim of partial volume around it. Metal is not bone: the watershed neither grows from nor
+  into it, so no bone part holds any of it; on that side the femoral marker is the shaft alone
+  (the head and neck were resected) and the hip joint needs no cut (the cup and the liner lie
+  between the bones).
 
 The hip joint is cut along the fitted sphere (the shell at the joint space's radius, except
 where the neck leaves the head); the other joints (sacroiliac, symphysis, lumbosacral) are
@@ -35,7 +42,9 @@ log = logging.getLogger(__name__)
 FEMUR = {"left": 1, "right": 2}
 HIP = {"left": 3, "right": 4}
 SACRUM = 5
-NAMES = {1: "femur_left", 2: "femur_right", 3: "hip_left", 4: "hip_right", 5: "sacrum"}
+IMPLANT = {"left": 6, "right": 7}
+NAMES = {1: "femur_left", 2: "femur_right", 3: "hip_left", 4: "hip_right", 5: "sacrum", 6: "implant_left",
+         7: "implant_right"}
 #: the marker of bowel contrast touching bone: its basin is removed after the watershed
 CONTRAST = 9
 
@@ -90,14 +99,37 @@ def _box(vol: Volume, center: np.ndarray, radius) -> tuple[slice, slice, slice]:
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 
+class _Pieces(tuple):
+    """``(comp, n)``, and the boxes of the pieces (``scipy.ndimage.find_objects(comp)``), found
+    once on first use."""
+
+    _objs = None
+
+    @property
+    def objs(self) -> list:
+        if self._objs is None:
+            from scipy import ndimage as ndi
+
+            self._objs = ndi.find_objects(self[0])
+        return self._objs
+
+
+def _dilate2(core: np.ndarray) -> np.ndarray:
+    """``core`` dilated twice by the 6-neighbour cross (``binary_dilation(core, cross, iterations=2)``)."""
+    from printpipe.kernels.segment import erode_cross
+
+    return ~erode_cross(~core, 2, True)
+
+
 def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
     """The 6-connected pieces of the bone mask eroded by two voxels (a contact through the blurred
     wall of a bowel loop, or a thin bony bridge, breaks), numbered."""
     import cc3d
-    from scipy import ndimage as ndi
 
-    core = ndi.binary_erosion(bone, structure=ndi.generate_binary_structure(3, 1), iterations=2)
-    return cc3d.connected_components(core, connectivity=6, return_N=True)
+    from printpipe.kernels.segment import erode_cross
+
+    core = erode_cross(np.ascontiguousarray(bone, dtype=bool), 2, False)
+    return _Pieces(cc3d.connected_components(core, connectivity=6, return_N=True))
 
 
 def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float,
@@ -109,12 +141,12 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
 
     from printpipe.segment.naming import looks_like_contrast
 
-    comp, n = pieces
+    comp, n = pieces[0], pieces[1]
     if n == 0:
         return mk, {"contrast_pieces": 0}
     marked = np.zeros(n + 1, bool)
     marked[np.unique(comp[mk > 0])] = True
-    objs = ndi.find_objects(comp)
+    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
     found = []
     for i, sl in enumerate(objs, 1):
         if sl is None or marked[i]:
@@ -125,7 +157,7 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
         # judge the piece with the two voxel layers the erosion took (its rim), not its core
         pad = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in sl)
         core = comp[pad] == i
-        full = ndi.binary_dilation(core, structure=ndi.generate_binary_structure(3, 1), iterations=2) & bone[pad]
+        full = _dilate2(core) & bone[pad]
         is_c, stats = looks_like_contrast(full, hu[pad])
         if is_c:
             mk[sl][m] = CONTRAST
@@ -134,21 +166,24 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
 
 
 def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray,
-                 comp: np.ndarray) -> np.ndarray:
+                 comp: np.ndarray | tuple) -> np.ndarray:
     """The largest piece of the eroded bone in ``cand`` (a mask on the box ``sl``) that is bone,
-    not contrast; each piece is judged whole, with the rim the erosion took."""
+    not contrast; each piece is judged whole, with the rim the erosion took. ``comp``: the pieces
+    (numbered), or :func:`core_pieces`' result."""
     from scipy import ndimage as ndi
 
     from printpipe.segment.naming import looks_like_contrast
 
+    pieces = comp
+    comp = pieces[0] if isinstance(pieces, tuple) else pieces
     ids, counts = np.unique(comp[sl][cand], return_counts=True)
-    objs = ndi.find_objects(comp)
+    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
     for i in ids[np.argsort(-counts)]:
         if i == 0:
             continue
         box = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in objs[i - 1])
         core = comp[box] == i
-        full = ndi.binary_dilation(core, structure=ndi.generate_binary_structure(3, 1), iterations=2) & bone[box]
+        full = _dilate2(core) & bone[box]
         if not looks_like_contrast(full, hu[box])[0]:
             return cand & (comp[sl] == i)
     return np.zeros_like(cand)
@@ -181,13 +216,20 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
         axis = axis / max(np.linalg.norm(axis), 1e-9)
         cosang = (p @ axis.astype(np.float32)) / np.maximum(d, 1e-6)
         in_neck = cosang > np.cos(np.deg2rad(_NECK_HALF_DEG))
-        head_ball = b & (d < h.joint_mm - _HEAD_INSET_MM)
         roof = b & (d > h.joint_mm + _ROOF_MM[0]) & (d < h.joint_mm + _ROOF_MM[1]) & (p[..., 2] > _ROOF_SIN * d) & ~in_neck
-        cut[sl] |= b & (np.abs(d - h.joint_mm) <= shell / 2 + 0.5) & ~in_neck
+        if h.implant:   # no head of bone, no joint to cut: the cup and liner lie between the bones
+            head_ball = np.zeros_like(b)
+        else:
+            head_ball = b & (d < h.joint_mm - _HEAD_INSET_MM)
+            cut[sl] |= b & (np.abs(d - h.joint_mm) <= shell / 2 + 0.5) & ~in_neck
         m[shaft | head_ball] = FEMUR[side]
         m[roof] = HIP[side]
         info[side] = {"neck_axis": [round(float(v), 2) for v in axis], "head_marker_voxels": int(head_ball.sum()),
                       "shaft_marker_voxels": int(shaft.sum()), "roof_marker_voxels": int(roof.sum())}
+        if h.implant:
+            metal = implant_mask(vol, bone, hu, h)
+            mk[metal] = IMPLANT[side]
+            info[side]["implant_voxels"] = int(metal.sum())
     # sacrum: on the mid-sagittal plane, above and behind the heads
     lo = mid + np.array([-2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM, _SACRUM_Z_MM[0]])
     hi = mid + np.array([2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM + 150.0, _SACRUM_Z_MM[1]])
@@ -198,10 +240,40 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
            & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[sl] == 0))
     # the sacrum, not a loop of contrast-filled bowel in front of it (a thin contact breaks when
     # the mask is eroded by two voxels)
-    sac = _sacral_core(sac, sl, bone, hu, pieces[0])
+    sac = _sacral_core(sac, sl, bone, hu, pieces)
     mk[sl][sac] = SACRUM
     info["sacrum_marker_voxels"] = int(sac.sum())
     return mk, cut, info
+
+
+def implant_mask(vol: Volume, bone: np.ndarray, hu: np.ndarray, h: HeadSphere) -> np.ndarray:
+    """The prosthesis around the implant head ``h``: every 26-connected piece of metal (above
+    ``h.metal_hu``) that reaches within 5 mm of the outside of its cup, and the voxels of ``bone``
+    26-adjacent to it (the partial-volume rim of the metal's edge, neither bone nor measurable)."""
+    import cc3d
+    from scipy import ndimage as ndi
+
+    from printpipe.segment._util import _bbox
+
+    out = np.zeros(bone.shape, bool)
+    metal = hu > h.metal_hu
+    if not metal.any():
+        return out
+    lo, hi = _bbox(metal, pad=1)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    comp = cc3d.connected_components(metal[box], connectivity=26)
+    near = tuple(slice(max(n.start, b.start), max(min(n.stop, b.stop), max(n.start, b.start)))
+                 for n, b in zip(_box(vol, h.center, h.joint_mm + 5.0), box))
+    near_rel = tuple(slice(n.start - b.start, n.stop - b.start) for n, b in zip(near, box))
+    p = _coords(vol, near)
+    inside = ((p - h.center.astype(np.float32)) ** 2).sum(-1) < np.float32((h.joint_mm + 5.0) ** 2)
+    ids = np.unique(comp[near_rel][inside])
+    ids = ids[ids > 0]
+    if not len(ids):
+        return out
+    m = np.isin(comp, ids)
+    out[box] = m | (ndi.binary_dilation(m, structure=np.ones((3, 3, 3), bool)) & bone[box])
+    return out
 
 
 def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float], mk: np.ndarray, cut: np.ndarray
@@ -212,8 +284,8 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     the markers. Returns uint16 regions (int32 when many), the joint-space map (bool) and a record."""
     import edt
 
+    from printpipe.kernels.segment import distance_levels, label_counts, neighbour_dirs, valley_map
     from printpipe.kernels.segment import flood as _flood
-    from printpipe.kernels.segment import neighbour_dirs, valley_map
     from printpipe.segment import separate as sep
     from printpipe.segment._util import _threads
 
@@ -224,17 +296,21 @@ def flood(hu: np.ndarray, bone: np.ndarray, spacing: tuple[float, float, float],
     valley = valley_map(hu, bone, dirs, steps, sep._VALLEY_CAP, sep._VALLEY_BRIGHT, sep._VALLEY_DELTA).view(bool)
     joint = valley | (cut & bone)
     carved = bone & ~joint
+    counts = label_counts(mk, 256)   # np.bincount(mk.ravel()) without an int64 copy of mk
+    imp = np.isin(mk, list(IMPLANT.values())) if counts[list(IMPLANT.values())].any() else None
+    if imp is not None:   # the metal is its own part: no basin grows through it
+        carved &= ~imp
     dist = np.asarray(edt.edt(carved, anisotropy=tuple(map(float, sp)), parallel=_threads()), dtype=np.float32)
-    dist *= 1.0 / sep._FLOOD_STEP_MM
-    np.minimum(dist, 65000, out=dist)
-    level = dist.astype(np.uint16)
+    level = distance_levels(dist, 1.0 / sep._FLOOD_STEP_MM, 65000.0)   # min(dist / step, 65000) as uint16
     del dist
     # uint16 labels (half the memory of int32 on a 170 M voxel scan); widened below if needed
     markers = np.where(carved, mk, 0).astype(np.uint16)
-    present = [int(v) for v in np.flatnonzero(np.bincount(mk.ravel(), minlength=CONTRAST + 1)) if v in NAMES]
+    present = [int(v) for v in np.flatnonzero(counts) if v in NAMES]
     regions = _flood(markers, level, carved)
     del level
-    regions, top = sep._grow_into(regions, bone, CONTRAST)
+    regions, top = sep._grow_into(regions, bone if imp is None else bone & ~imp, CONTRAST)
+    if imp is not None:
+        regions[imp] = mk[imp]
     n_rest = top - CONTRAST
     info = {"method": "anatomical markers (femoral heads, acetabular roofs, sacrum) + watershed on the distance "
                       "to the carved joint spaces; hip joints cut on the fitted head spheres",

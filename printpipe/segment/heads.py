@@ -2,6 +2,14 @@
 accepted only when a sphere of human size sits in a bony cup (the acetabulum) with a partner of
 about the same size on the other side of the body.
 
+A hip prosthesis replaces the head by a metal ball (22-40 mm bearings; the metal reads above
+``metal_hu``, usually clipped at 3071 HU). A metal ball of implant size, seated in a cup (metal
+shell or bone beyond a dark liner), stands in for that side's head (:class:`ImplantHead`): its
+partner is a natural head, or another implant head, at the mirror position (the same 120-240 mm
+apart, height and depth rules); the two need not be of the same size, since a bearing's size is the
+manufacturer's, not the patient's. Whether the ball is concentric with its cup is measured and
+recorded; :func:`printpipe.segment.naming.check_parts` names that side's femur only when it is.
+
 Everything here is in patient millimetres (LPS: +x the patient's left, +z superior): the image
 axes and the patient position (head- or feet-first, prone or supine) enter only through the
 volume's affine.
@@ -54,6 +62,18 @@ _SOFT_HU = 90.0
 #: a joint space is at least this much darker (HU) than the head's inside and the cup beyond it
 _VALLEY_HU = 80.0
 _N_CANDIDATES = 16
+#: a metal ball of this diameter (mm) is an implant head: total-hip bearings are 22-40 mm (22.2, 26,
+#: 28, 32, 36, 40); larger metal heads (hemiarthroplasty, large metal-on-metal bearings, up to ~58 mm)
+#: are allowed too, smaller metal (screws, a stem 10-16 mm thick) is not a head
+IMPLANT_HEAD_MM = (20.0, 60.0)
+#: the cup around an implant head: its inner surface (the liner's outside, or the metal shell's
+#: inside) lies this far (mm) outside the ball: polyethylene liners are 4-10 mm thick, a ceramic or
+#: metal bearing a gap under a millimetre
+_LINER_MM = (0.0, 16.0)
+#: an implant head is concentric with its cup when the cup's centre lies within this distance (mm)
+#: of the ball's: liners wear by ~0.1 mm a year (2 mm after 20 years); more is a worn-through
+#: liner or a subluxed hip, where the femur no longer sits where the anatomy puts it
+CONCENTRIC_MM = 3.0
 #: the joint line (between the two cartilage layers) lies at most this far (mm) outside the head's
 #: bone surface: the head's cartilage is 1.2-2 mm thick in adults. Measured on pelvic-ref002, whose
 #: left head fits ~2 mm high: hip L / femur L Dice 0.892 / 0.930 at 3 mm (the bound used before),
@@ -74,12 +94,36 @@ class HeadSphere:
     inliers: float
     cup_cover: float
     core_hu: float = 0.0
+    #: a metal implant head (:class:`ImplantHead`) rather than bone
+    implant = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"center_lps": [round(float(v), 1) for v in self.center], "diameter_mm": round(2 * self.radius_mm, 1),
                 "joint_radius_mm": round(self.joint_mm, 1), "rms_mm": round(self.rms_mm, 2),
                 "inliers": round(self.inliers, 2), "cup_cover": round(self.cup_cover, 2),
                 "core_hu": round(self.core_hu)}
+
+
+@dataclass(frozen=True)
+class ImplantHead(HeadSphere):
+    """The metal head of a hip prosthesis, standing in for a femoral head. ``radius_mm`` is the
+    metal ball's; ``joint_mm`` the outer radius of its cup (metal shell or reamed bone), so that the
+    acetabular marker lies in the bone beyond the cup; ``cup_offset_mm`` how far the cup's centre
+    lies from the ball's (0 for a concentric bearing), ``cup_mm`` the cup's inner radius (liner
+    included) and ``metal_hu`` the threshold the metal was found with."""
+
+    cup_offset_mm: float = 0.0
+    cup_mm: float = 0.0
+    metal_hu: float = 2500.0
+    implant = True
+
+    @property
+    def concentric(self) -> bool:
+        return self.cup_offset_mm <= CONCENTRIC_MM
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(super().as_dict(), implant=True, cup_offset_mm=round(self.cup_offset_mm, 1),
+                    cup_inner_diameter_mm=round(2 * self.cup_mm, 1), concentric=self.concentric)
 
 
 class _Smoothed:
@@ -107,20 +151,29 @@ class _Smoothed:
         return ndi.map_coordinates(self.a, k.T, order=1, mode="nearest").reshape(xyz.shape[:-1])
 
 
-def find_femoral_heads(vol: Volume, body: np.ndarray | None = None) -> tuple[dict[str, HeadSphere], dict[str, Any]]:
+def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: float | None = None
+                       ) -> tuple[dict[str, HeadSphere], dict[str, Any]]:
     """Both femoral heads, ``{"left": HeadSphere, "right": HeadSphere}``, or ``{}`` when no pair of
-    spheres passes the checks; with a record of the candidates tried."""
+    spheres passes the checks; with a record of the candidates tried. With ``metal_hu``, a metal
+    implant head in its cup (:class:`ImplantHead`) can stand in for a femoral head, and a fitted
+    sphere with metal inside is no femoral head."""
     sm = _Smoothed(vol)
     cands = _candidates(sm, body)
     dirs = _fibonacci(_N_DIRS)
+    implants = _implant_heads(vol, metal_hu, body, dirs) if metal_hu is not None else []
     fits = []
     for c, votes in cands:
         h = _fit(sm, c, dirs)
-        if h is not None:
+        if h is not None and not (implants and _holds_metal(vol, h, metal_hu, dirs)):
             fits.append((h, votes))
     info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
                                                                   for h, v in fits]}
-    pair = _best_pair([h for h, _ in fits])
+    pair = None
+    if implants:
+        info["implant_heads"] = [h.as_dict() for h in implants]
+        pair = _implant_pair(implants, [h for h, _ in fits])
+    if pair is None:
+        pair = _best_pair([h for h, _ in fits])
     if pair is None:
         info["found"] = False
         return {}, info
@@ -278,6 +331,168 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
             core = min(a.core_hu, b.core_hu) / 300.0
             s = (a.inliers + b.inliers + a.cup_cover + b.cup_cover + min(core, 1.5) - 0.2 * (a.rms_mm + b.rms_mm)
                  - d[2] / _PAIR_DZ_MM)
+            if s > score:
+                best, score = (a, b), s
+    return best
+
+
+# -- implant heads ---------------------------------------------------------------------------------
+
+def _sample(vol: Volume, xyz: np.ndarray) -> np.ndarray:
+    """HU of ``vol`` at LPS points (trilinear; nearest value beyond the grid)."""
+    k = vol.patient_to_index(xyz.reshape(-1, 3))
+    return ndi.map_coordinates(vol.hu, k.T, order=1, mode="nearest").reshape(xyz.shape[:-1])
+
+
+def _holds_metal(vol: Volume, h: HeadSphere, metal_hu: float, dirs: np.ndarray) -> bool:
+    """Whether metal lies inside the sphere ``h``: a femoral head is bone through and through."""
+    rr = np.array([0.0, 0.3, 0.6, 0.9]) * h.radius_mm
+    return bool((_sample(vol, h.center[None, None] + dirs[:, None] * rr[None, :, None]) > metal_hu).any())
+
+
+def _implant_heads(vol: Volume, metal_hu: float, body: np.ndarray | None, dirs: np.ndarray) -> list[ImplantHead]:
+    """Metal balls of implant-head size (:data:`IMPLANT_HEAD_MM`) seated in a cup.
+
+    The ball is the thickest place of a piece of metal (the maximum of its distance transform: the
+    trunnion, the stem and the cup are thinner), refined by a sphere fit to the metal's surface
+    around it. The cup: rays from the ball's centre in the directions within 60 deg of superior
+    leave the ball, cross a dark layer (liner or joint space) and meet metal or bone again within
+    :data:`_LINER_MM`; the cup covers at least :data:`_CUP_COVER` of them. The cup's centre is fitted
+    to where those rays meet it (its inner surface, ``r_i = R + d . u_i`` for a cup centred ``d``
+    from the ball's centre), which gives the concentricity.
+    """
+    import cc3d
+    import edt
+
+    from printpipe.segment._util import _bbox
+
+    metal = vol.hu > metal_hu
+    if body is not None:
+        metal &= body
+    if not metal.any():
+        return []
+    lo, hi = _bbox(metal, pad=2)
+    sub = metal[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
+    sp = tuple(float(s) for s in vol.spacing)
+    comp, n = cc3d.connected_components(sub, connectivity=26, return_N=True)
+    r_min, r_max = IMPLANT_HEAD_MM[0] / 2, IMPLANT_HEAD_MM[1] / 2
+    ball_vox = 4.0 / 3.0 * np.pi * r_min ** 3 / float(np.prod(sp))
+    counts = np.bincount(comp.ravel(), minlength=n + 1)
+    objs = ndi.find_objects(comp)
+    out = []
+    for lab in range(1, n + 1):
+        if counts[lab] < 0.5 * ball_vox or objs[lab - 1] is None:
+            continue
+        sl = objs[lab - 1]
+        m = np.pad(comp[sl] == lab, 1)
+        d = edt.edt(m, anisotropy=sp, black_border=True)
+        k = np.unravel_index(int(np.argmax(d)), d.shape)
+        # the threshold at metal_hu lies inside the blurred edge by up to half a voxel
+        if not (r_min - 1.0 <= float(d[k]) + 0.5 * max(sp) <= r_max + 1.0):
+            continue
+        off = np.array([s.start for s in sl]) + np.array(lo) - 1
+        c0 = vol.index_to_patient((np.array(k) + off)[None].astype(float))[0]
+        surf = m & ~ndi.binary_erosion(m)
+        pts = vol.index_to_patient((np.argwhere(surf) + off).astype(float))
+        h = _fit_implant(vol, pts, c0, float(d[k]) + 0.5 * max(sp), dirs, metal_hu)
+        if h is not None:
+            out.append(h)
+    return out
+
+
+def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: np.ndarray,
+                 metal_hu: float) -> ImplantHead | None:
+    """The metal ball around ``c0`` (inscribed radius ``r0``) fitted to the surface points ``pts``
+    of its piece of metal, and its cup; None when it is no ball of implant size in a cup."""
+    from printpipe.segment.geometry import fit_sphere
+
+    near = pts[np.linalg.norm(pts - c0, axis=1) < r0 + 4.0]
+    if len(near) < 20:
+        return None
+    c, r = c0, r0
+    for _ in range(4):   # trimmed fit: the trunnion's surface near the ball is not the ball's
+        res = np.abs(np.linalg.norm(near - c, axis=1) - r)
+        keep = res < max(1.0, 2.0 * float(np.median(res)))
+        if keep.sum() < 20:
+            return None
+        c, r = fit_sphere(near[keep])
+    res = np.linalg.norm(near - c, axis=1) - r
+    inl = np.abs(res) < 1.5
+    rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else np.inf
+    if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2) or rms > _FIT_RMS_MM or \
+            np.linalg.norm(c - c0) > 0.5 * r:
+        return None
+    # the ball's surface at the half-maximum edge, between the metal and what lies outside it (the
+    # boundary voxels of the thresholded metal lie up to a voxel inside it); rays along the
+    # trunnion, which never leave the metal, do not count
+    re = np.arange(0.5 * r, r + 5.0, 0.25)
+    pe = _sample(vol, c[None, None] + dirs[:, None] * re[None, :, None])
+    half = 0.5 * (pe[:, 0] + pe.min(axis=1))
+    below = pe < half[:, None]
+    edge = below.any(axis=1) & (pe[:, 0] - pe.min(axis=1) > _VALLEY_HU)
+    if edge.sum() >= 0.5 * len(dirs):
+        r = float(np.median(re[np.argmax(below[edge], axis=1)]))
+    # the cup: along rays within 60 deg of superior, the ball's metal ends, a dark layer follows and
+    # metal or bone (above _CUP_HU) begins again within _LINER_MM
+    up = dirs[dirs[:, 2] > 0.5]
+    step = 0.25
+    rr = np.arange(r - 2.0, r + _LINER_MM[1] + 12.0, step)
+    prof = _sample(vol, c[None, None] + up[:, None] * rr[None, :, None])
+    r_in, r_out, hit = np.full(len(up), np.nan), np.full(len(up), np.nan), np.zeros(len(up), bool)
+    for i, p in enumerate(prof):
+        # leaving the ball: the first fall below half-way between the metal and the dark layer
+        dark = p < _CUP_HU
+        if not dark.any():
+            continue
+        k0 = int(np.argmax(dark))
+        if rr[k0] > r + 3.0:      # no dark layer next to the ball: the trunnion, or a fused bearing
+            continue
+        again = np.flatnonzero(~dark[k0:])
+        if not len(again):
+            continue
+        k1 = k0 + int(again[0])
+        if not (_LINER_MM[0] <= rr[k1] - r <= _LINER_MM[1]) or float(p[k0:k1].min()) > p[k1:].max() - _VALLEY_HU:
+            continue
+        hit[i] = True
+        r_in[i] = rr[k1]
+        # the cup's outside: where the shell's brightest HU (within 8 mm) has fallen by half
+        w = p[k1:k1 + int(round(8.0 / step))]
+        k2 = int(np.argmax(w))
+        past = np.flatnonzero(w[k2:] < 0.5 * w[k2])
+        r_out[i] = rr[k1 + k2 + (int(past[0]) if len(past) else len(w) - 1 - k2)]
+    cover = float(hit.mean()) if len(up) else 0.0
+    if cover < _CUP_COVER or hit.sum() < 8:
+        return None
+    u, ri = up[hit], r_in[hit]
+    # the cup's inner surface, a sphere of radius R centred at c + delta: r_i ~ R + delta . u_i
+    a = np.c_[np.ones(len(u)), u]
+    keep = np.ones(len(u), bool)
+    for _ in range(3):
+        sol, *_ = np.linalg.lstsq(a[keep], ri[keep], rcond=None)
+        res = np.abs(a @ sol - ri)
+        keep = res < max(1.5, 2.5 * float(np.median(res)))
+        if keep.sum() < 8:
+            return None
+    delta = sol[1:]
+    core = _sample(vol, c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r, 0.6 * r])[None, :, None])
+    return ImplantHead(center=c, radius_mm=float(r), joint_mm=float(np.nanmedian(r_out[hit])), rms_mm=rms,
+                       inliers=float(inl.mean()), cup_cover=cover, core_hu=float(np.median(core)),
+                       cup_offset_mm=float(np.linalg.norm(delta)), cup_mm=float(sol[0]), metal_hu=float(metal_hu))
+
+
+def _implant_pair(implants: list[ImplantHead], fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
+    """An implant head and its partner, a good natural head or another implant head, side by side
+    (the rules of :func:`_best_pair` but for the size: a bearing's size is the manufacturer's);
+    the best natural partner by its fit."""
+    good = [h for h in fits if _good(h)]
+    best, score = None, -np.inf
+    for i, a in enumerate(implants):
+        for b in [*implants[i + 1:], *good]:
+            d = np.abs(a.center - b.center)
+            if not (_PAIR_DX_MM[0] <= d[0] <= _PAIR_DX_MM[1] and d[2] <= _PAIR_DZ_MM and d[1] <= _PAIR_DY_MM):
+                continue
+            s = b.inliers + b.cup_cover + (0.0 if b.implant else min(b.core_hu / 300.0, 1.5) - 0.2 * b.rms_mm) \
+                - d[2] / _PAIR_DZ_MM
             if s > score:
                 best, score = (a, b), s
     return best

@@ -54,7 +54,8 @@ def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[
 
 def _relabel(regions: np.ndarray, name_of: dict[int, str]) -> tuple[np.ndarray, dict[int, str]]:
     """uint8 labels from region ids and their names (regions without a name become 0)."""
-    order = ["pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine"]
+    order = ["pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine", "implant_left",
+             "implant_right"]
 
     def key(n: str) -> tuple[int, int]:
         if n in order:
@@ -157,7 +158,9 @@ def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: 
             fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm from the midline is not on the {side}")
     if kind == "sacrum" and mid_x is not None and abs(s["c"][0] - mid_x) > rule["midline_mm"]:
         fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm off the midline")
-    if kind == "femur" and side in heads:
+    if kind == "femur" and side in heads and heads[side].implant:
+        fails += _implant_femur_fails(labels, lab, heads[side], vol)
+    elif kind == "femur" and side in heads:
         h = heads[side]
         k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
         r = [max(1, int(0.5 * h.radius_mm / sp)) for sp in vol.spacing]
@@ -167,6 +170,52 @@ def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: 
         share = float(np.count_nonzero(sub == lab)) / bone if bone else 0.0
         if share < rule["head_share"]:
             fails.append(f"holds {share:.0%} of the bone in its femoral head's core (needs {rule['head_share']:.0%})")
+    return fails
+
+
+#: the femur of a side with a hip prosthesis holds at least this share of the bone within
+#: _STEM_SHELL_MM of the stem (the shaft tracked around the metal, as ``head_share`` asks of a
+#: natural head's core)
+STEM_SHARE = 0.7
+_STEM_SHELL_MM = 4.0
+
+
+def _implant_femur_fails(labels: np.ndarray, lab: int, h, vol: Volume) -> list[str]:
+    """The checks the femur (label ``lab``) of a side whose head is the implant head ``h`` fails:
+    the head concentric with its cup, and the bone around the stem (the implant's metal below
+    the cup) this femur's."""
+    from printpipe.segment.heads import CONCENTRIC_MM
+
+    fails = []
+    if not h.concentric:
+        fails.append(f"implant head {h.cup_offset_mm:.1f} mm off its cup's centre (more than {CONCENTRIC_MM:g} mm: "
+                     f"worn liner or subluxed hip)")
+    k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
+    imp = labels[k[0], k[1], k[2]] if all(0 <= a < n for a, n in zip(k, labels.shape)) else 0
+    stem = None
+    if imp and imp != lab:
+        sl = ndi.find_objects((labels == imp).view(np.uint8))[0]
+        from printpipe.segment.anatomy import _coords
+
+        p = _coords(vol, sl) - h.center.astype(np.float32)
+        # the stem: the implant's metal below the cup, beyond its outer radius
+        stem = (labels[sl] == imp) & (p[..., 2] < 0) & ((p ** 2).sum(-1) > np.float32((h.joint_mm + 5.0) ** 2))
+    if stem is None or not stem.any():
+        fails.append("no femoral stem found below the implant head")
+        return fails
+    import edt
+
+    pad = [int(np.ceil(_STEM_SHELL_MM / s)) + 1 for s in vol.spacing]
+    box = tuple(slice(max(a.start - q, 0), min(a.stop + q, n)) for a, q, n in zip(sl, pad, labels.shape))
+    st = np.zeros([b.stop - b.start for b in box], bool)
+    st[tuple(slice(a.start - b.start, a.stop - b.start) for a, b in zip(sl, box))] = stem
+    ring = (edt.edt(~st, anisotropy=tuple(float(s) for s in vol.spacing)) <= _STEM_SHELL_MM)
+    sub = labels[box]
+    ring &= (sub != 0) & (sub != imp)
+    n = int(ring.sum())
+    share = float(np.count_nonzero(sub[ring] == lab)) / n if n else 0.0
+    if share < STEM_SHARE:
+        fails.append(f"holds {share:.0%} of the bone around its implant's stem (needs {STEM_SHARE:.0%})")
     return fails
 
 
@@ -186,10 +235,26 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
         if fails:
             failed[lab] = fails
     inv = {v: k for k, v in names.items()}
+    implant_cm3 = {}
+    for side, h in heads.items():
+        if h.implant:
+            diam, off = 2 * h.radius_mm, h.cup_offset_mm
+            warnings.append(
+                f"hip prosthesis: a metal head {diam:.0f} mm across in its cup, {off:.1f} mm from the cup's centre; "
+                f"the metal is exported as implant_{side}, in no bone part; bone within a few mm of the metal is "
+                f"blurred by its artefacts: check it before printing")
+            lab = inv.get(f"implant_{side}")
+            if lab is not None:
+                implant_cm3[side] = float(np.count_nonzero(labels == lab)) * float(np.prod(vol.spacing)) / 1000.0
     for kind in ("hip", "femur"):
         a, b = inv.get(f"{kind}_left"), inv.get(f"{kind}_right")
         if a in stats and b in stats and a not in failed and b not in failed:
-            ratio = max(stats[a]["cm3"], stats[b]["cm3"]) / max(min(stats[a]["cm3"], stats[b]["cm3"]), 1e-9)
+            va, vb = stats[a]["cm3"], stats[b]["cm3"]
+            if kind == "femur" and implant_cm3:
+                # the prosthesis stands in for the head, neck and canal it replaced
+                va, vb = va + implant_cm3.get("left", 0.0), vb + implant_cm3.get("right", 0.0)
+                record["femur_left_right_with_implant"] = True
+            ratio = max(va, vb) / max(min(va, vb), 1e-9)
             record[f"{kind}_left_right_ratio"] = round(ratio, 2)
             if ratio > LR_RATIO:
                 for lab in (a, b):
