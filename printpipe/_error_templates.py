@@ -359,6 +359,8 @@ TEMPLATES = (
     # printpipe/segment/naming.py
     N_('no bone region large enough after separation; lower --min-island or --hu'),
     # printpipe/segment/naming.py
+    N_("hip prosthesis: a metal head {diam} mm across in its cup, {off} mm from the cup's centre; the metal is exported as implant_{side}, in no bone part; bone within a few mm of the metal is blurred by its artefacts: check it before printing"),
+    # printpipe/segment/naming.py
     N_('part that looked like {old} failed its anatomical checks ({join_fails}): exported as bone_{n_bone}; check it before printing'),
     # printpipe/segment/naming.py
     N_('{len_uniq} parts found, more than a uint8 label image holds; raise --min-island'),

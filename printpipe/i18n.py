@@ -254,6 +254,8 @@ _PART_NAMES = (
     NP_("part name", "femur_left"),
     NP_("part name", "femur_right"),
     NP_("part name", "spine"),
+    NP_("part name", "implant_left"),
+    NP_("part name", "implant_right"),
     NP_("part name", "bone"),
     NP_("part name", "all parts"),
 )
