@@ -41,7 +41,9 @@ def _metal_report(vol: Volume, metal_hu: float, lo_idx: list[int]) -> list[dict[
         out.append({"volume_mm3": round(float(counts[lab] * vox), 1),
                     "center_lps": [round(float(v), 1) for v in c],
                     "slice": int(round(idx[0])) + int(lo_idx[0]),
-                    "max_hu": int(vol.hu[sl][comp[sl] == lab].max())})
+                    # the blob's box is on the sub-box of the hot voxels: shift it by lo on the volume
+                    "max_hu": int(vol.hu[tuple(slice(a.start + o, a.stop + o) for a, o in zip(sl, lo))][
+                        comp[sl] == lab].max())})
     return out
 
 
