@@ -6,7 +6,8 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
-           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets", "ball_closing"]
+           "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets", "ball_closing",
+           "label_counts", "lut_mask", "hu_window", "distance_levels", "erode_cross"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -716,3 +717,97 @@ def ball_closing(mask, wz, wy, wx, r2, out):
                     for i in range(nx):
                         out[k, j, i] = row[i] > r2 or mask[k, j, i]
     return out
+
+
+@njit(cache=True)
+def label_counts(a, n):
+    """``np.bincount(a.ravel(), minlength=n)`` without widening ``a`` to int64 first (any unsigned
+    integer array; values must be below ``n``)."""
+    out = np.zeros(n, np.int64)
+    f = a.ravel()
+    for p in range(f.size):
+        out[f[p]] += 1
+    return out
+
+
+@njit(cache=True, parallel=True)
+def lut_mask(a, lut):
+    """``lut[a]`` (``lut`` a bool table indexed by the labels of ``a``) without an int64 copy of ``a``."""
+    nz, ny, nx = a.shape
+    out = np.empty((nz, ny, nx), np.bool_)
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                out[k, j, i] = lut[a[k, j, i]]
+    return out
+
+
+@njit(cache=True, parallel=True)
+def hu_window(hu, low, high, body, out):
+    """``out = (hu >= low) & (hu <= high) & body`` in one pass; returns the number of voxels in the
+    window outside ``body``. ``high`` may be above the int16 range (no upper bound)."""
+    nz, ny, nx = hu.shape
+    outside = 0
+    for k in prange(nz):
+        c = 0
+        for j in range(ny):
+            for i in range(nx):
+                v = hu[k, j, i]
+                w = v >= low and v <= high
+                b = body[k, j, i]
+                if w and not b:
+                    c += 1
+                out[k, j, i] = w and b
+        outside += c
+    return outside
+
+
+@njit(cache=True, parallel=True)
+def distance_levels(dist, scale, cap):
+    """``min(dist * scale, cap)`` truncated to uint16, in float32 as numpy computes it."""
+    nz, ny, nx = dist.shape
+    out = np.empty((nz, ny, nx), np.uint16)
+    s = np.float32(scale)
+    c = np.float32(cap)
+    for k in prange(nz):
+        for j in range(ny):
+            for i in range(nx):
+                v = dist[k, j, i] * s
+                if v > c:
+                    v = c
+                out[k, j, i] = np.uint16(v)
+    return out
+
+
+@njit(cache=True, parallel=True)
+def erode_cross(mask, iterations, border):
+    """``mask`` eroded ``iterations`` times by the 6-neighbour cross (what
+    ``scipy.ndimage.binary_erosion(mask, generate_binary_structure(3, 1), iterations)`` gives);
+    voxels beyond the border count as ``border``. With ``border=True`` on ``~m``, its complement is
+    ``binary_dilation(m, cross, iterations)``."""
+    nz, ny, nx = mask.shape
+    cur = mask.copy()
+    nxt = np.empty((nz, ny, nx), np.bool_)
+    for it in range(iterations):
+        for k in prange(nz):
+            for j in range(ny):
+                for i in range(nx):
+                    v = cur[k, j, i]
+                    if v:
+                        if k > 0:
+                            v = cur[k - 1, j, i]
+                        else:
+                            v = border
+                        if v:
+                            v = cur[k + 1, j, i] if k < nz - 1 else border
+                        if v:
+                            v = cur[k, j - 1, i] if j > 0 else border
+                        if v:
+                            v = cur[k, j + 1, i] if j < ny - 1 else border
+                        if v:
+                            v = cur[k, j, i - 1] if i > 0 else border
+                        if v:
+                            v = cur[k, j, i + 1] if i < nx - 1 else border
+                    nxt[k, j, i] = v
+        cur, nxt = nxt, cur
+    return cur

@@ -41,3 +41,60 @@ def test_closing_edge_cases():
     ring[1] = ((yy - 15) ** 2 + (xx - 15) ** 2 <= 64) & ((yy - 15) ** 2 + (xx - 15) ** 2 > 4)
     got = closing(ring, 3.0, (1e6, 1.0, 1.0))
     assert got[1, 15, 15] and np.array_equal(got, _closing(ring, 3.0, (1e6, 1.0, 1.0)))
+
+
+def test_small_kernels_match_numpy_and_scipy():
+    from printpipe.kernels.segment import distance_levels, erode_cross, hu_window, label_counts, lut_mask
+
+    rng = np.random.default_rng(0)
+    cross = ndi.generate_binary_structure(3, 1)
+    for shape in [(1, 1, 1), (7, 9, 11), (30, 40, 50)]:
+        m = ndi.gaussian_filter(rng.standard_normal(shape), 1.0) > -0.1
+        for it in (1, 2, 3):
+            assert np.array_equal(erode_cross(m, it, False), ndi.binary_erosion(m, cross, iterations=it))
+            assert np.array_equal(~erode_cross(~m, it, True), ndi.binary_dilation(m, cross, iterations=it))
+        for dt in (np.uint8, np.uint16, np.uint32):
+            a = rng.integers(0, 200, shape).astype(dt)
+            assert np.array_equal(label_counts(a, 256), np.bincount(a.ravel(), minlength=256))
+            lut = rng.random(200) > 0.5
+            assert np.array_equal(lut_mask(a, lut), lut[a])
+        hu = rng.integers(-1024, 3000, shape).astype(np.int16)
+        body = rng.random(shape) > 0.3
+        for lo, hi in ((200.0, 1e9), (200.5, 1500.0), (-1024.0, 32767.0)):
+            out = np.empty(shape, bool)
+            n = hu_window(hu, lo, hi, body, out)
+            ref = (hu >= lo) & (hu <= hi)
+            assert n == np.count_nonzero(ref & ~body) and np.array_equal(out, ref & body)
+        d = (rng.random(shape) * 8000).astype(np.float32)
+        d.flat[0] = np.inf
+        for step in (0.1, 0.3, 0.7):
+            ref = d.copy()
+            ref *= 1.0 / step
+            np.minimum(ref, 65000, out=ref)
+            assert np.array_equal(distance_levels(d, 1.0 / step, 65000.0), ref.astype(np.uint16))
+
+
+def test_body_mask_and_block_any_match_the_per_axis_forms():
+    from printpipe.segment.body import _body_mask
+    from printpipe.segment.geometry import _block_any
+
+    rng = np.random.default_rng(3)
+    m = rng.random((13, 22, 31)) > 0.97
+    for f in ((1, 1, 1), (2, 3, 3), (3, 1, 2), (4, 5, 1)):
+        nz, ny, nx = m.shape
+        p = np.pad(m, ((0, (-nz) % f[0]), (0, (-ny) % f[1]), (0, (-nx) % f[2])))
+        a, b, c = p.shape
+        ref = p.reshape(a // f[0], f[0], b // f[1], f[1], c // f[2], f[2]).any(axis=(1, 3, 5))
+        assert np.array_equal(_block_any(m, f), ref)
+    # the body: an ellipse of soft tissue on a couch; the upsampled mask is the coarse one repeated
+    hu = np.full((11, 61, 67), -1000, np.int16)
+    yy, xx = np.mgrid[:61, :67]
+    hu[:, ((yy - 28) / 22.0) ** 2 + ((xx - 33) / 28.0) ** 2 <= 1] = 40
+    hu[:, 55:58, 5:62] = 200
+    body, _ = _body_mask(hu, (2.5, 0.7, 0.7))
+    f = (1, 3, 3)
+    coarse = body[::f[0], ::f[1], ::f[2]]
+    ref = coarse
+    for ax, k in enumerate(f):
+        ref = np.repeat(ref, k, axis=ax)
+    assert np.array_equal(body, ref[:11, :61, :67]) and body[5, 28, 33] and not body[5, 56, 33]

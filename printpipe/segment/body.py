@@ -69,10 +69,14 @@ def _body_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.
                                        bg[:, :, -1].ravel()]))
     inner = ~np.isin(bg, border) & (bg > 0)
     body_c |= inner
+    # upsampled in-plane on the coarse slices first, then along z (one pass over the full grid)
     body = body_c
-    for ax, k in enumerate(f):
-        if k > 1:
-            body = np.repeat(body, k, axis=ax)
+    if f[1] > 1:
+        body = np.repeat(body, f[1], axis=1)[:, :ny]
+    if f[2] > 1:
+        body = np.repeat(body, f[2], axis=2)[:, :, :nx]
+    if f[0] > 1:
+        body = np.repeat(body, f[0], axis=0)
     body = body[:nz, :ny, :nx]
     stats = {"voxels": int(np.count_nonzero(body)),
              "volume_cm3": round(float(np.count_nonzero(body) * np.prod(spacing) / 1000.0), 1),

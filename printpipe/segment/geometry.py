@@ -171,7 +171,10 @@ def _block_any(mask: np.ndarray, f: tuple[int, int, int]) -> np.ndarray:
     if pz or py or px:
         mask = np.pad(mask, ((0, pz), (0, py), (0, px)))
     a, b, c = mask.shape
-    return mask.reshape(a // f[0], f[0], b // f[1], f[1], c // f[2], f[2]).any(axis=(1, 3, 5))
+    # one axis at a time, the fastest-varying first: each step shrinks what the next one reads
+    m = mask.reshape(a, b, c // f[2], f[2]).any(axis=3) if f[2] > 1 else mask
+    m = m.reshape(a, b // f[1], f[1], c // f[2]).any(axis=2) if f[1] > 1 else m
+    return m.reshape(a // f[0], f[0], b // f[1], c // f[2]).any(axis=1) if f[0] > 1 else m
 
 
 def mirror_mesh(mesh, plane):

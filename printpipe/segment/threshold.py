@@ -63,14 +63,21 @@ def _cavities(bone: np.ndarray, z_open: tuple[bool, bool]) -> np.ndarray:
     inner = np.ones(int(bg.max()) + 1, bool)
     inner[outside] = False
     inner[0] = False
-    cav = inner[bg]
-    return cav
+    from printpipe.kernels.segment import lut_mask
+
+    return lut_mask(bg, inner)
 
 
 
 def bone_mask(vol: Volume, low: float, high: float, body: np.ndarray | None) -> tuple[np.ndarray, int]:
     """Voxels in [low, high] HU, inside ``body`` when given; returns the mask and the number of
     bone-dense voxels outside the body (couch, cables, markers)."""
+    if body is not None and body.shape == vol.shape:
+        from printpipe.kernels.segment import hu_window
+
+        bone = np.empty(vol.shape, bool)
+        outside = hu_window(vol.hu, float(low), float(high), np.ascontiguousarray(body), bone)
+        return bone, int(outside)
     bone = vol.hu >= low
     if high < 32767:
         bone &= vol.hu <= high
@@ -86,11 +93,13 @@ def drop_islands(bone: np.ndarray, min_vox: int) -> tuple[np.ndarray, int, int]:
     number of components dropped and their voxels."""
     import cc3d
 
+    from printpipe.kernels.segment import label_counts, lut_mask
+
     comp, n_comp = cc3d.connected_components(bone, connectivity=26, return_N=True)
-    counts = np.bincount(comp.ravel(), minlength=n_comp + 1)
+    counts = label_counts(comp, n_comp + 1)
     counts[0] = 0
     small = counts < max(min_vox, 1)
     small[0] = False
     keep = ~small
     keep[0] = False
-    return keep[comp], int(small[1:].sum()), int(counts[small].sum())
+    return lut_mask(comp, keep), int(small[1:].sum()), int(counts[small].sum())
