@@ -28,7 +28,7 @@ value  name            what
 
 Optional labels (:data:`EXTRA_LABELS`): 7 ``bowel``, 8 ``arm``, and 9 ``implant``: the metal of a
 total hip prosthesis (``prosthesis="left"`` or ``"right"``): femoral head, trunnion and stem, and the
-acetabular cup. Metal is not bone: the ``implant`` voxels belong to no bone label, and the femur of
+acetabular cup (``"both"``: one on each side). Metal is not bone: the ``implant`` voxels belong to no bone label, and the femur of
 that side is the bone left after the neck osteotomy. The polyethylene liner between head and cup
 (about -80 HU) is plastic and stays background (0).
 
@@ -631,8 +631,8 @@ def pelvis_phantom(
         Add both arms hanging beside the body (label ``arm``): soft-tissue cylinders of radius 45 mm
         8 mm beside the trunk, each with a humerus above the elbow (z > 60 mm) and a radius and an ulna
         below it. The field of view must be about 560 mm wide to hold them.
-    prosthesis : {"left", "right"} or None
-        Replace that hip by a metal total hip prosthesis (label ``implant``): the femoral neck cut
+    prosthesis : {"left", "right", "both"} or None
+        Replace that hip (or both) by a metal total hip prosthesis (label ``implant``): the femoral neck cut
         28 mm from the head's centre, a metal head of ``prosthesis_head_mm`` on a trunnion and a
         stem down the femoral canal to 180 mm below the head, and a hemispherical metal cup
         (50 mm outer, 44 mm inner diameter, opening like the acetabulum) pressed into the reamed
@@ -686,8 +686,8 @@ def pelvis_phantom(
         raise InputError(f"bowel_gap_mm must be in [0, 20] mm; got {bowel_gap_mm}")
     if not (300.0 <= bowel_hu <= 1000.0):
         raise InputError(f"bowel_hu must be a contrast HU in [300, 1000]; got {bowel_hu}")
-    if prosthesis is not None and prosthesis not in ("left", "right"):
-        raise InputError(f"prosthesis must be 'left', 'right' or None; got {prosthesis!r}")
+    if prosthesis is not None and prosthesis not in ("left", "right", "both"):
+        raise InputError(f"prosthesis must be 'left', 'right', 'both' or None; got {prosthesis!r}")
     if not (22.0 <= prosthesis_head_mm <= 40.0):
         raise InputError(f"prosthesis_head_mm must be a bearing diameter in [22, 40] mm; got {prosthesis_head_mm}")
     prosthesis_offset_mm = tuple(float(v) for v in prosthesis_offset_mm)
@@ -820,16 +820,16 @@ def pelvis_phantom(
         # bones: build the fields over the whole chunk (each primitive only on its own box)
         sac = _Field(zc, ax_y, ax_x, rot)
         _sacrum_field(sac)
-        fems, hips = [], []
+        fems, hips, implants = [], [], []
         for side in (left, right):
             fe = _Field(zc, ax_y, ax_x, rot)
             _femur(fe, side)
             hp = _Field(zc, ax_y, ax_x, rot)
             _hip(hp, side, symphysis_mm)
-            if prosthesis is not None and (side is left) == (prosthesis == "left"):
+            if prosthesis in ("both", "left" if side is left else "right"):
                 # before the joint is carved: the cup, not the natural head, shapes the acetabulum
-                implant = _prosthesis(zc, ax_y, ax_x, rot, side, fe, hp, prosthesis_head_mm,
-                                      prosthesis_offset_mm)
+                implants.append((_prosthesis(zc, ax_y, ax_x, rot, side, fe, hp, prosthesis_head_mm,
+                                             prosthesis_offset_mm), side.sign))
             _carve_hip_joint(hp, fe, side, hip_joint_mm, hip_joint_min_mm)
             hp.subtract(sac, si_joint_mm)
             # bridges across the SI joint: a sphere spanning the gap, given to the nearer bone
@@ -872,8 +872,8 @@ def pelvis_phantom(
             sub = slab[box]
             sub += a * (bone - sub)
             lab[box][d < 0] = _L[name]
-        if prosthesis is not None:
-            _add_prosthesis(slab, lab, implant, ax_y, ax_x, streak_hu, ramp, side_sign=1 if prosthesis == "left" else -1)
+        for implant, sign in implants:
+            _add_prosthesis(slab, lab, implant, ax_y, ax_x, streak_hu, ramp, side_sign=sign)
 
         if noise_hu > 0:
             slab += noise_rng.standard_normal(slab.shape, dtype=np.float32) * np.float32(noise_hu)

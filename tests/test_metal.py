@@ -12,7 +12,8 @@ What a surgeon needs, checked here against those labels:
   (Dice floors of tests/test_phantom_variety.py: 0.95, sacrum 0.92, for the reasons given there);
 * the implant side's femur named, its metal head standing in for the femoral head (concentric with
   the cup, the bone around the stem the femur's), with a lower floor (see IMPLANT_SIDE_FLOORS);
-* no left/right swap (a swapped pair scores near 0 against these floors), also feet-first;
+* no left/right swap (a swapped pair scores near 0 against these floors), also feet-first and
+  with prostheses on both sides;
 * no metal voxel in any bone part: the metal is the part ``implant_<side>``;
 * warnings that metal is present and where the prosthesis is;
 * a head off its cup's centre (worn liner, subluxed hip): that femur is ``bone_N`` with a warning
@@ -45,7 +46,7 @@ HEAD_MM = 28.0 * 1.015
 
 def _floor(name: str, implant_side: str) -> float:
     kind, side = name.split("_") if "_" in name else (name, "")
-    if side == implant_side:
+    if side and side in implant_side:   # "right", "left" or "left right"
         return IMPLANT_SIDE_FLOORS[kind]
     return SACRUM_FLOOR if name == "sacrum" else DICE_FLOOR
 
@@ -61,11 +62,13 @@ def _check(ph, seg, masks, implant_side):
     metal = ph.mask("implant")
     in_bone = {p: int(np.count_nonzero(m & metal)) for p, m in masks.items() if not p.startswith("implant")}
     assert not any(in_bone.values()), f"metal voxels inside bone parts: {in_bone}"
-    part = masks[f"implant_{implant_side}"]
-    # the implant part holds the metal (a voxel or two of its thinnest edge may fall to the gap)
+    part = np.zeros_like(metal)
+    for side in implant_side.split():
+        part |= masks[f"implant_{side}"]
+        assert any(w.startswith("hip prosthesis") and f"implant_{side}" in w for w in seg.warnings), seg.warnings
+    # the implant parts hold the metal (a voxel or two of its thinnest edge may fall to the gap)
     assert np.count_nonzero(part & metal) >= 0.97 * np.count_nonzero(metal)
     assert any(w.startswith("metal above") for w in seg.warnings), seg.warnings
-    assert any(w.startswith("hip prosthesis") and f"implant_{implant_side}" in w for w in seg.warnings), seg.warnings
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +114,14 @@ def test_metal_hip_left_feet_first():
     ph = variant_phantom("metal_hip", prosthesis="left", prosthesis_head_mm=36.0, patient_position="FFS")
     seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True))
     _check(ph, seg, segmentation_masks(seg, ph.volume), "left")
+
+
+def test_bilateral_prostheses():
+    """Both hips replaced: the two implant heads pair with each other (no natural head left)."""
+    ph = variant_phantom("metal_hip", prosthesis="both")
+    seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True))
+    _check(ph, seg, segmentation_masks(seg, ph.volume), "left right")
+    assert len(seg.info["femoral_heads"]["implant_heads"]) == 2
 
 
 def test_eccentric_implant_head_is_not_named_femur():

@@ -164,7 +164,7 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
     fits = []
     for c, votes in cands:
         h = _fit(sm, c, dirs)
-        if h is not None and not (implants and _holds_metal(vol, h, metal_hu, dirs)):
+        if h is not None and not (metal_hu is not None and _holds_metal(vol, h, metal_hu, dirs)):
             fits.append((h, votes))
     info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
                                                                   for h, v in fits]}
