@@ -191,7 +191,7 @@ def _cut_by_flood(sub: np.ndarray, h: np.ndarray, sac: np.ndarray, up: np.ndarra
                   names: dict[int, str], info: dict[str, Any]) -> dict[int, str]:
     """The cut, in place on ``sub`` (the labels in the sacrum's box): the part below the disc (slice
     ``kg``; sacrum) and the spine seeds ``up`` grow through the part by a priority flood on HU
-    (bright bone first, so the two meet in the disc's and the facet joints' darkest voxels, and the
+    (the markers first, then bright bone before dim, so the two meet in the disc's and the facet joints' darkest voxels, and the
     sacral ala beside the disc stays with the sacrum); the upper piece gets a new label named
     ``spine`` and the darker of every touching pair is cleared (a one-voxel gap). Returns the names;
     the voxel counts of both parts go into ``info``."""
@@ -201,6 +201,12 @@ def _cut_by_flood(sub: np.ndarray, h: np.ndarray, sac: np.ndarray, up: np.ndarra
     markers[:kg - 1][sac[:kg - 1]] = 1
     markers[up] = 2
     level = np.clip(h, 0, 3000).astype(np.uint16)
+    # the markers grow first, whatever their own HU (a marker watershed's markers are its
+    # minima): at its own level a marker in dim osteoporotic S1 marrow waited while the spine's
+    # front swept the bright endplates and took the S1 alae and articular processes beside the
+    # disc (pelvic-ref002 sacrum Dice 0.654 -> 0.684 against the expert labels, spine 0.747 ->
+    # 0.741; the L5 transverse processes of pelvic-ref003 stay with the spine)
+    level[markers > 0] = 3000
     flood(markers, level, sac)
     lab_sp = max(names) + 1
     sub[sac & (markers == 2)] = lab_sp
