@@ -635,7 +635,7 @@ def pelvis_phantom(
         Replace that hip (or both) by a metal total hip prosthesis (label ``implant``): the femoral neck cut
         28 mm from the head's centre, a metal head of ``prosthesis_head_mm`` on a trunnion and a
         stem down the femoral canal to 180 mm below the head, and a hemispherical metal cup
-        (50 mm outer, 44 mm inner diameter, opening like the acetabulum) pressed into the reamed
+        (a 3 mm shell, 50 mm outer diameter or 14 mm more than the head's, opening like the acetabulum) pressed into the reamed
         acetabulum, with a polyethylene liner (-80 HU) between cup and head. Metal is 3071 HU, the
         scanner's clip (the true CT number of cobalt-chrome or titanium lies far above it).
         Scaled with its side, like the bones.
@@ -975,7 +975,8 @@ def _add_bowel(slab, lab, zc, ax_y, ax_x, rot, gap, contrast_hu, ramp) -> None:
 #: the total hip prosthesis (local left frame, mm): neck osteotomy this far from the head's centre
 #: along the neck axis; cup radii (a 50 mm shell 3 mm thick); stem path down the femoral canal
 _NECK_CUT_MM = 28.0
-_CUP_R = (22.0, 25.0)
+_CUP_R = (22.0, 25.0)           # the smallest cup: 50 mm; a larger head gets a cup 14 mm wider
+_CUP_MARGIN_MM = (3.0, 4.0)     # ... than the head: a 3 mm shell and a liner of at least 4 mm
 _CUP_OPEN = (0.70, -0.25, -0.67)
 _STEM = (((121.0, 8.5, -75.0), 8.0), ((117.0, 9.0, -180.0), 6.0))
 _TRUNNION_MM = (35.0, 6.0)      # length along the neck axis from the head's centre, radius
@@ -990,17 +991,19 @@ def _prosthesis(zc, ax_y, ax_x, rot, side: _Side, fe: _Field, hp: _Field, head_m
     """Fit a total hip prosthesis in place of one hip: the femur ``fe`` cut at the neck, the
     acetabulum of ``hp`` reamed to the cup; returns the metal and the liner fields."""
     hc = np.array(_HEAD_C)
+    cup_out = max(_CUP_R[1], head_mm / 2.0 + sum(_CUP_MARGIN_MM))
+    cup_in = cup_out - _CUP_MARGIN_MM[0]
     # neck osteotomy: keep the femur beyond the cut plane (inside of the half-space n.(p - c) < 0)
     fe.intersect(side(_halfspace(hc + _NECK_CUT_MM * _NECK_DIR, -_NECK_DIR, (-1e9,) * 3, (1e9,) * 3)))
     ream = _Field(zc, ax_y, ax_x, rot)
-    ream.union(side(_capsule(hc, hc, _CUP_R[1])))
+    ream.union(side(_capsule(hc, hc, cup_out)))
     hp.subtract(ream, 0.0)
     metal = _Field(zc, ax_y, ax_x, rot)
     # the cup: a hemispherical shell opening like the acetabulum
-    metal.union(side(_capsule(hc, hc, _CUP_R[1])))
+    metal.union(side(_capsule(hc, hc, cup_out)))
     metal.intersect(side(_halfspace(hc, _CUP_OPEN, (-1e9,) * 3, (1e9,) * 3)))
     inner = _Field(zc, ax_y, ax_x, rot)
-    inner.union(side(_capsule(hc, hc, _CUP_R[0])))
+    inner.union(side(_capsule(hc, hc, cup_in)))
     metal.subtract(inner, 0.0)
     # the femoral component: head, trunnion, stem (a separate piece from the cup)
     fem = _Field(zc, ax_y, ax_x, rot)
@@ -1017,7 +1020,7 @@ def _prosthesis(zc, ax_y, ax_x, rot, side: _Side, fe: _Field, hp: _Field, head_m
         metal._grow(sl)
     # the polyethylene liner fills the cup up to its rim, around the head
     liner = _Field(zc, ax_y, ax_x, rot)
-    liner.union(side(_capsule(hc, hc, _CUP_R[0])))
+    liner.union(side(_capsule(hc, hc, cup_in)))
     liner.intersect(side(_halfspace(hc, _CUP_OPEN, (-1e9,) * 3, (1e9,) * 3)))
     liner.subtract(fem, 0.0)
     return metal, liner

@@ -419,8 +419,8 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
     res = np.linalg.norm(near - c, axis=1) - r
     inl = np.abs(res) < 1.5
     rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else np.inf
-    if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2) or rms > _FIT_RMS_MM or \
-            np.linalg.norm(c - c0) > 0.5 * r:
+    # (the size is checked on the half-maximum surface below: these points lie up to a voxel inside)
+    if rms > _FIT_RMS_MM or np.linalg.norm(c - c0) > 0.5 * r:
         return None
     # the ball's surface at the half-maximum edge, between the metal and what lies outside it (the
     # boundary voxels of the thresholded metal lie up to a voxel inside it); rays along the
@@ -432,6 +432,8 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
     edge = below.any(axis=1) & (pe[:, 0] - pe.min(axis=1) > _VALLEY_HU)
     if edge.sum() >= 0.5 * len(dirs):
         r = float(np.median(re[np.argmax(below[edge], axis=1)]))
+    if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2):
+        return None
     # the cup: along rays within 60 deg of superior, the ball's metal ends, a dark layer follows and
     # metal or bone (above _CUP_HU) begins again within _LINER_MM
     up = dirs[dirs[:, 2] > 0.5]
