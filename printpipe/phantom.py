@@ -568,6 +568,7 @@ def pelvis_phantom(
     prosthesis: str | None = None,
     prosthesis_head_mm: float = 28.0,
     prosthesis_offset_mm: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    prosthesis_liner: str = "polyethylene",
     streak_hu: float = 250.0,
 ) -> Phantom:
     """Make the synthetic pelvis CT and its ground-truth labels.
@@ -644,6 +645,9 @@ def pelvis_phantom(
     prosthesis_offset_mm : (x, y, z)
         The head (with its trunnion) moved by this much (mm, the side's local frame) from the cup's
         centre: a worn liner or a subluxed hip; 0 is concentric.
+    prosthesis_liner : {"polyethylene", "ceramic"}
+        The liner between head and cup: polyethylene (-80 HU, background) or ceramic (as bright as
+        the metal, label ``implant``: head, liner and cup read as one piece).
     streak_hu : float
         Amplitude (HU) of the streak artefacts around the metal: in every axial slice holding metal,
         16 alternating bright and dark bands radiate from it, decaying over 40 mm (0 for none).
@@ -693,6 +697,8 @@ def pelvis_phantom(
     prosthesis_offset_mm = tuple(float(v) for v in prosthesis_offset_mm)
     if len(prosthesis_offset_mm) != 3 or not all(math.isfinite(v) and abs(v) <= 15.0 for v in prosthesis_offset_mm):
         raise InputError(f"prosthesis_offset_mm must be three shifts of at most 15 mm; got {prosthesis_offset_mm}")
+    if prosthesis_liner not in ("polyethylene", "ceramic"):
+        raise InputError(f"prosthesis_liner must be 'polyethylene' or 'ceramic'; got {prosthesis_liner!r}")
     if not (math.isfinite(streak_hu) and 0.0 <= streak_hu <= 1000.0):
         raise InputError(f"streak_hu must be in [0, 1000] HU; got {streak_hu}")
     params = dict(shape=shape, spacing=spacing, seed=seed, noise_hu=noise_hu, table=table,
@@ -704,7 +710,8 @@ def pelvis_phantom(
                   bowel_gap_mm=bowel_gap_mm, bowel_hu=bowel_hu, arms=bool(arms))
     if prosthesis is not None:   # recorded only when made: the other phantoms' params stay as they were
         params.update(prosthesis=prosthesis, prosthesis_head_mm=float(prosthesis_head_mm),
-                      prosthesis_offset_mm=prosthesis_offset_mm, streak_hu=float(streak_hu))
+                      prosthesis_offset_mm=prosthesis_offset_mm, prosthesis_liner=prosthesis_liner,
+                      streak_hu=float(streak_hu))
 
     nz, ny, nx = shape
     dz, dy, dx = spacing
@@ -873,7 +880,8 @@ def pelvis_phantom(
             sub += a * (bone - sub)
             lab[box][d < 0] = _L[name]
         for implant, sign in implants:
-            _add_prosthesis(slab, lab, implant, ax_y, ax_x, streak_hu, ramp, side_sign=sign)
+            _add_prosthesis(slab, lab, implant, ax_y, ax_x, streak_hu, ramp, side_sign=sign,
+                            ceramic=prosthesis_liner == "ceramic")
 
         if noise_hu > 0:
             slab += noise_rng.standard_normal(slab.shape, dtype=np.float32) * np.float32(noise_hu)
@@ -1027,12 +1035,14 @@ def _prosthesis(zc, ax_y, ax_x, rot, side: _Side, fe: _Field, hp: _Field, head_m
 
 
 def _add_prosthesis(slab, lab, implant: tuple[_Field, _Field], ax_y, ax_x, streak_hu: float, ramp,
-                    side_sign: int) -> None:
+                    side_sign: int, ceramic: bool = False) -> None:
     """Composite the liner and the metal into a chunk (after the bones: the metal replaces bone and
     takes the ``implant`` label), then the streak artefacts of each slice that holds metal."""
     metal, liner = implant
     sl = liner.finite
-    if sl is not None:
+    if sl is not None and ceramic:   # as bright as the metal: one piece with head and cup
+        np.minimum(metal.d[sl], liner.d[sl], out=metal.d[sl])
+    elif sl is not None:
         sub = slab[sl]
         sub += ramp(liner.d[sl]) * (np.float32(_LINER) - sub)
         lab[sl][(liner.d[sl] < 0) & (lab[sl] != _L["table"])] = 0

@@ -16,6 +16,7 @@ What a surgeon needs, checked here against those labels:
   with prostheses on both sides;
 * no metal voxel in any bone part: the metal is the part ``implant_<side>``;
 * warnings that metal is present and where the prosthesis is;
+* a bearing with no liner to see (ceramic): the same;
 * a head off its cup's centre (worn liner, subluxed hip): that femur is ``bone_N`` with a warning
   naming the check, the other parts keep their names.
 """
@@ -122,6 +123,17 @@ def test_bilateral_prostheses():
     seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True))
     _check(ph, seg, segmentation_masks(seg, ph.volume), "left right")
     assert len(seg.info["femoral_heads"]["implant_heads"]) == 2
+
+
+def test_fused_bearing():
+    """A ceramic liner: head, liner and cup are one piece of metal-bright HU (no dark layer to see);
+    the cup is measured on the shell's outside."""
+    ph = variant_phantom("metal_hip", prosthesis_liner="ceramic")
+    seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True))
+    _check(ph, seg, segmentation_masks(seg, ph.volume), "right")
+    imp = seg.info["femoral_heads"]["implant_heads"]
+    assert imp[0]["bearing_fused"] and imp[0]["concentric"]
+    assert abs(imp[0]["cup_outer_diameter_mm"] - 50.0 * 1.015) < 3.0
 
 
 def test_eccentric_implant_head_is_not_named_femur():

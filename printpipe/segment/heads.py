@@ -110,11 +110,15 @@ class ImplantHead(HeadSphere):
     metal ball's; ``joint_mm`` the outer radius of its cup (metal shell or reamed bone), so that the
     acetabular marker lies in the bone beyond the cup; ``cup_offset_mm`` how far the cup's centre
     lies from the ball's (0 for a concentric bearing), ``cup_mm`` the cup's inner radius (liner
-    included) and ``metal_hu`` the threshold the metal was found with."""
+    included; its outer radius when the bearing is fused) and ``metal_hu`` the threshold the metal
+    was found with."""
 
     cup_offset_mm: float = 0.0
     cup_mm: float = 0.0
     metal_hu: float = 2500.0
+    #: head and cup one piece in the image (no liner between them to see): ``cup_mm`` is then the
+    #: cup's outer radius
+    fused: bool = False
     implant = True
 
     @property
@@ -123,7 +127,9 @@ class ImplantHead(HeadSphere):
 
     def as_dict(self) -> dict[str, Any]:
         return dict(super().as_dict(), implant=True, cup_offset_mm=round(self.cup_offset_mm, 1),
-                    cup_inner_diameter_mm=round(2 * self.cup_mm, 1), concentric=self.concentric)
+                    cup_inner_diameter_mm=None if self.fused else round(2 * self.cup_mm, 1),
+                    cup_outer_diameter_mm=round(2 * self.joint_mm, 1), bearing_fused=self.fused,
+                    concentric=self.concentric)
 
 
 class _Smoothed:
@@ -359,7 +365,9 @@ def _implant_heads(vol: Volume, metal_hu: float, body: np.ndarray | None, dirs: 
     leave the ball, cross a dark layer (liner or joint space) and meet metal or bone again within
     :data:`_LINER_MM`; the cup covers at least :data:`_CUP_COVER` of them. The cup's centre is fitted
     to where those rays meet it (its inner surface, ``r_i = R + d . u_i`` for a cup centred ``d``
-    from the ball's centre), which gives the concentricity.
+    from the ball's centre), which gives the concentricity. A bearing with no dark layer to see
+    (ceramic or metal liner, or a liner thinner than the blur) is one piece of metal: the rays
+    stay in it past the ball and leave it at the shell's outside, which is fitted instead.
     """
     import cc3d
     import edt
@@ -430,7 +438,7 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
     half = 0.5 * (pe[:, 0] + pe.min(axis=1))
     below = pe < half[:, None]
     edge = below.any(axis=1) & (pe[:, 0] - pe.min(axis=1) > _VALLEY_HU)
-    if edge.sum() >= 0.5 * len(dirs):
+    if edge.sum() >= 0.2 * len(dirs):
         r = float(np.median(re[np.argmax(below[edge], axis=1)]))
     if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2):
         return None
@@ -441,13 +449,19 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
     rr = np.arange(r - 2.0, r + _LINER_MM[1] + 12.0, step)
     prof = _sample(vol, c[None, None] + up[:, None] * rr[None, :, None])
     r_in, r_out, hit = np.full(len(up), np.nan), np.full(len(up), np.nan), np.zeros(len(up), bool)
+    r_fused, fused = np.full(len(up), np.nan), np.zeros(len(up), bool)
+    beyond = rr > r + 3.0
     for i, p in enumerate(prof):
         # leaving the ball: the first fall below half-way between the metal and the dark layer
         dark = p < _CUP_HU
-        if not dark.any():
-            continue
-        k0 = int(np.argmax(dark))
-        if rr[k0] > r + 3.0:      # no dark layer next to the ball: the trunnion, or a fused bearing
+        k0 = int(np.argmax(dark)) if dark.any() else len(rr)
+        if k0 == len(rr) or rr[k0] > r + 3.0:
+            # no dark layer next to the ball: a fused bearing (ceramic or metal liner, or a liner
+            # thinner than the blur) when the metal goes on into a shell and ends within reach
+            low = np.flatnonzero(beyond & (p < 0.5 * float(p.max())))
+            if np.all(p[(rr >= r) & (rr <= r + 3.0)] > metal_hu) and len(low) and \
+                    rr[low[0]] - r <= _LINER_MM[1] + 6.0:
+                fused[i], r_fused[i] = True, rr[low[0]]
             continue
         again = np.flatnonzero(~dark[k0:])
         if not len(again):
@@ -463,10 +477,16 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         past = np.flatnonzero(w[k2:] < 0.5 * w[k2])
         r_out[i] = rr[k1 + k2 + (int(past[0]) if len(past) else len(w) - 1 - k2)]
     cover = float(hit.mean()) if len(up) else 0.0
+    is_fused = False
     if cover < _CUP_COVER or hit.sum() < 8:
-        return None
+        # a fused bearing: the shell's outside, concentric with its inside, measures the cup
+        cover = float((fused | hit).mean()) if len(up) else 0.0   # beyond the shell's rim, the bony rim
+        if cover < _CUP_COVER or fused.sum() < 8:
+            return None
+        is_fused, hit, r_in, r_out = True, fused, r_fused, r_fused
     u, ri = up[hit], r_in[hit]
-    # the cup's inner surface, a sphere of radius R centred at c + delta: r_i ~ R + delta . u_i
+    # the cup's inner surface (its outer one for a fused bearing), a sphere of radius R centred at
+    # c + delta: r_i ~ R + delta . u_i
     a = np.c_[np.ones(len(u)), u]
     keep = np.ones(len(u), bool)
     for _ in range(3):
@@ -479,7 +499,8 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
     core = _sample(vol, c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r, 0.6 * r])[None, :, None])
     return ImplantHead(center=c, radius_mm=float(r), joint_mm=float(np.nanmedian(r_out[hit])), rms_mm=rms,
                        inliers=float(inl.mean()), cup_cover=cover, core_hu=float(np.median(core)),
-                       cup_offset_mm=float(np.linalg.norm(delta)), cup_mm=float(sol[0]), metal_hu=float(metal_hu))
+                       cup_offset_mm=float(np.linalg.norm(delta)), cup_mm=float(sol[0]), metal_hu=float(metal_hu),
+                       fused=is_fused)
 
 
 def _implant_pair(implants: list[ImplantHead], fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
