@@ -70,6 +70,8 @@ IMPLANT_HEAD_MM = (20.0, 60.0)
 #: inside) lies this far (mm) outside the ball: polyethylene liners are 4-10 mm thick, a ceramic or
 #: metal bearing a gap under a millimetre
 _LINER_MM = (0.0, 16.0)
+#: how far (mm) beyond the ball the cup is looked for: a liner's thickness and a subluxation
+_IMPLANT_REACH_MM = 30.0
 #: an implant head is concentric with its cup when the cup's centre lies within this distance (mm)
 #: of the ball's: liners wear by ~0.1 mm a year (2 mm after 20 years); more is a worn-through
 #: liner or a subluxed hip, where the femur no longer sits where the anatomy puts it
@@ -106,8 +108,9 @@ class HeadSphere:
 
 @dataclass(frozen=True)
 class ImplantHead(HeadSphere):
-    """The metal head of a hip prosthesis, standing in for a femoral head. ``radius_mm`` is the
-    metal ball's; ``joint_mm`` the outer radius of its cup (metal shell or reamed bone), so that the
+    """The metal head of a hip prosthesis, standing in for a femoral head. ``center`` is its cup's
+    centre (the centre of rotation the other hip mirrors), ``ball_center`` the ball's; ``radius_mm``
+    is the metal ball's; ``joint_mm`` the outer radius of its cup (metal shell or reamed bone), so that the
     acetabular marker lies in the bone beyond the cup; ``cup_offset_mm`` how far the cup's centre
     lies from the ball's (0 for a concentric bearing), ``cup_mm`` the cup's inner radius (liner
     included; its outer radius when the bearing is fused) and ``metal_hu`` the threshold the metal
@@ -119,6 +122,8 @@ class ImplantHead(HeadSphere):
     #: head and cup one piece in the image (no liner between them to see): ``cup_mm`` is then the
     #: cup's outer radius
     fused: bool = False
+    #: the metal ball's centre (``center`` is the cup's: the acetabulum's centre of rotation)
+    ball_center: np.ndarray | None = None
     implant = True
 
     @property
@@ -126,7 +131,9 @@ class ImplantHead(HeadSphere):
         return self.cup_offset_mm <= CONCENTRIC_MM
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(super().as_dict(), implant=True, cup_offset_mm=round(self.cup_offset_mm, 1),
+        ball = self.center if self.ball_center is None else self.ball_center
+        return dict(super().as_dict(), implant=True, ball_center_lps=[round(float(v), 1) for v in ball],
+                    cup_offset_mm=round(self.cup_offset_mm, 1),
                     cup_inner_diameter_mm=None if self.fused else round(2 * self.cup_mm, 1),
                     cup_outer_diameter_mm=round(2 * self.joint_mm, 1), bearing_fused=self.fused,
                     concentric=self.concentric)
@@ -364,8 +371,8 @@ def _implant_heads(vol: Volume, metal_hu: float, body: np.ndarray | None, dirs: 
     around it. The cup: rays from the ball's centre in the directions within 60 deg of superior
     leave the ball, cross a dark layer (liner or joint space) and meet metal or bone again within
     :data:`_LINER_MM`; the cup covers at least :data:`_CUP_COVER` of them. The cup's centre is fitted
-    to where those rays meet it (its inner surface, ``r_i = R + d . u_i`` for a cup centred ``d``
-    from the ball's centre), which gives the concentricity. A bearing with no dark layer to see
+    to where those rays meet it over its dome (a sphere fitted to its inner surface), which gives
+    the concentricity. A bearing with no dark layer to see
     (ceramic or metal liner, or a liner thinner than the blur) is one piece of metal: the rays
     stay in it past the ball and leave it at the shell's outside, which is fitted instead.
     """
@@ -442,17 +449,18 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         r = float(np.median(re[np.argmax(below[edge], axis=1)]))
     if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2):
         return None
-    # the cup: along rays within 60 deg of superior, the ball's metal ends, a dark layer follows and
-    # metal or bone (above _CUP_HU) begins again within _LINER_MM
-    up = dirs[dirs[:, 2] > 0.5]
+    # the cup: along each ray the ball's metal ends, a dark layer follows (liner or joint space) and
+    # metal or bone (above _CUP_HU) begins again: the cup's inner surface, within _IMPLANT_REACH_MM
+    # (a subluxed head lies further from one side of its cup); or, for a fused bearing, the metal
+    # goes on past the ball and ends at the shell's outside
     step = 0.25
-    rr = np.arange(r - 2.0, r + _LINER_MM[1] + 12.0, step)
-    prof = _sample(vol, c[None, None] + up[:, None] * rr[None, :, None])
-    r_in, r_out, hit = np.full(len(up), np.nan), np.full(len(up), np.nan), np.zeros(len(up), bool)
-    r_fused, fused = np.full(len(up), np.nan), np.zeros(len(up), bool)
+    rr = np.arange(r - 2.0, r + _IMPLANT_REACH_MM + 12.0, step)
+    prof = _sample(vol, c[None, None] + dirs[:, None] * rr[None, :, None])
+    n = len(dirs)
+    r_in, r_out, hit = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
+    r_fused, fused = np.full(n, np.nan), np.zeros(n, bool)
     beyond = rr > r + 3.0
     for i, p in enumerate(prof):
-        # leaving the ball: the first fall below half-way between the metal and the dark layer
         dark = p < _CUP_HU
         k0 = int(np.argmax(dark)) if dark.any() else len(rr)
         if k0 == len(rr) or rr[k0] > r + 3.0:
@@ -467,7 +475,8 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         if not len(again):
             continue
         k1 = k0 + int(again[0])
-        if not (_LINER_MM[0] <= rr[k1] - r <= _LINER_MM[1]) or float(p[k0:k1].min()) > p[k1:].max() - _VALLEY_HU:
+        if not (_LINER_MM[0] <= rr[k1] - r <= _IMPLANT_REACH_MM) or \
+                float(p[k0:k1].min()) > p[k1:].max() - _VALLEY_HU:
             continue
         hit[i] = True
         r_in[i] = rr[k1]
@@ -476,31 +485,36 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         k2 = int(np.argmax(w))
         past = np.flatnonzero(w[k2:] < 0.5 * w[k2])
         r_out[i] = rr[k1 + k2 + (int(past[0]) if len(past) else len(w) - 1 - k2)]
-    cover = float(hit.mean()) if len(up) else 0.0
+    # in a cup: it covers at least _CUP_COVER of the directions within 60 deg of superior
+    up = dirs[:, 2] > 0.5
+    cover = float(hit[up].mean()) if up.any() else 0.0
     is_fused = False
-    if cover < _CUP_COVER or hit.sum() < 8:
-        # a fused bearing: the shell's outside, concentric with its inside, measures the cup
-        cover = float((fused | hit).mean()) if len(up) else 0.0   # beyond the shell's rim, the bony rim
-        if cover < _CUP_COVER or fused.sum() < 8:
+    if cover < _CUP_COVER or hit[up].sum() < 8:
+        cover = float((fused | hit)[up].mean()) if up.any() else 0.0   # beyond the shell's rim, the bony rim
+        if cover < _CUP_COVER or fused[up].sum() < 8:
             return None
         is_fused, hit, r_in, r_out = True, fused, r_fused, r_fused
-    u, ri = up[hit], r_in[hit]
-    # the cup's inner surface (its outer one for a fused bearing), a sphere of radius R centred at
-    # c + delta: r_i ~ R + delta . u_i
-    a = np.c_[np.ones(len(u)), u]
-    keep = np.ones(len(u), bool)
-    for _ in range(3):
-        sol, *_ = np.linalg.lstsq(a[keep], ri[keep], rcond=None)
-        res = np.abs(a @ sol - ri)
-        keep = res < max(1.5, 2.5 * float(np.median(res)))
-        if keep.sum() < 8:
+    # the cup's surface (inner, or outer for a fused bearing) as a sphere, fitted to where the rays
+    # meet it over the dome: the directions within 80 deg of the mean covered superior direction
+    axis = dirs[up & hit].mean(axis=0)
+    axis /= max(float(np.linalg.norm(axis)), 1e-9)
+    cap = hit & (dirs @ axis > np.cos(np.deg2rad(80.0)))
+    pts_in = c + dirs[cap] * r_in[cap, None]
+    pts_out = c + dirs[cap] * r_out[cap, None]
+    keep = np.ones(len(pts_in), bool)
+    for _ in range(4):
+        if keep.sum() < 12:
             return None
-    delta = sol[1:]
+        cc, rc = fit_sphere(pts_in[keep])
+        res = np.abs(np.linalg.norm(pts_in - cc, axis=1) - rc)
+        keep = res < max(1.5, 2.5 * float(np.median(res)))
+    if not np.isfinite(rc) or keep.sum() < 12:
+        return None
     core = _sample(vol, c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r, 0.6 * r])[None, :, None])
-    return ImplantHead(center=c, radius_mm=float(r), joint_mm=float(np.nanmedian(r_out[hit])), rms_mm=rms,
-                       inliers=float(inl.mean()), cup_cover=cover, core_hu=float(np.median(core)),
-                       cup_offset_mm=float(np.linalg.norm(delta)), cup_mm=float(sol[0]), metal_hu=float(metal_hu),
-                       fused=is_fused)
+    return ImplantHead(center=cc, radius_mm=float(r), joint_mm=float(np.median(np.linalg.norm(pts_out[keep] - cc, axis=1))),
+                       rms_mm=rms, inliers=float(inl.mean()), cup_cover=cover, core_hu=float(np.median(core)),
+                       cup_offset_mm=float(np.linalg.norm(c - cc)), cup_mm=float(rc), metal_hu=float(metal_hu),
+                       fused=is_fused, ball_center=c)
 
 
 def _implant_pair(implants: list[ImplantHead], fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:

@@ -139,7 +139,7 @@ def _in(v: float, rng: tuple[float, float]) -> bool:
 
 
 def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: Volume, heads: dict,
-               mid_x: float | None) -> list[str]:
+               mid_x: float | None, implants: dict[str, int] | None = None) -> list[str]:
     """The checks ``name`` fails (empty when it passes)."""
     fails = []
     kind = name.split("_")[0]
@@ -159,7 +159,7 @@ def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: 
     if kind == "sacrum" and mid_x is not None and abs(s["c"][0] - mid_x) > rule["midline_mm"]:
         fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm off the midline")
     if kind == "femur" and side in heads and heads[side].implant:
-        fails += _implant_femur_fails(labels, lab, heads[side], vol)
+        fails += _implant_femur_fails(labels, lab, heads[side], vol, (implants or {}).get(side))
     elif kind == "femur" and side in heads:
         h = heads[side]
         k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
@@ -180,18 +180,16 @@ STEM_SHARE = 0.7
 _STEM_SHELL_MM = 4.0
 
 
-def _implant_femur_fails(labels: np.ndarray, lab: int, h, vol: Volume) -> list[str]:
-    """The checks the femur (label ``lab``) of a side whose head is the implant head ``h`` fails:
-    the head concentric with its cup, and the bone around the stem (the implant's metal below
-    the cup) this femur's."""
+def _implant_femur_fails(labels: np.ndarray, lab: int, h, vol: Volume, imp: int | None) -> list[str]:
+    """The checks the femur (label ``lab``) of a side whose head is the implant head ``h`` (its
+    implant: label ``imp``) fails: the head concentric with its cup, and the bone around the stem
+    (the implant's metal below the cup) this femur's."""
     from printpipe.segment.heads import CONCENTRIC_MM
 
     fails = []
     if not h.concentric:
         fails.append(f"implant head {h.cup_offset_mm:.1f} mm off its cup's centre (more than {CONCENTRIC_MM:g} mm: "
                      f"worn liner or subluxed hip)")
-    k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
-    imp = labels[k[0], k[1], k[2]] if all(0 <= a < n for a, n in zip(k, labels.shape)) else 0
     stem = None
     if imp and imp != lab:
         sl = ndi.find_objects((labels == imp).view(np.uint8))[0]
@@ -230,8 +228,9 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
              if n.split("_")[0] in CHECKS}
     record: dict[str, Any] = {}
     failed: dict[int, list[str]] = {}
+    implants = {n.split("_", 1)[1]: k for k, n in names.items() if n in ("implant_left", "implant_right")}
     for lab, s in stats.items():
-        fails = _check_one(names[lab], s, labels, lab, vol, heads, mid_x)
+        fails = _check_one(names[lab], s, labels, lab, vol, heads, mid_x, implants)
         if fails:
             failed[lab] = fails
     inv = {v: k for k, v in names.items()}
