@@ -7,7 +7,7 @@ from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
            "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets", "ball_closing",
-           "label_counts", "lut_mask", "hu_window", "distance_levels", "erode_cross"]
+           "label_counts", "lut_mask", "hu_window", "distance_levels", "erode_cross", "label_boxes"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -284,7 +284,7 @@ def refine_surface(hu, labels, open_, rk, rj, ri, background, floor, passes):
     return removed
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def cut_gaps(hu, labels):
     """Separate touching parts by clearing, of every pair of 26-adjacent voxels with different
     non-zero labels, the darker one (ties: the lower label). The gap then lies in the joint space,
@@ -292,7 +292,7 @@ def cut_gaps(hu, labels):
     nz, ny, nx = labels.shape
     mark = np.zeros(labels.shape, np.bool_)
     n = 0
-    for k in range(nz):
+    for k in prange(nz):
         for j in range(ny):
             for i in range(nx):
                 a = labels[k, j, i]
@@ -320,12 +320,14 @@ def cut_gaps(hu, labels):
                                 mark[k, j, i] = True
                                 done = True
                                 break
-    for k in range(nz):
+    for k in prange(nz):
+        c = 0
         for j in range(ny):
             for i in range(nx):
                 if mark[k, j, i]:
                     labels[k, j, i] = 0
-                    n += 1
+                    c += 1
+        n += c
     return n
 
 
@@ -725,8 +727,17 @@ def label_counts(a, n):
     integer array; values must be below ``n``)."""
     out = np.zeros(n, np.int64)
     f = a.ravel()
+    # zeros (most voxels) are not counted one by one: a run of equal values makes every increment
+    # wait for the previous one
     for p in range(f.size):
-        out[f[p]] += 1
+        v = f[p]
+        if v != 0:
+            out[v] += 1
+    tot = 0
+    for v in range(1, n):
+        tot += out[v]
+    if n > 0:
+        out[0] = f.size - tot
     return out
 
 
@@ -811,3 +822,36 @@ def erode_cross(mask, iterations, border):
                     nxt[k, j, i] = v
         cur, nxt = nxt, cur
     return cur
+
+
+@njit(cache=True)
+def label_boxes(labels, n):
+    """Per label 1..n the index box of its voxels as rows (k0, j0, i0, k1, j1, i1), ``[k0, k1)``
+    etc.; a label without voxels has k0 = -1."""
+    nz, ny, nx = labels.shape
+    box = np.empty((n + 1, 6), np.int64)
+    box[:, 0:3] = 1 << 40
+    box[:, 3:6] = -1
+    for k in range(nz):
+        for j in range(ny):
+            for i in range(nx):
+                v = labels[k, j, i]
+                if v == 0 or v > n:
+                    continue
+                b = box[v]
+                if k < b[0]:
+                    b[0] = k
+                if j < b[1]:
+                    b[1] = j
+                if i < b[2]:
+                    b[2] = i
+                if k >= b[3]:
+                    b[3] = k + 1
+                if j >= b[4]:
+                    b[4] = j + 1
+                if i >= b[5]:
+                    b[5] = i + 1
+    for v in range(n + 1):
+        if box[v, 3] < 0:
+            box[v, 0] = -1
+    return box[1:]

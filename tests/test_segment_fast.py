@@ -98,3 +98,34 @@ def test_body_mask_and_block_any_match_the_per_axis_forms():
     for ax, k in enumerate(f):
         ref = np.repeat(ref, k, axis=ax)
     assert np.array_equal(body, ref[:11, :61, :67]) and body[5, 28, 33] and not body[5, 56, 33]
+
+
+def test_bincount_and_isin_match_numpy():
+    from printpipe.segment import _fast
+
+    rng = np.random.default_rng(5)
+    for dt in (np.uint8, np.uint16, np.uint32):
+        for hi in (1, 7, 200):
+            a = rng.integers(0, hi, (6, 7, 8)).astype(dt)
+            for ml in (0, 3, 10, 300):
+                assert np.array_equal(_fast.bincount(a, ml), np.bincount(a.ravel(), minlength=ml))
+            if dt != np.uint32:
+                for vals in ([], [0], [1, 3, 250], [5, 6, 7, 1000]):
+                    assert np.array_equal(_fast.isin(a, vals), np.isin(a, vals))
+    empty = np.zeros((0, 3, 3), np.uint8)
+    assert np.array_equal(_fast.bincount(empty, 4), np.bincount(empty.ravel(), minlength=4))
+    assert np.array_equal(_fast.bincount(empty), np.bincount(empty.ravel()))
+
+
+def test_find_objects_matches_scipy():
+    from printpipe.segment import _fast
+
+    rng = np.random.default_rng(6)
+    for dt in (np.uint8, np.uint16, np.int32):
+        a = np.zeros((9, 10, 11), dt)
+        for lab in (1, 2, 4, 7):   # 3, 5 and 6 absent
+            k, j, i = rng.integers(0, 8, 3)
+            a[k:k + rng.integers(1, 3), j:j + 2, i:i + rng.integers(1, 4)] = lab
+        for ml in (0, 3, 7, 9):
+            assert _fast.find_objects(a, ml) == ndi.find_objects(a, max_label=ml)
+    assert _fast.find_objects(np.zeros((2, 2, 2), np.uint8)) == ndi.find_objects(np.zeros((2, 2, 2), np.uint8))
