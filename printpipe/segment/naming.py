@@ -139,19 +139,24 @@ def _in(v: float, rng: tuple[float, float]) -> bool:
 
 
 def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: Volume, heads: dict,
-               mid_x: float | None, implants: dict[str, int] | None = None) -> list[str]:
-    """The checks ``name`` fails (empty when it passes)."""
+               mid_x: float | None, implants: dict[str, tuple[int, float]] | None = None) -> list[str]:
+    """The checks ``name`` fails (empty when it passes). ``implants``: side -> (label, cm^3) of the
+    hip prostheses."""
     fails = []
     kind = name.split("_")[0]
     rule = CHECKS.get(kind, {})
-    if "volume_cm3" in rule and not _in(s["cm3"], rule["volume_cm3"]):
-        fails.append(f"volume {s['cm3']:.0f} cm^3 outside {rule['volume_cm3'][0]:g}-{rule['volume_cm3'][1]:g}")
+    side = name.rsplit("_", 1)[-1]
+    implant = (implants or {}).get(side) if kind == "femur" and side in heads and heads[side].implant else None
+    # a prosthesis stands in for the femoral head, neck and canal it replaced
+    cm3 = s["cm3"] + (implant[1] if implant else 0.0)
+    if "volume_cm3" in rule and not _in(cm3, rule["volume_cm3"]):
+        fails.append(f"volume {cm3:.0f} cm^3{' with its implant' if implant else ''} outside "
+                     f"{rule['volume_cm3'][0]:g}-{rule['volume_cm3'][1]:g}")
     ext = s["hi"] - s["lo"]
     if "height_mm" in rule and not _in(ext[2], rule["height_mm"]):
         fails.append(f"height {ext[2]:.0f} mm outside {rule['height_mm'][0]:g}-{rule['height_mm'][1]:g}")
     if "width_mm" in rule and not _in(ext[0], rule["width_mm"]):
         fails.append(f"width {ext[0]:.0f} mm outside {rule['width_mm'][0]:g}-{rule['width_mm'][1]:g}")
-    side = name.rsplit("_", 1)[-1]
     if mid_x is not None and side in ("left", "right"):
         # LPS: +x is the patient's left
         if (s["c"][0] - mid_x) * (1 if side == "left" else -1) < 10.0:
@@ -159,7 +164,7 @@ def _check_one(name: str, s: dict[str, Any], labels: np.ndarray, lab: int, vol: 
     if kind == "sacrum" and mid_x is not None and abs(s["c"][0] - mid_x) > rule["midline_mm"]:
         fails.append(f"centre {s['c'][0] - mid_x:+.0f} mm off the midline")
     if kind == "femur" and side in heads and heads[side].implant:
-        fails += _implant_femur_fails(labels, lab, heads[side], vol, (implants or {}).get(side))
+        fails += _implant_femur_fails(labels, lab, heads[side], vol, implant[0] if implant else None)
     elif kind == "femur" and side in heads:
         h = heads[side]
         k = np.rint(vol.patient_to_index(h.center[None])[0]).astype(int)
@@ -228,13 +233,8 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
              if n.split("_")[0] in CHECKS}
     record: dict[str, Any] = {}
     failed: dict[int, list[str]] = {}
-    implants = {n.split("_", 1)[1]: k for k, n in names.items() if n in ("implant_left", "implant_right")}
-    for lab, s in stats.items():
-        fails = _check_one(names[lab], s, labels, lab, vol, heads, mid_x, implants)
-        if fails:
-            failed[lab] = fails
     inv = {v: k for k, v in names.items()}
-    implant_cm3 = {}
+    implants: dict[str, tuple[int, float]] = {}
     for side, h in heads.items():
         if h.implant:
             diam, off = 2 * h.radius_mm, h.cup_offset_mm
@@ -244,7 +244,12 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
                 f"blurred by its artefacts: check it before printing")
             lab = inv.get(f"implant_{side}")
             if lab is not None:
-                implant_cm3[side] = float(np.count_nonzero(labels == lab)) * float(np.prod(vol.spacing)) / 1000.0
+                implants[side] = (lab, float(np.count_nonzero(labels == lab)) * float(np.prod(vol.spacing)) / 1000.0)
+    implant_cm3 = {side: v for side, (_, v) in implants.items()}
+    for lab, s in stats.items():
+        fails = _check_one(names[lab], s, labels, lab, vol, heads, mid_x, implants)
+        if fails:
+            failed[lab] = fails
     for kind in ("hip", "femur"):
         a, b = inv.get(f"{kind}_left"), inv.get(f"{kind}_right")
         if a in stats and b in stats and a not in failed and b not in failed:
