@@ -7,7 +7,8 @@ from numba import njit, prange
 
 __all__ = ["neighbour_dirs", "valley_map", "grow_labels", "boundary_pairs", "region_peaks", "facing_counts",
            "refine_surface", "cut_gaps", "slice_holes", "clear_near_other", "bright_sheets", "ball_closing",
-           "label_counts", "lut_mask", "hu_window", "distance_levels", "erode_cross", "label_boxes"]
+           "label_counts", "lut_mask", "hu_window", "distance_levels", "erode_cross", "label_boxes",
+           "fill_holes_slices"]
 
 
 def neighbour_dirs() -> np.ndarray:
@@ -855,3 +856,56 @@ def label_boxes(labels, n):
         if box[v, 3] < 0:
             box[v, 0] = -1
     return box[1:]
+
+
+@njit(cache=True)
+def fill_holes_slices(mask):
+    """Each axial slice of ``mask`` with its holes filled: the background not 4-connected to the
+    slice's edge is set (``scipy.ndimage.binary_fill_holes`` of every ``mask[k]``)."""
+    n0, n1, n2 = mask.shape
+    out = mask.copy()
+    reach = np.zeros((n1, n2), np.bool_)
+    queue = np.empty(n1 * n2, np.int64)
+    for k in range(n0):
+        # the box of the slice's mask: the background outside it reaches the edge
+        jl, jh, il, ih = n1, -1, n2, -1
+        for j in range(n1):
+            for i in range(n2):
+                if mask[k, j, i]:
+                    if j < jl:
+                        jl = j
+                    jh = j
+                    if i < il:
+                        il = i
+                    if i > ih:
+                        ih = i
+        if jh - jl < 2 or ih - il < 2:
+            continue
+        reach[jl:jh + 1, il:ih + 1] = False
+        tail = 0
+        for j in range(jl, jh + 1):
+            for i in range(il, ih + 1):
+                if (j == jl or j == jh or i == il or i == ih) and not mask[k, j, i]:
+                    reach[j, i] = True
+                    queue[tail] = j * n2 + i
+                    tail += 1
+        head = 0
+        while head < tail:
+            q = queue[head]
+            head += 1
+            j = q // n2
+            i = q - j * n2
+            for d in range(4):
+                jj = j + (d == 0) - (d == 1)
+                ii = i + (d == 2) - (d == 3)
+                if jj < jl or jj > jh or ii < il or ii > ih:
+                    continue
+                if not mask[k, jj, ii] and not reach[jj, ii]:
+                    reach[jj, ii] = True
+                    queue[tail] = jj * n2 + ii
+                    tail += 1
+        for j in range(jl + 1, jh):
+            for i in range(il + 1, ih):
+                if not reach[j, i]:
+                    out[k, j, i] = True
+    return out

@@ -76,3 +76,11 @@ def find_objects(labels: np.ndarray, max_label: int = 0) -> list:
     boxes = label_boxes(labels, n)
     return [None if b[0] < 0 else (slice(int(b[0]), int(b[3])), slice(int(b[1]), int(b[4])), slice(int(b[2]), int(b[5])))
             for b in boxes.tolist()]
+
+
+def fill_holes_slices(mask: np.ndarray) -> np.ndarray:
+    """Every axial slice of ``mask`` with its holes filled, as ``scipy.ndimage.binary_fill_holes``
+    fills a 2-D slice (background not 4-connected to the slice's edge), in one numba pass."""
+    from printpipe.kernels.segment import fill_holes_slices as _fill
+
+    return _fill(np.ascontiguousarray(mask, dtype=bool))
