@@ -359,7 +359,7 @@ TEMPLATES = (
     # printpipe/segment/naming.py
     N_('no bone region large enough after separation; lower --min-island or --hu'),
     # printpipe/segment/naming.py
-    N_("hip prosthesis: a metal head {diam} mm across in its cup, {off} mm from the cup's centre; the metal is exported as implant_{side}, in no bone part; bone within a few mm of the metal is blurred by its artefacts: check it before printing"),
+    N_("hip prosthesis: a metal head {diam} mm across, {off} mm from its cup's centre; the metal is exported as implant_{side}, in no bone part; bone within a few mm of the metal is blurred by its artefacts: check it before printing"),
     # printpipe/segment/naming.py
     N_('part that looked like {old} failed its anatomical checks ({join_fails}): exported as bone_{n_bone}; check it before printing'),
     # printpipe/segment/naming.py

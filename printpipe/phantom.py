@@ -644,7 +644,8 @@ def pelvis_phantom(
         Diameter of the metal head (22-40 mm: the bearings in use).
     prosthesis_offset_mm : (x, y, z)
         The head (with its trunnion) moved by this much (mm, the side's local frame) from the cup's
-        centre: a worn liner or a subluxed hip; 0 is concentric.
+        centre: a worn liner, a subluxed or (far enough out of the opening) a dislocated hip; 0 is
+        concentric.
     prosthesis_liner : {"polyethylene", "ceramic"}
         The liner between head and cup: polyethylene (-80 HU, background) or ceramic (as bright as
         the metal, label ``implant``: head, liner and cup read as one piece).
@@ -695,8 +696,8 @@ def pelvis_phantom(
     if not (22.0 <= prosthesis_head_mm <= 40.0):
         raise InputError(f"prosthesis_head_mm must be a bearing diameter in [22, 40] mm; got {prosthesis_head_mm}")
     prosthesis_offset_mm = tuple(float(v) for v in prosthesis_offset_mm)
-    if len(prosthesis_offset_mm) != 3 or not all(math.isfinite(v) and abs(v) <= 15.0 for v in prosthesis_offset_mm):
-        raise InputError(f"prosthesis_offset_mm must be three shifts of at most 15 mm; got {prosthesis_offset_mm}")
+    if len(prosthesis_offset_mm) != 3 or not all(math.isfinite(v) and abs(v) <= 60.0 for v in prosthesis_offset_mm):
+        raise InputError(f"prosthesis_offset_mm must be three shifts of at most 60 mm; got {prosthesis_offset_mm}")
     if prosthesis_liner not in ("polyethylene", "ceramic"):
         raise InputError(f"prosthesis_liner must be 'polyethylene' or 'ceramic'; got {prosthesis_liner!r}")
     if not (math.isfinite(streak_hu) and 0.0 <= streak_hu <= 1000.0):

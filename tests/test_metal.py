@@ -136,10 +136,12 @@ def test_fused_bearing():
     assert abs(imp[0]["cup_outer_diameter_mm"] - 50.0 * 1.015) < 3.0
 
 
-def test_eccentric_implant_head_is_not_named_femur():
-    """A head 6 mm off its cup's centre (worn through liner, subluxed hip): the femur of that side is
-    bone_N with a warning naming the check; hips, sacrum and the healthy femur keep their names."""
-    ph = variant_phantom("metal_hip", prosthesis_offset_mm=(0.0, 0.0, 6.0))
+@pytest.mark.parametrize("offset", [(0.0, 0.0, 6.0), (31.5, -11.25, -30.0)], ids=["worn-6mm", "dislocated-45mm"])
+def test_eccentric_implant_head_is_not_named_femur(offset):
+    """A head 6 mm off its cup's centre (worn through liner), or 45 mm out of the cup's opening
+    (dislocated: the cup, empty, is the landmark): the femur of that side is bone_N with a warning
+    naming the check; hips, sacrum and the healthy femur keep their names."""
+    ph = variant_phantom("metal_hip", prosthesis_offset_mm=offset)
     seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True))
     masks = segmentation_masks(seg, ph.volume)
     assert "femur_right" not in masks

@@ -262,13 +262,19 @@ def implant_mask(vol: Volume, bone: np.ndarray, hu: np.ndarray, h: HeadSphere) -
     lo, hi = _bbox(metal, pad=1)
     box = tuple(slice(a, b) for a, b in zip(lo, hi))
     comp = cc3d.connected_components(metal[box], connectivity=26)
-    near = tuple(slice(max(n.start, b.start), max(min(n.stop, b.stop), max(n.start, b.start)))
-                 for n, b in zip(_box(vol, h.center, h.joint_mm + 5.0), box))
-    near_rel = tuple(slice(n.start - b.start, n.stop - b.start) for n, b in zip(near, box))
-    p = _coords(vol, near)
-    inside = ((p - h.center.astype(np.float32)) ** 2).sum(-1) < np.float32((h.joint_mm + 5.0) ** 2)
-    ids = np.unique(comp[near_rel][inside])
-    ids = ids[ids > 0]
+    # the cup's pieces, and the ball's (the same piece unless the head is out of its cup)
+    balls = [(h.center, h.joint_mm + 5.0)]
+    if getattr(h, "ball_center", None) is not None:
+        balls.append((h.ball_center, h.radius_mm + 5.0))
+    ids = []
+    for c, reach in balls:
+        near = tuple(slice(max(n.start, b.start), max(min(n.stop, b.stop), max(n.start, b.start)))
+                     for n, b in zip(_box(vol, c, reach), box))
+        near_rel = tuple(slice(n.start - b.start, n.stop - b.start) for n, b in zip(near, box))
+        p = _coords(vol, near)
+        inside = ((p - c.astype(np.float32)) ** 2).sum(-1) < np.float32(reach ** 2)
+        ids += np.unique(comp[near_rel][inside]).tolist()
+    ids = np.unique([i for i in ids if i > 0])
     if not len(ids):
         return out
     m = np.isin(comp, ids)

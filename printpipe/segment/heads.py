@@ -72,6 +72,14 @@ IMPLANT_HEAD_MM = (20.0, 60.0)
 _LINER_MM = (0.0, 16.0)
 #: how far (mm) beyond the ball the cup is looked for: a liner's thickness and a subluxation
 _IMPLANT_REACH_MM = 30.0
+#: an empty cup (its head dislocated): a thin piece of metal (at most _SHELL_MM thick, at least
+#: _CUP_SHELL_CM3) on a sphere of cup size (acetabular shells are 40-72 mm across: mid-shell radius
+#: 18-36 mm) over about a hemisphere, whose head, a metal ball of implant size, lies within
+#: _DISLOCATED_MM of its centre
+_SHELL_MM = 8.0
+_CUP_SHELL_CM3 = 3.0
+_CUP_RADIUS_MM = (17.0, 37.0)
+_DISLOCATED_MM = 120.0
 #: an implant head is concentric with its cup when the cup's centre lies within this distance (mm)
 #: of the ball's: liners wear by ~0.1 mm a year (2 mm after 20 years); more is a worn-through
 #: liner or a subluxed hip, where the femur no longer sits where the anatomy puts it
@@ -394,7 +402,7 @@ def _implant_heads(vol: Volume, metal_hu: float, body: np.ndarray | None, dirs: 
     ball_vox = 4.0 / 3.0 * np.pi * r_min ** 3 / float(np.prod(sp))
     counts = np.bincount(comp.ravel(), minlength=n + 1)
     objs = ndi.find_objects(comp)
-    out = []
+    out, balls, shells = [], [], []
     for lab in range(1, n + 1):
         if counts[lab] < 0.5 * ball_vox or objs[lab - 1] is None:
             continue
@@ -402,17 +410,57 @@ def _implant_heads(vol: Volume, metal_hu: float, body: np.ndarray | None, dirs: 
         m = np.pad(comp[sl] == lab, 1)
         d = edt.edt(m, anisotropy=sp, black_border=True)
         k = np.unravel_index(int(np.argmax(d)), d.shape)
+        off = np.array([s.start for s in sl]) + np.array(lo) - 1
         # the threshold at metal_hu lies inside the blurred edge by up to half a voxel
         if not (r_min - 1.0 <= float(d[k]) + 0.5 * max(sp) <= r_max + 1.0):
+            if float(d[k]) <= _SHELL_MM / 2:
+                shells.append(np.argwhere(m) + off)
             continue
-        off = np.array([s.start for s in sl]) + np.array(lo) - 1
         c0 = vol.index_to_patient((np.array(k) + off)[None].astype(float))[0]
         surf = m & ~ndi.binary_erosion(m)
         pts = vol.index_to_patient((np.argwhere(surf) + off).astype(float))
         h = _fit_implant(vol, pts, c0, float(d[k]) + 0.5 * max(sp), dirs, metal_hu)
         if h is not None:
             out.append(h)
+        else:
+            balls.append((c0, float(d[k]) + 0.5 * max(sp)))
+    # a cup left empty: its head (a ball of implant size) lies out of it, dislocated
+    for idx in shells:
+        cup = _shell(vol, idx)
+        if cup is None or any(np.linalg.norm(h.center - cup[0]) < _IMPLANT_REACH_MM for h in out) or not balls:
+            continue
+        c, r_in, r_out, rms = cup
+        bc, br = min(balls, key=lambda b: float(np.linalg.norm(b[0] - c)))
+        if np.linalg.norm(bc - c) > _DISLOCATED_MM:
+            continue
+        out.append(ImplantHead(center=c, radius_mm=br, joint_mm=r_out, rms_mm=rms, inliers=0.0, cup_cover=1.0,
+                               core_hu=float(_sample(vol, bc[None])[0]), cup_offset_mm=float(np.linalg.norm(bc - c)),
+                               cup_mm=r_in, metal_hu=float(metal_hu), ball_center=bc))
     return out
+
+
+def _shell(vol: Volume, idx: np.ndarray) -> tuple[np.ndarray, float, float, float] | None:
+    """An acetabular cup: the voxels ``idx`` (index space) of a thin piece of metal lying on a
+    sphere of cup size over about a hemisphere. Returns its centre, inner and outer radii and the
+    fit's rms, or None."""
+    from printpipe.segment.geometry import fit_sphere
+
+    p = vol.index_to_patient(idx[:: max(1, len(idx) // 20000)].astype(float))
+    if len(p) * float(np.prod(vol.spacing)) < _CUP_SHELL_CM3 * 1000.0 / max(1, len(idx) // 20000):
+        return None
+    keep = np.ones(len(p), bool)
+    for _ in range(3):
+        c, r = fit_sphere(p[keep])
+        res = np.abs(np.linalg.norm(p - c, axis=1) - r)
+        keep = res < max(2.0, 2.5 * float(np.median(res)))
+    dist = np.linalg.norm(p[keep] - c, axis=1)
+    rms = float(np.sqrt(np.mean((dist - r) ** 2)))
+    u = (p[keep] - c) / np.maximum(dist[:, None], 1e-9)
+    spread = float(np.linalg.norm(u.mean(axis=0)))   # 0.5 for a hemisphere, 1 for a point, 0 for a sphere
+    if not (_CUP_RADIUS_MM[0] <= r <= _CUP_RADIUS_MM[1]) or rms > _SHELL_MM / 2 or not (0.25 <= spread <= 0.8):
+        return None
+    h = 0.5 * max(vol.spacing)
+    return c, float(np.percentile(dist, 5)) - h, float(np.percentile(dist, 95)) + h, rms
 
 
 def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: np.ndarray,

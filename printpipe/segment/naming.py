@@ -194,7 +194,7 @@ def _implant_femur_fails(labels: np.ndarray, lab: int, h, vol: Volume, imp: int 
     fails = []
     if not h.concentric:
         fails.append(f"implant head {h.cup_offset_mm:.1f} mm off its cup's centre (more than {CONCENTRIC_MM:g} mm: "
-                     f"worn liner or subluxed hip)")
+                     f"worn liner, subluxed or dislocated hip)")
     stem = None
     if imp and imp != lab:
         sl = ndi.find_objects((labels == imp).view(np.uint8))[0]
@@ -239,7 +239,7 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
         if h.implant:
             diam, off = 2 * h.radius_mm, h.cup_offset_mm
             warnings.append(
-                f"hip prosthesis: a metal head {diam:.0f} mm across in its cup, {off:.1f} mm from the cup's centre; "
+                f"hip prosthesis: a metal head {diam:.0f} mm across, {off:.1f} mm from its cup's centre; "
                 f"the metal is exported as implant_{side}, in no bone part; bone within a few mm of the metal is "
                 f"blurred by its artefacts: check it before printing")
             lab = inv.get(f"implant_{side}")
