@@ -285,7 +285,7 @@ def refine_surface(hu, labels, open_, rk, rj, ri, background, floor, passes):
     return removed
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def cut_gaps(hu, labels):
     """Separate touching parts by clearing, of every pair of 26-adjacent voxels with different
     non-zero labels, the darker one (ties: the lower label). The gap then lies in the joint space,
@@ -293,7 +293,7 @@ def cut_gaps(hu, labels):
     nz, ny, nx = labels.shape
     mark = np.zeros(labels.shape, np.bool_)
     n = 0
-    for k in prange(nz):
+    for k in range(nz):
         for j in range(ny):
             for i in range(nx):
                 a = labels[k, j, i]
@@ -321,7 +321,7 @@ def cut_gaps(hu, labels):
                                 mark[k, j, i] = True
                                 done = True
                                 break
-    for k in prange(nz):
+    for k in range(nz):
         c = 0
         for j in range(ny):
             for i in range(nx):
@@ -635,7 +635,7 @@ def bright_sheets(sm, cand, sz, sy, sx, half_depth_mm, min_depth, max_ratio):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def ball_closing(mask, wz, wy, wx, r2, out):
     """Binary closing of ``mask`` with the ball ``d2 <= r2`` (``d2`` the squared distance in mm^2),
     into ``out`` (bool, same shape): a dilation (voxels beyond the border are not ``mask``) and an
@@ -650,11 +650,11 @@ def ball_closing(mask, wz, wy, wx, r2, out):
     rz, ry, rx = len(wz) - 1, len(wy) - 1, len(wx) - 1
     inf = np.float32(np.inf)
     g = np.empty((nz, ny, nx), np.float32)
+    left = np.empty(nx, np.int64)
     for stage in range(2):
         border = stage == 1
         # x: the nearest seed along each row (two sweeps), as its squared length
-        for k in prange(nz):
-            left = np.empty(nx, np.int64)
+        for k in range(nz):
             for j in range(ny):
                 last = -1 if border else -(1 << 40)
                 for i in range(nx):
@@ -673,7 +673,7 @@ def ball_closing(mask, wz, wy, wx, r2, out):
                     g[k, j, i] = wx[d] if d <= rx else inf
         # y: min-plus over the window, slice by slice
         if ry > 0:
-            for k in prange(nz):
+            for k in range(nz):
                 buf = g[k].copy()
                 for j in range(ny):
                     row = g[k, j]
@@ -693,7 +693,7 @@ def ball_closing(mask, wz, wy, wx, r2, out):
                                 if w < row[i]:
                                     row[i] = w
         # z: min-plus over the window, row plane by row plane; then the threshold
-        for j in prange(ny):
+        for j in range(ny):
             buf = g[:, j, :].copy()
             row = np.empty(nx, np.float32)
             for k in range(nz):
@@ -742,25 +742,25 @@ def label_counts(a, n):
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def lut_mask(a, lut):
     """``lut[a]`` (``lut`` a bool table indexed by the labels of ``a``) without an int64 copy of ``a``."""
     nz, ny, nx = a.shape
     out = np.empty((nz, ny, nx), np.bool_)
-    for k in prange(nz):
+    for k in range(nz):
         for j in range(ny):
             for i in range(nx):
                 out[k, j, i] = lut[a[k, j, i]]
     return out
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def hu_window(hu, low, high, body, out):
     """``out = (hu >= low) & (hu <= high) & body`` in one pass; returns the number of voxels in the
     window outside ``body``. ``high`` may be above the int16 range (no upper bound)."""
     nz, ny, nx = hu.shape
     outside = 0
-    for k in prange(nz):
+    for k in range(nz):
         c = 0
         for j in range(ny):
             for i in range(nx):
@@ -774,14 +774,14 @@ def hu_window(hu, low, high, body, out):
     return outside
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def distance_levels(dist, scale, cap):
     """``min(dist * scale, cap)`` truncated to uint16, in float32 as numpy computes it."""
     nz, ny, nx = dist.shape
     out = np.empty((nz, ny, nx), np.uint16)
     s = np.float32(scale)
     c = np.float32(cap)
-    for k in prange(nz):
+    for k in range(nz):
         for j in range(ny):
             for i in range(nx):
                 v = dist[k, j, i] * s
@@ -791,35 +791,36 @@ def distance_levels(dist, scale, cap):
     return out
 
 
-@njit(cache=True, parallel=True)
-def erode_cross(mask, iterations, border):
+@njit(cache=True)
+def erode_cross(mask, iterations, border, inplane=False):
     """``mask`` eroded ``iterations`` times by the 6-neighbour cross (what
-    ``scipy.ndimage.binary_erosion(mask, generate_binary_structure(3, 1), iterations)`` gives);
-    voxels beyond the border count as ``border``. With ``border=True`` on ``~m``, its complement is
-    ``binary_dilation(m, cross, iterations)``."""
+    ``scipy.ndimage.binary_erosion(mask, generate_binary_structure(3, 1), iterations)`` gives;
+    ``inplane``: the 4-neighbour cross of each slice, that structure with its first and last
+    planes cleared); voxels beyond the border count as ``border``. With ``border=True`` on ``~m``,
+    its complement is ``binary_dilation(m, cross, iterations)``."""
     nz, ny, nx = mask.shape
     cur = mask.copy()
     nxt = np.empty((nz, ny, nx), np.bool_)
     for it in range(iterations):
-        for k in prange(nz):
+        for k in range(nz):
             for j in range(ny):
                 for i in range(nx):
                     v = cur[k, j, i]
-                    if v:
+                    if v and not inplane:
                         if k > 0:
                             v = cur[k - 1, j, i]
                         else:
                             v = border
                         if v:
                             v = cur[k + 1, j, i] if k < nz - 1 else border
-                        if v:
-                            v = cur[k, j - 1, i] if j > 0 else border
-                        if v:
-                            v = cur[k, j + 1, i] if j < ny - 1 else border
-                        if v:
-                            v = cur[k, j, i - 1] if i > 0 else border
-                        if v:
-                            v = cur[k, j, i + 1] if i < nx - 1 else border
+                    if v:
+                        v = cur[k, j - 1, i] if j > 0 else border
+                    if v:
+                        v = cur[k, j + 1, i] if j < ny - 1 else border
+                    if v:
+                        v = cur[k, j, i - 1] if i > 0 else border
+                    if v:
+                        v = cur[k, j, i + 1] if i < nx - 1 else border
                     nxt[k, j, i] = v
         cur, nxt = nxt, cur
     return cur

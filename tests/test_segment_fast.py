@@ -44,15 +44,25 @@ def test_closing_edge_cases():
 
 
 def test_small_kernels_match_numpy_and_scipy():
-    from printpipe.kernels.segment import distance_levels, erode_cross, hu_window, label_counts, lut_mask
+    from printpipe.kernels.segment import (
+        distance_levels,
+        erode_cross,
+        hu_window,
+        label_counts,
+        lut_mask,
+    )
 
     rng = np.random.default_rng(0)
     cross = ndi.generate_binary_structure(3, 1)
     for shape in [(1, 1, 1), (7, 9, 11), (30, 40, 50)]:
         m = ndi.gaussian_filter(rng.standard_normal(shape), 1.0) > -0.1
+        flat = cross.copy()
+        flat[0] = flat[2] = False
         for it in (1, 2, 3):
             assert np.array_equal(erode_cross(m, it, False), ndi.binary_erosion(m, cross, iterations=it))
             assert np.array_equal(~erode_cross(~m, it, True), ndi.binary_dilation(m, cross, iterations=it))
+            assert np.array_equal(erode_cross(m, it, False, True), ndi.binary_erosion(m, flat, iterations=it))
+            assert np.array_equal(~erode_cross(~m, it, True, True), ndi.binary_dilation(m, flat, iterations=it))
         for dt in (np.uint8, np.uint16, np.uint32):
             a = rng.integers(0, 200, shape).astype(dt)
             assert np.array_equal(label_counts(a, 256), np.bincount(a.ravel(), minlength=256))

@@ -7,11 +7,9 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from printpipe.errors import InputError
 from printpipe.volume import Volume
-
 
 log = logging.getLogger(__name__)
 
@@ -44,42 +42,43 @@ def _body_mask(hu: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.
     and dilated by one coarse voxel so no bone at the skin is lost."""
     import cc3d
 
+    from printpipe.kernels.segment import erode_cross, label_counts, lut_mask
+
     f = tuple(max(1, int(round(2.0 / s))) for s in spacing)
     nz, ny, nx = hu.shape
     coarse = hu[::f[0], ::f[1], ::f[2]] > -500
     # opening with a ~4 mm in-plane radius: a couch or cushion touching the skin along a thin
     # contact comes loose, the body itself (tens of centimetres across) survives
-    st = ndi.generate_binary_structure(3, 1)
-    st[0] = st[2] = False  # in-plane only: slices may be thick
+    # in-plane only (slices may be thick): the 4-neighbour cross of each slice, as
+    # binary_erosion/binary_dilation with generate_binary_structure(3, 1) less its first and
+    # last planes would give (a dilation is the complement of the erosion of the complement)
     it = max(1, int(round(4.0 / (f[1] * spacing[1]))))
-    er = ndi.binary_erosion(coarse, structure=st, iterations=it)
+    er = erode_cross(coarse, it, False, True)
     comp, n = cc3d.connected_components(er, connectivity=6, return_N=True)
     if n == 0:
         body_c = coarse
     else:
-        counts = np.bincount(comp.ravel())
+        counts = label_counts(comp, n + 1)
         counts[0] = 0
         body_c = comp == int(np.argmax(counts))
-        body_c = ndi.binary_dilation(body_c, structure=st, iterations=it + 1) & coarse
+        body_c = ~erode_cross(~body_c, it + 1, True, True) & coarse
         # dilate once more so the skin line itself is inside
-        body_c = ndi.binary_dilation(body_c, structure=st, iterations=1)
+        body_c = ~erode_cross(~body_c, 1, True, True)
     # fill holes: background components that do not touch the in-plane border of the grid
-    bg = cc3d.connected_components(~body_c, connectivity=6)
+    bg, n_bg = cc3d.connected_components(~body_c, connectivity=6, return_N=True)
     border = np.unique(np.concatenate([bg[:, 0, :].ravel(), bg[:, -1, :].ravel(), bg[:, :, 0].ravel(),
                                        bg[:, :, -1].ravel()]))
-    inner = ~np.isin(bg, border) & (bg > 0)
-    body_c |= inner
-    # upsampled in-plane on the coarse slices first, then along z (one pass over the full grid)
-    body = body_c
-    if f[1] > 1:
-        body = np.repeat(body, f[1], axis=1)[:, :ny]
-    if f[2] > 1:
-        body = np.repeat(body, f[2], axis=2)[:, :, :nx]
-    if f[0] > 1:
-        body = np.repeat(body, f[0], axis=0)
-    body = body[:nz, :ny, :nx]
-    stats = {"voxels": int(np.count_nonzero(body)),
-             "volume_cm3": round(float(np.count_nonzero(body) * np.prod(spacing) / 1000.0), 1),
+    inner = np.ones(int(n_bg) + 1, bool)
+    inner[border] = False
+    inner[0] = False
+    body_c |= lut_mask(bg, inner)
+    # upsampled: the coarse rows along x, then every row of the grid gathered from its coarse row
+    # (whole rows copied; one pass over the full grid)
+    rows = np.repeat(body_c, f[2], axis=2)[:, :, :nx] if f[2] > 1 else body_c
+    body = rows[(np.arange(nz) // f[0])[:, None], (np.arange(ny) // f[1])[None, :]]
+    n_body = int(np.count_nonzero(body))
+    stats = {"voxels": n_body,
+             "volume_cm3": round(float(n_body * np.prod(spacing) / 1000.0), 1),
              "grid_step": list(f), "opening_mm": round(it * f[1] * spacing[1], 1)}
     return body, stats
 
