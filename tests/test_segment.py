@@ -37,6 +37,11 @@ def test_hollow_wall_thinner_than_two_extrusions_refused():
     assert SegmentConfig(hollow_wall_mm=0.9).hollow_wall_mm == 0.9
 
 
+def test_implant_parts_can_be_asked_for():
+    # a hip prosthesis is exported as implant_left / implant_right (printpipe.segment.heads)
+    assert SegmentConfig(parts=("implant_right", "femur_right")).parts == ("implant_right", "femur_right")
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(preset="nope"), "preset 'nope' is unknown"),
     (dict(hu_low=500, hu_high=400), "hu_low 500 must be below hu_high 400"),

@@ -264,3 +264,21 @@ def test_ref003_spine_cut_off_the_sacrum(ref003):
     # the spine lies above the sacrum: its centroid is higher than the sacrum's top
     zc = seg.volume.index_to_patient(np.argwhere(seg.mask("spine")).mean(axis=0))[0][2]
     assert zc > sac_top, (zc, sac_top)
+
+
+def test_phantom_hollow_keeps_names_and_leaves_a_wall(phantom_seg):
+    """--hollow: the anatomical checks judge the solid bone (a hollowed femur has lost its head's
+    core and would fail the head check), then every part keeps a wall of the asked thickness: no
+    voxel deeper than the wall (distance transform of the hollow labels) and the solid's volume
+    minus its inside ~ wall x surface, so the hollow part holds well under the solid one."""
+    import edt
+
+    ph, solid, _ = phantom_seg
+    wall = 4.0
+    seg = segment(ph.volume, SegmentConfig(split_hemipelvis=True, hollow_wall_mm=wall))
+    assert set(seg.names.values()) == set(solid.names.values())
+    assert not any("bone_" in n for n in seg.names.values())
+    d = edt.edt(seg.labels, anisotropy=seg.volume.spacing, black_border=True)
+    assert d.max() <= wall + 1e-6
+    for name in ("femur_left", "hip_right"):
+        assert np.count_nonzero(seg.mask(name)) < 0.9 * np.count_nonzero(solid.mask(name))

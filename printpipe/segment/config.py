@@ -32,7 +32,8 @@ PRESETS: dict[str, tuple[float, float, str]] = {
 
 #: names a part can carry, plus ``bone_N`` (a part that failed its anatomical checks) and
 #: ``other_N`` (bone outside the pelvic skeleton: ribs, arms)
-PART_NAMES = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine", "bone")
+PART_NAMES = ("pelvis", "hip_left", "hip_right", "sacrum", "femur_left", "femur_right", "spine", "implant_left",
+              "implant_right", "bone")
 
 
 _REGIONS = ("pelvis",)

@@ -207,6 +207,8 @@ def finish_parts(st: State) -> None:
     if cfg.fill_cavities:
         from printpipe.segment.solid import close_sacrum
         st.info["sacrum_closed"] = close_sacrum(st.labels, st.names, st.vol.hu, st.vol.spacing, _midline_offset(st))
+    # the anatomical checks judge the solid bone (a hollowed femur has lost its head's core)
+    st.names, st.info["checks"] = check_parts(st.labels, st.names, st.vol, st.heads, st.warnings)
     if cfg.hollow_wall_mm is not None:
         import edt
 
@@ -214,7 +216,6 @@ def finish_parts(st: State) -> None:
         st.labels[d > cfg.hollow_wall_mm] = 0
         st.info["hollow_wall_mm"] = cfg.hollow_wall_mm
         del d
-    st.names, st.info["checks"] = check_parts(st.labels, st.names, st.vol, st.heads, st.warnings)
     st.info["parts"] = _part_stats(st.labels, st.names, st.vol)
     others = [lab for lab, n in st.names.items() if n.startswith("other_")]
     if cfg.region == "pelvis" and others:
