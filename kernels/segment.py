@@ -445,6 +445,31 @@ def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, ad
         if jh - jl < 2 or ih - il < 2:
             continue
         seen[jl:jh + 1, il:ih + 1] = False
+        # the background that reaches the box's edge (the outside) first, with no statistics: what
+        # stays unseen then are the holes
+        tail = 0
+        for j in range(jl, jh + 1):
+            step = 1 if j == jl or j == jh else ih - il   # the first and last rows whole, else both ends
+            for i in range(il, ih + 1, step):
+                if not closed[k, j, i] and not seen[j, i]:
+                    seen[j, i] = True
+                    queue[tail] = j * n2 + i
+                    tail += 1
+        head = 0
+        while head < tail:
+            q = queue[head]
+            head += 1
+            j = q // n2
+            i = q - j * n2
+            for d in range(4):
+                jj = j + (d == 0) - (d == 1)
+                ii = i + (d == 2) - (d == 3)
+                if jj < jl or jj > jh or ii < il or ii > ih:
+                    continue
+                if not closed[k, jj, ii] and not seen[jj, ii]:
+                    seen[jj, ii] = True
+                    queue[tail] = jj * n2 + ii
+                    tail += 1
         for j0 in range(jl, jh + 1):
             for i0 in range(il, ih + 1):
                 if closed[k, j0, i0] or seen[j0, i0]:

@@ -154,3 +154,19 @@ def test_fill_holes_slices_matches_scipy_per_slice():
     ring[1, 3:6, 3:6] = False
     ring[1, 4, 4] = True   # an island in the hole stays, the hole around it is filled
     assert fill_holes_slices(ring)[1, 2:7, 2:7].all() and not fill_holes_slices(ring)[0].any()
+
+
+def test_slice_holes_are_the_holes_scipy_fills():
+    from printpipe.kernels.segment import slice_holes
+
+    rng = np.random.default_rng(9)
+    for frac in (0.55, 0.7):
+        closed = ndi.gaussian_filter(rng.standard_normal((5, 41, 38)), (0, 1.3, 1.3)) > -0.2 * (frac - 0.5)
+        hu = rng.integers(-100, 300, closed.shape).astype(np.int16)
+        other = np.zeros_like(closed)
+        add = np.zeros_like(closed)
+        every = np.zeros_like(closed)
+        n = slice_holes(closed, hu, other, 1.0, 0.0, np.inf, 1e9, True, add, every)
+        ref = np.stack([ndi.binary_fill_holes(c) & ~c for c in closed])
+        assert np.array_equal(every, ref) and np.array_equal(add, ref)
+        assert n == sum(ndi.label(r)[1] for r in ref)
