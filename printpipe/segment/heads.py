@@ -463,10 +463,11 @@ def _shell(vol: Volume, idx: np.ndarray) -> tuple[np.ndarray, float, float, floa
     return c, float(np.percentile(dist, 5)) - h, float(np.percentile(dist, 95)) + h, rms
 
 
-def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: np.ndarray,
-                 metal_hu: float) -> ImplantHead | None:
+def _fit_ball(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: np.ndarray
+              ) -> tuple[np.ndarray, float, float, float] | None:
     """The metal ball around ``c0`` (inscribed radius ``r0``) fitted to the surface points ``pts``
-    of its piece of metal, and its cup; None when it is no ball of implant size in a cup."""
+    of its piece of metal: centre, radius at the half-maximum edge, rms and inlier fraction of the
+    fit; None when it is no ball of implant size."""
     from printpipe.segment.geometry import fit_sphere
 
     near = pts[np.linalg.norm(pts - c0, axis=1) < r0 + 4.0]
@@ -497,14 +498,15 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         r = float(np.median(re[np.argmax(below[edge], axis=1)]))
     if not (IMPLANT_HEAD_MM[0] / 2 <= r <= IMPLANT_HEAD_MM[1] / 2):
         return None
-    # the cup: along each ray the ball's metal ends, a dark layer follows (liner or joint space) and
-    # metal or bone (above _CUP_HU) begins again: the cup's inner surface, within _IMPLANT_REACH_MM
-    # (a subluxed head lies further from one side of its cup); or, for a fused bearing, the metal
-    # goes on past the ball and ends at the shell's outside
-    step = 0.25
-    rr = np.arange(r - 2.0, r + _IMPLANT_REACH_MM + 12.0, step)
-    prof = _sample(vol, c[None, None] + dirs[:, None] * rr[None, :, None])
-    n = len(dirs)
+    return c, r, rms, float(inl.mean())
+
+
+def _cup_rays(prof: np.ndarray, rr: np.ndarray, r: float, metal_hu: float, step: float
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per ray (rows of ``prof``, HU at radii ``rr`` from the ball's centre; ball radius ``r``):
+    where the cup's inner and outer surfaces lie and whether the ray meets the cup; and, for a
+    fused bearing, where the shell's outside lies. Returns ``r_in, r_out, hit, r_fused, fused``."""
+    n = prof.shape[0]
     r_in, r_out, hit = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n, bool)
     r_fused, fused = np.full(n, np.nan), np.zeros(n, bool)
     beyond = rr > r + 3.0
@@ -533,6 +535,28 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         k2 = int(np.argmax(w))
         past = np.flatnonzero(w[k2:] < 0.5 * w[k2])
         r_out[i] = rr[k1 + k2 + (int(past[0]) if len(past) else len(w) - 1 - k2)]
+    return r_in, r_out, hit, r_fused, fused
+
+
+def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: np.ndarray,
+                 metal_hu: float) -> ImplantHead | None:
+    """The metal ball around ``c0`` (inscribed radius ``r0``) fitted to the surface points ``pts``
+    of its piece of metal (:func:`_fit_ball`), and its cup; None when it is no ball of implant size
+    in a cup."""
+    from printpipe.segment.geometry import fit_sphere
+
+    ball = _fit_ball(vol, pts, c0, r0, dirs)
+    if ball is None:
+        return None
+    c, r, rms, inliers = ball
+    # the cup: along each ray the ball's metal ends, a dark layer follows (liner or joint space) and
+    # metal or bone (above _CUP_HU) begins again: the cup's inner surface, within _IMPLANT_REACH_MM
+    # (a subluxed head lies further from one side of its cup); or, for a fused bearing, the metal
+    # goes on past the ball and ends at the shell's outside
+    step = 0.25
+    rr = np.arange(r - 2.0, r + _IMPLANT_REACH_MM + 12.0, step)
+    prof = _sample(vol, c[None, None] + dirs[:, None] * rr[None, :, None])
+    r_in, r_out, hit, r_fused, fused = _cup_rays(prof, rr, r, metal_hu, step)
     # in a cup: it covers at least _CUP_COVER of the directions within 60 deg of superior
     up = dirs[:, 2] > 0.5
     cover = float(hit[up].mean()) if up.any() else 0.0
@@ -560,7 +584,7 @@ def _fit_implant(vol: Volume, pts: np.ndarray, c0: np.ndarray, r0: float, dirs: 
         return None
     core = _sample(vol, c[None, None] + dirs[:, None] * np.array([0.0, 0.3 * r, 0.6 * r])[None, :, None])
     return ImplantHead(center=cc, radius_mm=float(r), joint_mm=float(np.median(np.linalg.norm(pts_out[keep] - cc, axis=1))),
-                       rms_mm=rms, inliers=float(inl.mean()), cup_cover=cover, core_hu=float(np.median(core)),
+                       rms_mm=rms, inliers=inliers, cup_cover=cover, core_hu=float(np.median(core)),
                        cup_offset_mm=float(np.linalg.norm(c - cc)), cup_mm=float(rc), metal_hu=float(metal_hu),
                        fused=is_fused, ball_center=c)
 
