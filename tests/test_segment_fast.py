@@ -170,3 +170,41 @@ def test_slice_holes_are_the_holes_scipy_fills():
         ref = np.stack([ndi.binary_fill_holes(c) & ~c for c in closed])
         assert np.array_equal(every, ref) and np.array_equal(add, ref)
         assert n == sum(ndi.label(r)[1] for r in ref)
+
+
+def _cut_gaps_reference(hu, labels):
+    """Of every pair of 26-adjacent voxels with different non-zero labels the darker one (ties:
+    the lower label) cleared, by array shifts."""
+    lab = np.pad(labels.astype(np.int64), 1)
+    h = np.pad(hu.astype(np.int64), 1)
+    core = (slice(1, -1),) * 3
+    a, ha = lab[core], h[core]
+    mark = np.zeros(labels.shape, bool)
+    for dk in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            for di in (-1, 0, 1):
+                sl = tuple(slice(1 + d, lab.shape[n] - 1 + d) for n, d in enumerate((dk, dj, di)))
+                b, hb = lab[sl], h[sl]
+                mark |= (a != 0) & (b != 0) & (b != a) & ((ha < hb) | ((ha == hb) & (a < b)))
+    out = labels.copy()
+    out[mark] = 0
+    return out, int(mark.sum())
+
+
+def test_cut_gaps_matches_the_pairwise_rule():
+    from printpipe.kernels.segment import cut_gaps
+
+    rng = np.random.default_rng(10)
+    for shape in ((3, 4, 5), (9, 11, 70), (6, 40, 100)):
+        # blocks of labels with runs longer than the kernel's 32-voxel runs, and scattered voxels
+        labels = np.repeat(rng.integers(0, 4, (shape[0], shape[1], shape[2] // 5 + 1)), 5, axis=2)[:, :, :shape[2]]
+        labels[rng.random(shape) > 0.97] = 5
+        labels = labels.astype(np.uint8)
+        hu = rng.integers(100, 104, shape).astype(np.int16)   # many ties
+        ref, n_ref = _cut_gaps_reference(hu, labels)
+        got = labels.copy()
+        assert cut_gaps(hu, got) == n_ref and np.array_equal(got, ref)
+        view = labels.copy()
+        sub = view[1:, 1:, 2:]   # a non-contiguous box
+        ref, n_ref = _cut_gaps_reference(hu[1:, 1:, 2:], sub.copy())
+        assert cut_gaps(hu[1:, 1:, 2:], sub) == n_ref and np.array_equal(sub, ref)
