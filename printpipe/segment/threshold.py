@@ -19,9 +19,9 @@ def _metal_report(vol: Volume, metal_hu: float, lo_idx: list[int]) -> list[dict[
     """Connected blobs above ``metal_hu`` of at least ~10 mm^3 (a few stray voxels are noise)."""
     if metal_hu >= 32767:
         return []
-    hot = vol.hu > metal_hu
-    if not hot.any():
+    if not vol.hu.max(initial=-32768) > metal_hu:   # most scans: no mask of the whole volume
         return []
+    hot = vol.hu > metal_hu
     import cc3d
 
     lo, hi = _bbox(hot, pad=0)
