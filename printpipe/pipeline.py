@@ -187,6 +187,9 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         warnings += hu_warnings
         # every input check, including the reader's (headers, slices that do not belong)
         timings["check"] = round(timings["check"] + float(volume.meta.get("check_s", 0.0)), 3)
+        # the input hash (hashlib runs without the GIL) is taken beside segmentation, so that the
+        # full-grid HU array can be let go of before the later stages (see _geometry_only)
+        hashing = _start_hash(volume)
 
         if config.labels is not None:
             with stage("labels"):
@@ -199,6 +202,11 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             with stage("segment"):
                 seg = segment(volume, seg_cfg, progress=progress)
         warnings += list(seg.warnings)
+        volume_hash = _finish_hash(hashing)
+        # no later stage reads the full grid's HU values (the parts are meshed from seg.volume, a
+        # crop): only its geometry is kept. Let go of before the report worker is forked, which would
+        # otherwise keep the pages alive (650 x 512 x 512 slices: 340 MB less at the run's peak)
+        volume = _geometry_only(volume)
         # the report's pictures are drawn in a worker process beside the stages below
         pictures = _start_pictures(staging, seg) if config.report else None
 
@@ -220,8 +228,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             warnings += mirror_info.get("warnings", [])
 
         with stage("export"):
-            # the label maps (mostly zlib, which runs without the GIL) and the input hash are
-            # written in a thread beside the models; the written models are read back in another
+            # the label maps (mostly zlib, which runs without the GIL) are written in a thread beside
+            # the models; the written models are read back in another
             labelling = _start_labels(staging, seg, volume)
             try:
                 export_parts = dict(parts)
@@ -236,7 +244,7 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
             except BaseException:
                 concurrent.futures.wait([labelling])  # nothing may still write when staging is removed
                 raise
-            volume_hash = labelling.result()  # segmentation.seg.nrrd, .nii.gz, labels.json written
+            labelling.result()  # segmentation.seg.nrrd, .nii.gz, labels.json written
 
         print_info = None
         extra_images: dict[str, Path] = {}
@@ -368,15 +376,51 @@ def _threads() -> int:
 
 
 def _start_labels(staging: Path, seg, volume: Volume) -> concurrent.futures.Future:
-    """Write the label maps (:func:`printpipe.labels.write`) and hash the input (:func:`input_hash`)
-    in a daemon thread; the future's result is the hash, or the exception raised."""
+    """Write the label maps (:func:`printpipe.labels.write`) in a daemon thread; the future's result
+    is None, or the exception raised."""
     from printpipe.labels import write as write_labels
 
-    def work() -> str:
+    def work() -> None:
         write_labels(staging, seg, volume)  # segmentation.seg.nrrd, .nii.gz, labels.json
-        return input_hash(volume)
 
     return _in_daemon_thread("printpipe-labels", work)
+
+
+def _start_hash(volume: Volume) -> tuple[Any, dict]:
+    """Hash the input (:func:`input_hash`) in a daemon thread; :func:`_finish_hash` joins it.
+
+    The thread holds no reference to ``volume`` once it has finished, and is gone when
+    ``_finish_hash`` returns: the report worker, started next, is forked only when this process
+    has no other thread (and would otherwise be sent the volume through a forkserver).
+    """
+    import threading
+
+    box: dict[str, Any] = {"volume": volume}
+
+    def work() -> None:
+        try:
+            box["hash"] = input_hash(box.pop("volume"))
+        except BaseException as exc:  # re-raised by _finish_hash
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="printpipe-hash", daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _finish_hash(hashing: tuple[Any, dict]) -> str:
+    thread, box = hashing
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["hash"]
+
+
+def _geometry_only(volume: Volume) -> Volume:
+    """``volume`` with its HU array replaced by a read-only zero view of the same shape and dtype
+    (no memory): grid, geometry and meta stay, the HU values are gone."""
+    return Volume(hu=np.broadcast_to(np.zeros((), dtype=volume.hu.dtype), volume.shape),
+                  spacing=volume.spacing, origin=volume.origin, direction=volume.direction, meta=volume.meta)
 
 
 def _in_daemon_thread(name: str, fn) -> concurrent.futures.Future:

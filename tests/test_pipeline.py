@@ -103,3 +103,44 @@ def test_sample_to_gcode_for_ender3(tmp_path):
     assert stats  # raises PrinterError on any unsafe move or temperature
     assert {o["kind"] for o in manifest["outputs"]} >= {"stl", "3mf", "gcode"}
     assert [p["name"] for p in manifest["parts"]] == ["femur_left"]
+
+
+def test_input_hash_is_the_cts_and_full_grid_let_go_of_after_segmentation(sample_run, monkeypatch):
+    """The hash taken beside segmentation is that of the CT read again; after segmentation only
+    the grid's geometry is kept (a zero-memory view), and the label maps still lie on the CT grid."""
+    import weakref
+
+    from printpipe import pipeline
+    from printpipe.dicom import read_series
+
+    out, manifest = sample_run
+    vol = read_series(SAMPLE)
+    assert manifest["input_hash"] == pipeline.input_hash(vol)
+    assert manifest["input"]["shape"] == list(vol.shape)
+
+    light = pipeline._geometry_only(vol)
+    assert light.shape == vol.shape and light.hu.nbytes and light.hu.strides == (0, 0, 0)
+    assert np.allclose(light.affine, vol.affine) and light.meta == vol.meta
+
+    # the full HU array is unreferenced once segmentation has ended (before the report worker
+    # is forked and the parts are meshed)
+    seen = {}
+    real_read, real_meshes = pipeline.read_series, pipeline._meshes
+
+    def read(*a, **k):
+        v = real_read(*a, **k)
+        seen["ref"] = weakref.ref(v.hu)
+        return v
+
+    def meshes(*a, **k):
+        import gc
+
+        gc.collect()
+        seen["alive"] = seen["ref"]() is not None
+        return real_meshes(*a, **k)
+
+    monkeypatch.setattr(pipeline, "read_series", read)
+    monkeypatch.setattr(pipeline, "_meshes", meshes)
+    result = pipeline.run(SAMPLE, out.parent / "light", pipeline.PipelineConfig(report=False))
+    assert seen["alive"] is False
+    assert result.manifest["input_hash"] == manifest["input_hash"]
