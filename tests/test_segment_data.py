@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
 from printpipe.segment import SegmentConfig, femoral_head_diameter, segment
+
+REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 
 
 def _contacts(labels: np.ndarray) -> int:
@@ -282,3 +287,33 @@ def test_phantom_hollow_keeps_names_and_leaves_a_wall(phantom_seg):
     assert d.max() <= wall + 1e-6
     for name in ("femur_left", "hip_right"):
         assert np.count_nonzero(seg.mask(name)) < 0.9 * np.count_nonzero(solid.mask(name))
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("sigma", [20.0, 35.0])
+def test_ref003_with_added_noise_keeps_its_parts(ref003, sigma):
+    """Thin slices and low dose make a CT noisy (0.6-1 mm slices read 30-50 HU of noise in soft
+    tissue): the same patient with white noise of ``sigma`` HU added must give the same named parts,
+    and femurs that still match the manual contours (Dice >= 0.88; 0.91 / 0.90 without noise). Noise
+    moves the vote for a head's centre a few mm off: the sphere fit restarts from the points it
+    found instead of giving up (before, 20 HU of noise lost both heads and every name)."""
+    from printpipe.labels import rtstruct_masks
+
+    vol, _ = ref003
+    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
+    if not rs.is_file():
+        pytest.skip(f"manual contours not found at {rs}")
+    rng = np.random.default_rng(1)
+    hu = np.clip(vol.hu + rng.normal(0.0, sigma, vol.shape), -1024, 3071).astype(vol.hu.dtype)
+    noisy = dataclasses.replace(vol, hu=hu)
+    seg = segment(noisy, SegmentConfig(split_hemipelvis=True))
+    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
+    ms = rtstruct_masks(rs, vol)
+    for name, roi in (("femur_left", "femoreSin"), ("femur_right", "femoreDes")):
+        ref = ms[roi]
+        lo = seg.info["crop"]["final_index_lo"]
+        ours = np.zeros(vol.shape, bool)
+        ours[tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))] = seg.mask(name)
+        ours[~ref.any(axis=(1, 2))] = False    # the manual contours' slices only
+        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
+        assert dice >= 0.88, f"{name} Dice {dice:.3f} with {sigma:g} HU of noise"
