@@ -190,6 +190,8 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
         h = _fit(sm, c, dirs)
         if h is not None and not (metal_hu is not None and _holds_metal(vol, h, metal_hu, dirs)):
             fits.append((h, votes))
+    if body is not None:
+        fits += _mirror_fits(sm, vol, body, fits, dirs, metal_hu)
     info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
                                                                   for h, v in fits]}
     pair = None
@@ -356,6 +358,33 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
     joint = float(np.clip(joint, r + 0.5, r + _CARTILAGE_MM))
     return HeadSphere(center=c, radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
                       cup_cover=cover, core_hu=core_hu)
+
+
+def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
+                 dirs: np.ndarray, metal_hu: float | None) -> list[tuple[HeadSphere, float]]:
+    """More fits, started at the mirror image of every good one across the body's mid-sagittal
+    plane (x of the body's centre of mass, LPS). The two heads are mirror images: where one head
+    shows little free surface (deep in its cup, noise), the votes for it can peak on the trochanter
+    or miss, but a start at the other head's mirror image converges on it. Starts within 3 mm of a
+    fit already made are skipped; the pair is still chosen among all fits by :func:`_best_pair`."""
+    w = body.sum(axis=(0, 1), dtype=np.int64).astype(float)
+    if w.sum() == 0:
+        return []
+    ci = float(np.sum(np.arange(len(w)) * w) / w.sum())
+    mid = float(vol.index_to_patient(np.array([[0.0, 0.0, ci]]))[0][0])
+    out: list[tuple[HeadSphere, float]] = []
+    for h, _ in fits:
+        # a head lies half the pair's distance (_PAIR_DX_MM) from the plane
+        if not (_good(h) and _PAIR_DX_MM[0] / 2 <= abs(h.center[0] - mid) <= _PAIR_DX_MM[1] / 2):
+            continue
+        m = np.array(h.center, float)
+        m[0] = 2.0 * mid - m[0]
+        if any(np.linalg.norm(f.center - m) < 3.0 for f, _ in fits + out):
+            continue
+        hm = _fit(sm, m, dirs)
+        if hm is not None and not (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
+            out.append((hm, 0.0))
+    return out
 
 
 def _good(h: HeadSphere) -> bool:
