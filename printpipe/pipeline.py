@@ -338,22 +338,26 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
             result = mask_to_mesh(sub, mask, config.surface)
             parts[name], raws[name] = result.mesh, result.raw
             report_progress("surface", (i + 1) / len(names))
-    def fix(name: str):
+    def fix(name: str, pool: ThreadPoolExecutor):
         mesh, rep = repair(parts[name], config.repair, name=name)
         extra: dict[str, Any] = {"decimation": None}
         if config.repair.target_faces or config.repair.max_error_mm:
             mesh, extra["decimation"] = decimate(mesh, target_faces=config.repair.target_faces,
                                                  max_error_mm=config.repair.max_error_mm)
             mesh, rep = repair(mesh, config.repair, name=name)
-        extra["fidelity"] = fidelity(mesh, raws[name])
-        return name, mesh, rep, extra
+        # the fidelity check (its own seeded samples) is queued as a task of its own: the largest
+        # part's check then runs beside the other parts' repairs instead of after them
+        return mesh, rep, extra, pool.submit(fidelity, mesh, raws[name])
 
     with stage("repair"):
         # parts in parallel threads (the checks' kernels, KD-trees and sorts release the GIL),
         # largest first; every part has its own seeded samples, so the figures do not depend on it
         order = sorted(parts, key=lambda n: -len(parts[n].faces))
         with ThreadPoolExecutor(max(1, min(_threads(), len(order)))) as pool:
-            for i, (name, mesh, rep, extra) in enumerate(pool.map(fix, order)):
+            fixing = [pool.submit(fix, name, pool) for name in order]
+            for i, (name, fut) in enumerate(zip(order, fixing)):
+                mesh, rep, extra, checking = fut.result()
+                extra["fidelity"] = checking.result()
                 parts[name], reports[name], extras[name] = mesh, rep, extra
                 report_progress("repair", (i + 1) / len(parts))
     if config.export.label:
