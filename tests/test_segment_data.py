@@ -344,3 +344,29 @@ def test_ref002_with_added_noise_finds_the_deep_left_head():
         ref = refs[name]
         dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
         assert dice >= 0.92, f"{name} Dice {dice:.3f} with 10 HU of noise"
+
+
+@pytest.mark.realdata
+def test_ref003_turned_on_the_couch_keeps_its_parts(ref003):
+    """The patient turned 20 deg about the long axis (the CT resampled in-plane): the heads are a
+    pair along a line 20 deg off left-right, 60 mm apart in depth. Before the pair rule allowed a
+    turn (_PAIR_YAW_DEG) a fixed 40 mm depth limit lost both heads at 15 deg, and every name."""
+    from printpipe.labels import rtstruct_masks
+
+    vol, _ = ref003
+    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
+    if not rs.is_file():
+        pytest.skip(f"manual contours not found at {rs}")
+    turn = 20.0
+    hu = ndi.rotate(vol.hu.astype(np.float32), turn, axes=(1, 2), reshape=False, order=1, cval=-1024.0)
+    seg = segment(dataclasses.replace(vol, hu=np.rint(hu).astype(vol.hu.dtype)), SegmentConfig(split_hemipelvis=True))
+    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
+    ms = rtstruct_masks(rs, vol)
+    lo = seg.info["crop"]["final_index_lo"]
+    for name, roi in (("femur_left", "femoreSin"), ("femur_right", "femoreDes")):
+        ref = ndi.rotate(ms[roi].astype(np.uint8), turn, axes=(1, 2), reshape=False, order=0) > 0
+        ours = np.zeros(vol.shape, bool)
+        ours[tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))] = seg.mask(name)
+        ours[~ref.any(axis=(1, 2))] = False
+        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
+        assert dice >= 0.88, f"{name} Dice {dice:.3f} turned {turn:g} deg"

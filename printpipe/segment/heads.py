@@ -18,6 +18,7 @@ volume's affine.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,12 +38,15 @@ _GRID_MM = 2.0
 _SMOOTH_MM = 1.2
 #: an edge: smoothed HU gradient of at least this (HU/mm) on a voxel between 100 and 1000 HU
 _EDGE_HU_MM = 25.0
-#: the centres of both femoral heads lie 120-240 mm apart (adult inter-head distance ~150-220 mm;
-#: the greater trochanters, the next pair of round bones, lie ~260-330 mm apart),
-#: at about the same height and depth (the pelvis tilts, but by a few degrees side to side)
+#: the centres of both femoral heads lie 120-240 mm apart in the axial plane (adult inter-head
+#: distance ~150-220 mm; the greater trochanters, the next pair of round bones, lie ~260-330 mm
+#: apart), at about the same height (the pelvis tilts side to side by a few degrees) ...
 _PAIR_DX_MM = (120.0, 240.0)
 _PAIR_DZ_MM = 30.0
-_PAIR_DY_MM = 40.0
+#: ... and the line between them runs left-right within this angle (deg) in the axial plane: a
+#: patient lying turned on the couch (a trauma patient on a board, a painful hip) turns the pair;
+#: a fixed limit of 40 mm in depth lost both heads of pelvic-ref003 turned by 15 deg
+_PAIR_YAW_DEG = 30.0
 #: a sphere fit is a femoral head when its surface residual (rms, mm) is below this ...
 _FIT_RMS_MM = 2.0
 #: ... at least this fraction of the directions found the free surface (the cup, the neck and the
@@ -387,6 +391,15 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     return out
 
 
+def _side_by_side(d: np.ndarray) -> bool:
+    """Whether two centres ``d`` apart (absolute LPS differences, mm) can be the two hips: 120-240 mm
+    apart in the axial plane, along a line within ``_PAIR_YAW_DEG`` of left-right, at about the
+    same height."""
+    axial = float(np.hypot(d[0], d[1]))
+    return (_PAIR_DX_MM[0] <= axial <= _PAIR_DX_MM[1] and d[2] <= _PAIR_DZ_MM
+            and d[1] <= axial * math.sin(math.radians(_PAIR_YAW_DEG)))
+
+
 def _good(h: HeadSphere) -> bool:
     return h.rms_mm <= _FIT_RMS_MM and h.inliers >= _FIT_INLIERS and h.cup_cover >= _CUP_COVER
 
@@ -399,7 +412,7 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
     for i, a in enumerate(good):
         for b in good[i + 1:]:
             d = np.abs(a.center - b.center)
-            if not (_PAIR_DX_MM[0] <= d[0] <= _PAIR_DX_MM[1] and d[2] <= _PAIR_DZ_MM and d[1] <= _PAIR_DY_MM):
+            if not _side_by_side(d):
                 continue
             if abs(a.radius_mm - b.radius_mm) > 0.15 * max(a.radius_mm, b.radius_mm):
                 continue
@@ -654,7 +667,7 @@ def _implant_pair(implants: list[ImplantHead], fits: list[HeadSphere]) -> tuple[
     for i, a in enumerate(implants):
         for b in [*implants[i + 1:], *good]:
             d = np.abs(a.center - b.center)
-            if not (_PAIR_DX_MM[0] <= d[0] <= _PAIR_DX_MM[1] and d[2] <= _PAIR_DZ_MM and d[1] <= _PAIR_DY_MM):
+            if not _side_by_side(d):
                 continue
             s = b.inliers + b.cup_cover + (0.0 if b.implant else min(b.core_hu / 300.0, 1.5) - 0.2 * b.rms_mm) \
                 - d[2] / _PAIR_DZ_MM
