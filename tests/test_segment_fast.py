@@ -122,6 +122,10 @@ def test_bincount_and_isin_match_numpy():
             if dt != np.uint32:
                 for vals in ([], [0], [1, 3, 250], [5, 6, 7, 1000]):
                     assert np.array_equal(_fast.isin(a, vals), np.isin(a, vals))
+    signed = np.array([[[0, 3, 2]]], np.int32)
+    assert np.array_equal(_fast.bincount(signed, 2), np.bincount(signed.ravel(), minlength=2))
+    with pytest.raises(ValueError):
+        _fast.bincount(np.array([[[1, -1]]], np.int32))
     empty = np.zeros((0, 3, 3), np.uint8)
     assert np.array_equal(_fast.bincount(empty, 4), np.bincount(empty.ravel(), minlength=4))
     assert np.array_equal(_fast.bincount(empty), np.bincount(empty.ravel()))

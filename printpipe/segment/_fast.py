@@ -41,6 +41,8 @@ def bincount(a: np.ndarray, minlength: int = 0) -> np.ndarray:
     from printpipe.kernels.segment import label_counts
 
     a = np.ascontiguousarray(a)
+    if a.dtype.kind not in "ui" or (a.dtype.kind == "i" and a.size and a.min() < 0):
+        return np.bincount(a.ravel(), minlength=minlength)   # numpy's own error or result
     if a.dtype == np.uint8:
         counts = label_counts(a, 256)
     else:
