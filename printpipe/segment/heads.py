@@ -47,6 +47,11 @@ _PAIR_DZ_MM = 30.0
 #: patient lying turned on the couch (a trauma patient on a board, a painful hip) turns the pair;
 #: a fixed limit of 40 mm in depth lost both heads of pelvic-ref003 turned by 15 deg
 _PAIR_YAW_DEG = 30.0
+#: ... and their trabecular cores alike: the two hips of one person differ in bone density by a
+#: few per cent (side-to-side DXA), a head and a trochanter (fatty, 150-200 HU against a head's
+#: 300-400) by half. With 10 HU of noise added to pelvic-ref002 its deep left head's own fit failed
+#: and the left trochanter (core 171 HU) was paired with the right head (374 HU)
+_PAIR_CORE_RATIO = 0.6
 #: a sphere fit is a femoral head when its surface residual (rms, mm) is below this ...
 _FIT_RMS_MM = 2.0
 #: ... at least this fraction of the directions found the free surface (the cup, the neck and the
@@ -194,7 +199,7 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
         h = _fit(sm, c, dirs)
         if h is not None and not (metal_hu is not None and _holds_metal(vol, h, metal_hu, dirs)):
             fits.append((h, votes))
-    if body is not None:
+    if body is not None and not implants and _best_pair([h for h, _ in fits]) is None:
         fits += _mirror_fits(sm, vol, body, fits, dirs, metal_hu)
     info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
                                                                   for h, v in fits]}
@@ -367,10 +372,12 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
                  dirs: np.ndarray, metal_hu: float | None) -> list[tuple[HeadSphere, float]]:
     """More fits, started at the mirror image of every good one across the body's mid-sagittal
-    plane (x of the body's centre of mass, LPS). The two heads are mirror images: where one head
-    shows little free surface (deep in its cup, noise), the votes for it can peak on the trochanter
-    or miss, but a start at the other head's mirror image converges on it. Starts within 3 mm of a
-    fit already made are skipped; the pair is still chosen among all fits by :func:`_best_pair`."""
+    plane (x of the body's centre of mass, LPS), when the votes' fits hold no pair. The two heads
+    are mirror images: where one head shows little free surface (deep in its cup, noise), the votes
+    for it can miss, but a start at the other head's mirror image converges on it. Only then: a
+    dense round piece of ilium above a cup also fits a sphere, and its mirror image made a pair
+    that outscored the heads on pelvic-ref003 resampled to 1 mm slices. Starts within 3 mm of a fit
+    already made are skipped; the pair is chosen among all fits by :func:`_best_pair`."""
     w = body.sum(axis=(0, 1), dtype=np.int64).astype(float)
     if w.sum() == 0:
         return []
@@ -415,6 +422,8 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
             if not _side_by_side(d):
                 continue
             if abs(a.radius_mm - b.radius_mm) > 0.15 * max(a.radius_mm, b.radius_mm):
+                continue
+            if min(a.core_hu, b.core_hu) < _PAIR_CORE_RATIO * max(a.core_hu, b.core_hu):
                 continue
             # a head is full of dense trabecular bone (its compression trabeculae): a trochanter's
             # or a shaft's inside is darker
