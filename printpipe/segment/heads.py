@@ -371,31 +371,37 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
 
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
                  dirs: np.ndarray, metal_hu: float | None) -> list[tuple[HeadSphere, float]]:
-    """More fits, started at the mirror image of every good one across the body's mid-sagittal
-    plane (x of the body's centre of mass, LPS), when the votes' fits hold no pair. The two heads
-    are mirror images: where one head shows little free surface (deep in its cup, noise), the votes
-    for it can miss, but a start at the other head's mirror image converges on it. Only then: a
-    dense round piece of ilium above a cup also fits a sphere, and its mirror image made a pair
-    that outscored the heads on pelvic-ref003 resampled to 1 mm slices. Starts within 3 mm of a fit
-    already made are skipped; the pair is chosen among all fits by :func:`_best_pair`."""
+    """One more fit, started at the mirror image of the best good fit (:func:`_quality`) across the
+    body's mid-sagittal plane (x of the body's centre of mass, LPS), when the votes' fits hold no
+    pair. The two heads are mirror images: where one head shows little free surface (deep in its
+    cup, noise), the votes for it can miss, but a start at the other head's mirror image converges
+    on it. Only then and only the best: a dense round piece of ilium above a cup also fits a
+    sphere, and its mirror image made a pair that outscored the heads on pelvic-ref003 resampled
+    to 1 mm slices; a wrong fit's mirror made a wrong pair on pelvic-ref002 resampled so. The
+    pair is chosen among all fits by :func:`_best_pair`."""
     w = body.sum(axis=(0, 1), dtype=np.int64).astype(float)
     if w.sum() == 0:
         return []
     ci = float(np.sum(np.arange(len(w)) * w) / w.sum())
     mid = float(vol.index_to_patient(np.array([[0.0, 0.0, ci]]))[0][0])
-    out: list[tuple[HeadSphere, float]] = []
-    for h, _ in fits:
-        # a head lies half the pair's distance (_PAIR_DX_MM) from the plane
-        if not (_good(h) and _PAIR_DX_MM[0] / 2 <= abs(h.center[0] - mid) <= _PAIR_DX_MM[1] / 2):
-            continue
-        m = np.array(h.center, float)
-        m[0] = 2.0 * mid - m[0]
-        if any(np.linalg.norm(f.center - m) < 3.0 for f, _ in fits + out):
-            continue
-        hm = _fit(sm, m, dirs)
-        if hm is not None and not (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
-            out.append((hm, 0.0))
-    return out
+    # a head lies half the pair's distance (_PAIR_DX_MM) from the plane
+    side = [h for h, _ in fits if _good(h) and _PAIR_DX_MM[0] / 2 <= abs(h.center[0] - mid) <= _PAIR_DX_MM[1] / 2]
+    if not side:
+        return []
+    h = max(side, key=_quality)
+    m = np.array(h.center, float)
+    m[0] = 2.0 * mid - m[0]
+    if any(np.linalg.norm(f.center - m) < 3.0 for f, _ in fits):
+        return []
+    hm = _fit(sm, m, dirs)
+    if hm is None or (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
+        return []
+    return [(hm, 0.0)]
+
+
+def _quality(h: HeadSphere) -> float:
+    """One head's share of :func:`_best_pair`'s score: support, cup, dense core, residual."""
+    return h.inliers + h.cup_cover + min(h.core_hu / 300.0, 1.5) - 0.2 * h.rms_mm
 
 
 def _side_by_side(d: np.ndarray) -> bool:
