@@ -371,7 +371,7 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
 
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
                  dirs: np.ndarray, metal_hu: float | None) -> list[tuple[HeadSphere, float]]:
-    """One more fit, started at the mirror image of the best good fit (:func:`_quality`) across the
+    """More fits, started around the mirror image of the best good fit (:func:`_quality`) across the
     body's mid-sagittal plane (x of the body's centre of mass, LPS), when the votes' fits hold no
     pair. The two heads are mirror images: where one head shows little free surface (deep in its
     cup, noise), the votes for it can miss, but a start at the other head's mirror image converges
@@ -391,12 +391,21 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     h = max(side, key=_quality)
     m = np.array(h.center, float)
     m[0] = 2.0 * mid - m[0]
-    if any(np.linalg.norm(f.center - m) < 3.0 for f, _ in fits):
-        return []
-    hm = _fit(sm, m, dirs)
-    if hm is None or (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
-        return []
-    return [(hm, 0.0)]
+    out: list[tuple[HeadSphere, float]] = []
+    # the pelvis lies turned and tilted by a few degrees: the other head sits up to ~10 mm higher or
+    # deeper than the mirror image (pelvic-ref002: 10 mm in both), further than a fit converges from
+    for dy, dz in _MIRROR_STEPS:
+        start = m + np.array([0.0, dy, dz])
+        hm = _fit(sm, start, dirs)
+        if hm is None or any(np.linalg.norm(f.center - hm.center) < 3.0 for f, _ in fits + out):
+            continue
+        if not (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
+            out.append((hm, 0.0))
+    return out
+
+
+#: offsets (mm, depth and height) of the starts around a head's mirror image
+_MIRROR_STEPS = tuple((dy, dz) for dz in (0.0, -8.0, 8.0) for dy in (0.0, -8.0, 8.0))
 
 
 def _quality(h: HeadSphere) -> float:
