@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from printpipe.errors import SegmentationError
+from printpipe.segment import _fast
 from printpipe.volume import Volume
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
     # after the gap cut no two parts touch (26-neighbourhood), so the components of the bone
     # are those of each part: a binary labelling (about 3x faster than a multi-label one) suffices
     comp, n = cc3d.connected_components(labels != 0, connectivity=26, return_N=True)
-    counts = np.bincount(comp.ravel(), minlength=n + 1)
+    counts = _fast.bincount(comp, n + 1)
     small = counts < max(min_vox, 1)
     small[0] = False
     dropped = int(small.sum())
@@ -30,13 +31,13 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
     if dropped:
         labels[small[comp]] = 0
     del comp
-    present = set(np.flatnonzero(np.bincount(labels.ravel())).tolist())
+    present = set(np.flatnonzero(_fast.bincount(labels)).tolist())
     names = {k: v for k, v in names.items() if k in present}
     return labels, names, {"pieces_dropped": dropped, "voxels_dropped": vox}
 
 
 def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[str, Any]:
-    counts = np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)
+    counts = _fast.bincount(labels, max(names, default=0) + 1)
     objs = ndi.find_objects(labels)
     out = {}
     for lab, name in names.items():
@@ -74,7 +75,7 @@ def _relabel(regions: np.ndarray, name_of: dict[int, str]) -> tuple[np.ndarray, 
 
 
 def _region_sizes(regions: np.ndarray) -> dict[int, int]:
-    counts = np.bincount(regions.ravel())
+    counts = _fast.bincount(regions)
     return {int(i): int(c) for i, c in enumerate(counts) if i and c}
 
 
@@ -226,7 +227,7 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
                 ) -> tuple[dict[int, str], dict[str, Any]]:
     """Keep a name only when the part passes its anatomical checks; a part that fails becomes
     ``bone_N`` and the failed checks go to the warnings. Returns the names and the record."""
-    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)).tolist())
+    present = set(np.flatnonzero(_fast.bincount(labels, max(names, default=0) + 1)).tolist())
     names = {k: v for k, v in names.items() if k in present}
     mid_x = float((heads["left"].center[0] + heads["right"].center[0]) / 2) if heads else None
     stats = {lab: _stats(labels, lab, vol) for lab, n in names.items()
@@ -313,7 +314,7 @@ def drop_contrast(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, vol
             labels[sl][m] = 0
             gone.append({"volume_cm3": round(float(m.sum()) * vox, 1), "p95_hu": round(stats["p95_hu"]),
                          "inside_minus_rim_hu": round(stats["inside_minus_rim_hu"])})
-    present = set(np.flatnonzero(np.bincount(labels.ravel(), minlength=max(names, default=0) + 1)).tolist())
+    present = set(np.flatnonzero(_fast.bincount(labels, max(names, default=0) + 1)).tolist())
     names = {k: v for k, v in names.items() if k in present}
     n = 0
     for k in sorted(names):

@@ -201,11 +201,10 @@ def _axial_closed_sections(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
     distance transforms) and its holes filled: a cortex broken by the threshold (a femoral neck's
     thin anterior wall) is bridged, while the concavities of the proximal femur (trochanteric
     fossa, the notch between neck and greater trochanter), wider than the disc, keep their shape."""
+    from printpipe.segment._fast import fill_holes_slices
+
     closed = _closing(mask, _SECTION_CLOSE_MM, (1e6, float(spacing[1]), float(spacing[2])))
-    out = np.zeros_like(mask)
-    for k in np.flatnonzero(closed.any(axis=(1, 2))):
-        out[k] = ndi.binary_fill_holes(closed[k])
-    return out
+    return fill_holes_slices(closed)
 
 
 #: marrow is enclosed by cortex in the axial, coronal and sagittal planes alike; a canal or foramen
@@ -345,6 +344,7 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     import edt
 
     from printpipe.kernels.segment import clear_near_other
+    from printpipe.segment._fast import fill_holes_slices
 
     lab = next((k for k, n in names.items() if n == "sacrum"), None)
     if lab is None or offset is None:
@@ -380,8 +380,10 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     inside = (mirror >= 0) & (mirror < len(cols))
     h = hu[box]
     new = np.zeros_like(m)
+    filled = fill_holes_slices(closed)
+    del closed
     for k in np.flatnonzero(m.any(axis=(1, 2))):
-        add = ndi.binary_fill_holes(closed[k]) & (sub[k] == 0)
+        add = filled[k] & (sub[k] == 0)
         add &= ~(near_mid & (_fluid(h[k], add & near_mid, sp) | _canal_hole(m[k], near_mid)))
         # the alae are mirror images: a voxel is added only where its mirror image is sacrum or
         # added too, so a wall lost on one side only does not make the part lopsided

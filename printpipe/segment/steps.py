@@ -20,6 +20,7 @@ from printpipe.segment._util import _bbox
 from printpipe.segment.body import _body_mask, _pelvis_box, _roi_to_index
 from printpipe.segment.config import SegmentConfig, Segmentation
 from printpipe.segment.frame import Reorient, canonical
+from printpipe.segment import _fast
 from printpipe.segment.threshold import _cavities, _metal_report, bone_mask, drop_islands
 from printpipe.volume import Volume
 
@@ -223,7 +224,7 @@ def finish_parts(st: State) -> None:
         vol_cm3 = sum((st.info["parts"].get(st.names[lab]) or {}).get("volume_cm3", 0.0) for lab in others)
         st.warnings.append(f"{len(others)} bone piece(s) outside the pelvic skeleton (ribs, arms; {vol_cm3:.0f} cm^3) "
                            f"not exported with --region pelvis: {', '.join(st.names[lab] for lab in others)}")
-        st.labels[np.isin(st.labels, others)] = 0
+        st.labels[_fast.isin(st.labels, others)] = 0
         st.names = {k: v for k, v in st.names.items() if k not in others}
     if cfg.parts is not None:
         missing = [p for p in cfg.parts if p not in st.names.values()]
@@ -231,7 +232,7 @@ def finish_parts(st: State) -> None:
             st.warnings.append(f"requested part(s) {', '.join(missing)} not found; found {', '.join(st.names.values())}")
         keep = [lab for lab, n in st.names.items() if n in cfg.parts]
         st.names = {lab: n for lab, n in st.names.items() if n in cfg.parts}
-        st.labels[~np.isin(st.labels, keep)] = 0
+        st.labels[~_fast.isin(st.labels, keep)] = 0
     st.info["names"] = {str(k): v for k, v in st.names.items()}
 
 
@@ -308,7 +309,7 @@ def result(st: State) -> Segmentation:
     pelvic = [lab for lab, n in st.names.items() if n in ("pelvis", "hip_left", "hip_right", "sacrum")]
     try:
         if st.names:
-            plane = midsagittal_plane(np.isin(st.labels, pelvic) if pelvic else st.labels > 0, st.vol)
+            plane = midsagittal_plane(_fast.isin(st.labels, pelvic) if pelvic else st.labels > 0, st.vol)
     except SegmentationError as exc:
         st.warnings.append(f"mid-sagittal plane not fitted: {exc}")
     st.info["midsagittal_plane"] = plane.as_dict() if plane is not None else None
