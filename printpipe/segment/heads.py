@@ -379,11 +379,15 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     sphere, and its mirror image made a pair that outscored the heads on pelvic-ref003 resampled
     to 1 mm slices; a wrong fit's mirror made a wrong pair on pelvic-ref002 resampled so. The
     pair is chosen among all fits by :func:`_best_pair`."""
-    w = body.sum(axis=(0, 1), dtype=np.int64).astype(float)
-    if w.sum() == 0:
-        return []
-    ci = float(np.sum(np.arange(len(w)) * w) / w.sum())
-    mid = float(vol.index_to_patient(np.array([[0.0, 0.0, ci]]))[0][0])
+    # the body's centre of mass, index axis by index axis, then in the patient frame (any direction)
+    axes = ((1, 2), (0, 2), (0, 1))
+    cen = []
+    for ax in axes:
+        w = body.sum(axis=ax, dtype=np.int64).astype(float)
+        if w.sum() == 0:
+            return []
+        cen.append(float(np.sum(np.arange(len(w)) * w) / w.sum()))
+    mid = float(vol.index_to_patient(np.array([cen]))[0][0])
     # a head lies half the pair's distance (_PAIR_DX_MM) from the plane
     side = [h for h, _ in fits if _good(h) and _PAIR_DX_MM[0] / 2 <= abs(h.center[0] - mid) <= _PAIR_DX_MM[1] / 2]
     if not side:
