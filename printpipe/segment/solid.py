@@ -327,14 +327,16 @@ _SI_JOINT_MM = 4.0
 
 
 def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
-                 spacing: tuple[float, float, float], offset: np.ndarray | None) -> dict[str, Any]:
+                 spacing: tuple[float, float, float],
+                 plane: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
     """Give the sacrum its alae, in place.
 
     Each axial section of the sacrum, walled in at the sacroiliac levels by the hip bones within
     ``_ALA_REACH_MM`` of it, is closed with a disc of ``_SACRUM_CLOSE_MM`` and its holes filled.
     Only voxels are added that lie (a) beside the canal, further than ``_CANAL_HALF_MM`` from the
-    mid-sagittal plane (``offset``: each column's signed distance to it, mm, increasing along the
-    columns), or within that band but not fluid or fat (``_FLUID_HU``: the canal's CSF and fat stay
+    mid-sagittal plane (``plane``: each row and column's signed distance to it, mm, + to the
+    patient's left, and the row and column of its mirror image; see ``steps._midline_offset``), or
+    within that band but not fluid or fat (``_FLUID_HU``: the canal's CSF and fat stay
     open, the body's marrow is filled), (b) where the mirror image across the plane is sacrum or
     added too, (c) outside the joint space, further than ``_SI_JOINT_MM`` from a hip bone, and (d)
     not 26-adjacent to another part. A canal filled by mistake would hide the nerve roots from a
@@ -347,7 +349,7 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     from printpipe.segment._fast import fill_holes_slices
 
     lab = next((k for k, n in names.items() if n == "sacrum"), None)
-    if lab is None or offset is None:
+    if lab is None or plane is None:
         return {}
     sl = ndi.find_objects(labels, max_label=lab)[lab - 1]
     if sl is None:
@@ -357,14 +359,14 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     sub = labels[box]
     m = sub == lab
     an = (1e6, sp[1], sp[2])   # in-plane only
-    off = np.asarray(offset, dtype=float)
+    off = np.asarray(plane[0], dtype=float)[box[1], box[2]]
     # the hip bones wall the alae in at the sacroiliac levels: from the lowest to the highest slice
     # where a hip bone lies within _SI_TOUCH_MM of the sacrum on both sides of the plane
     d_sac = edt.edt(~m, anisotropy=an, black_border=False, parallel=_threads())
     hips = np.isin(sub, [k for k, n in names.items() if n.split("_")[0] in ("hip", "pelvis")])
     touch = hips & (d_sac <= _SI_TOUCH_MM)
-    left = off[box[2]] > 0
-    si = touch[:, :, left].any(axis=(1, 2)) & touch[:, :, ~left].any(axis=(1, 2))
+    left = off > 0
+    si = touch[:, left].any(axis=1) & touch[:, ~left].any(axis=1)
     if si.any():   # the joints span one run of levels (a slice where a lost wall breaks the contact too)
         ks = np.flatnonzero(si)
         si[ks[0]:ks[-1] + 1] = True
@@ -372,12 +374,11 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     del d_sac, touch
     joint = edt.edt(~hips, anisotropy=an, black_border=False, parallel=_threads()) <= _SI_JOINT_MM
     closed = _closing(walls, _SACRUM_CLOSE_MM, an)
-    near_mid = np.abs(off[box[2]]) <= _CANAL_HALF_MM
-    # each column's mirror image across the plane (columns run to the patient's left, so the
-    # offsets increase along them)
-    cols = np.arange(box[2].start, box[2].stop)
-    mirror = np.rint(np.interp(-off[cols], off, np.arange(len(off)))).astype(int) - box[2].start
-    inside = (mirror >= 0) & (mirror < len(cols))
+    near_mid = np.abs(off) <= _CANAL_HALF_MM
+    # each voxel's mirror image across the plane, in the box
+    mj = plane[1][box[1], box[2]] - box[1].start
+    mi = plane[2][box[1], box[2]] - box[2].start
+    inside = (mj >= 0) & (mj < m.shape[1]) & (mi >= 0) & (mi < m.shape[2])
     h = hu[box]
     new = np.zeros_like(m)
     filled = fill_holes_slices(closed)
@@ -389,7 +390,7 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
         # added too, so a wall lost on one side only does not make the part lopsided
         both = add | m[k]
         seen = np.zeros_like(add)
-        seen[:, inside] = both[:, mirror[inside]]
+        seen[inside] = both[mj[inside], mi[inside]]
         new[k] = add & seen & ~joint[k]
     n_new = clear_near_other(sub, new, lab)
     sub[new] = lab
@@ -412,7 +413,7 @@ def _fluid(h: np.ndarray, where: np.ndarray, sp: list[float]) -> np.ndarray:
 def _canal_hole(m: np.ndarray, near_mid: np.ndarray) -> np.ndarray:
     """The sacral canal where bone encloses it in the axial section ``m`` of the sacrum: the
     hindmost (largest row: posterior in the canonical frame) of the section's holes centred in
-    ``near_mid`` (columns near the mid-sagittal plane). The canal lies behind the sacral bodies,
+    ``near_mid`` (the voxels near the mid-sagittal plane). The canal lies behind the sacral bodies,
     walled by the pedicles and laminae; holes in front of it are the bodies' marrow."""
     holes = ndi.binary_fill_holes(m) & ~m
     cc, n = ndi.label(holes)
@@ -420,7 +421,7 @@ def _canal_hole(m: np.ndarray, near_mid: np.ndarray) -> np.ndarray:
         return holes
     idx = np.arange(1, n + 1)
     rows = ndi.mean(np.broadcast_to(np.arange(m.shape[0])[:, None], m.shape), cc, idx)
-    mid = ndi.mean(np.broadcast_to(near_mid[None, :], m.shape), cc, idx)
+    mid = ndi.mean(np.broadcast_to(near_mid, m.shape), cc, idx)
     central = np.flatnonzero(mid > 0.5)
     if not len(central):
         return np.zeros_like(m)

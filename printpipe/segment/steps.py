@@ -241,17 +241,27 @@ def finish_parts(st: State) -> None:
 _HEAD_SHELL_MM = 2.0
 
 
-def _midline_offset(st: State) -> np.ndarray | None:
-    """Each column's signed distance (mm, + to the patient's left) from the sagittal plane through
-    the midpoint of the two femoral heads, measured at the middle row and slice of the working
-    volume; None without both heads."""
+def _midline_offset(st: State) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The mid-sagittal plane of the two femoral heads in the axial grid of the working volume:
+    each (row, column)'s signed distance to it (mm, + to the patient's left) and the row and column
+    of its mirror image across it, taken in the middle slice; None without both heads. The plane
+    passes through the heads' midpoint, normal to the line between them in the axial plane, so a
+    patient turned on the couch has it turned too."""
     if len(st.heads) != 2:
         return None
-    mid = np.mean([h.center for h in st.heads.values()], axis=0)
+    cl, cr = st.heads["left"].center, st.heads["right"].center
+    mid = (cl + cr) / 2.0
+    n = np.array([cl[0] - cr[0], cl[1] - cr[1], 0.0])
+    n /= max(float(np.linalg.norm(n)), 1e-9)
     nz, ny, nx = st.vol.shape
-    idx = np.stack([np.full(nx, nz / 2.0), np.full(nx, ny / 2.0), np.arange(nx, dtype=float)], axis=1)
-    x = st.vol.index_to_patient(idx)[:, 0]
-    return x - mid[0]
+    jj, ii = np.meshgrid(np.arange(ny, dtype=float), np.arange(nx, dtype=float), indexing="ij")
+    idx = np.stack([np.full(jj.size, nz / 2.0), jj.ravel(), ii.ravel()], axis=1)
+    p = st.vol.index_to_patient(idx)
+    off = (p - mid) @ n
+    back = st.vol.patient_to_index(p - 2.0 * off[:, None] * n[None, :])
+    mj = np.rint(back[:, 1]).astype(np.int64).reshape(ny, nx)
+    mi = np.rint(back[:, 2]).astype(np.int64).reshape(ny, nx)
+    return off.reshape(ny, nx), mj, mi
 
 
 def _restore_heads(st: State) -> dict[str, int]:
