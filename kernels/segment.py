@@ -439,6 +439,57 @@ def relabel_split(seeds, comp, split, newlab):
     return seeds
 
 
+@njit(cache=True, inline="always")
+def _slice_box(mask, k):
+    """Rows and columns (first and last) of the true voxels of slice ``k``; (n1, -1, n2, -1) when
+    there are none."""
+    n1, n2 = mask.shape[1], mask.shape[2]
+    jl, jh, il, ih = n1, -1, n2, -1
+    for j in range(n1):
+        for i in range(n2):
+            if mask[k, j, i]:
+                if j < jl:
+                    jl = j
+                jh = j
+                if i < il:
+                    il = i
+                if i > ih:
+                    ih = i
+    return jl, jh, il, ih
+
+
+@njit(cache=True, inline="always")
+def _flood_outside(mask, k, seen, queue, jl, jh, il, ih):
+    """Set ``seen`` on the background of slice ``k`` (``~mask``) that is 4-connected to the edge of
+    the box ``jl..jh`` x ``il..ih`` (``seen`` cleared in the box first; ``queue`` a scratch array of
+    at least the box's size): what stays unseen in the box are the slice's holes."""
+    n2 = mask.shape[2]
+    seen[jl:jh + 1, il:ih + 1] = False
+    tail = 0
+    for j in range(jl, jh + 1):
+        step = 1 if j == jl or j == jh else ih - il   # the first and last rows whole, else both ends
+        for i in range(il, ih + 1, step):
+            if not mask[k, j, i] and not seen[j, i]:
+                seen[j, i] = True
+                queue[tail] = j * n2 + i
+                tail += 1
+    head = 0
+    while head < tail:
+        q = queue[head]
+        head += 1
+        j = q // n2
+        i = q - j * n2
+        for d in range(4):
+            jj = j + (d == 0) - (d == 1)
+            ii = i + (d == 2) - (d == 3)
+            if jj < jl or jj > jh or ii < il or ii > ih:
+                continue
+            if not mask[k, jj, ii] and not seen[jj, ii]:
+                seen[jj, ii] = True
+                queue[tail] = jj * n2 + ii
+                tail += 1
+
+
 @njit(cache=True)
 def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, add, every):
     """Fill marrow holes slice by slice (slices along axis 0; pass ``np.moveaxis`` views for the
@@ -456,45 +507,12 @@ def slice_holes(closed, hu, other, px, pore, max_area, marrow_hu, all_marrow, ad
     for k in range(n0):
         # only the bounding box of the slice's closed voxels: background outside it reaches the
         # slice edge, so a component touching the box edge is a border component
-        jl, jh, il, ih = n1, -1, n2, -1
-        for j in range(n1):
-            for i in range(n2):
-                if closed[k, j, i]:
-                    if j < jl:
-                        jl = j
-                    jh = j
-                    if i < il:
-                        il = i
-                    if i > ih:
-                        ih = i
+        jl, jh, il, ih = _slice_box(closed, k)
         if jh - jl < 2 or ih - il < 2:
             continue
-        seen[jl:jh + 1, il:ih + 1] = False
         # the background that reaches the box's edge (the outside) first, with no statistics: what
         # stays unseen then are the holes
-        tail = 0
-        for j in range(jl, jh + 1):
-            step = 1 if j == jl or j == jh else ih - il   # the first and last rows whole, else both ends
-            for i in range(il, ih + 1, step):
-                if not closed[k, j, i] and not seen[j, i]:
-                    seen[j, i] = True
-                    queue[tail] = j * n2 + i
-                    tail += 1
-        head = 0
-        while head < tail:
-            q = queue[head]
-            head += 1
-            j = q // n2
-            i = q - j * n2
-            for d in range(4):
-                jj = j + (d == 0) - (d == 1)
-                ii = i + (d == 2) - (d == 3)
-                if jj < jl or jj > jh or ii < il or ii > ih:
-                    continue
-                if not closed[k, jj, ii] and not seen[jj, ii]:
-                    seen[jj, ii] = True
-                    queue[tail] = jj * n2 + ii
-                    tail += 1
+        _flood_outside(closed, k, seen, queue, jl, jh, il, ih)
         for j0 in range(jl, jh + 1):
             for i0 in range(il, ih + 1):
                 if closed[k, j0, i0] or seen[j0, i0]:
@@ -919,42 +937,10 @@ def fill_holes_slices(mask):
     queue = np.empty(n1 * n2, np.int64)
     for k in range(n0):
         # the box of the slice's mask: the background outside it reaches the edge
-        jl, jh, il, ih = n1, -1, n2, -1
-        for j in range(n1):
-            for i in range(n2):
-                if mask[k, j, i]:
-                    if j < jl:
-                        jl = j
-                    jh = j
-                    if i < il:
-                        il = i
-                    if i > ih:
-                        ih = i
+        jl, jh, il, ih = _slice_box(mask, k)
         if jh - jl < 2 or ih - il < 2:
             continue
-        reach[jl:jh + 1, il:ih + 1] = False
-        tail = 0
-        for j in range(jl, jh + 1):
-            for i in range(il, ih + 1):
-                if (j == jl or j == jh or i == il or i == ih) and not mask[k, j, i]:
-                    reach[j, i] = True
-                    queue[tail] = j * n2 + i
-                    tail += 1
-        head = 0
-        while head < tail:
-            q = queue[head]
-            head += 1
-            j = q // n2
-            i = q - j * n2
-            for d in range(4):
-                jj = j + (d == 0) - (d == 1)
-                ii = i + (d == 2) - (d == 3)
-                if jj < jl or jj > jh or ii < il or ii > ih:
-                    continue
-                if not mask[k, jj, ii] and not reach[jj, ii]:
-                    reach[jj, ii] = True
-                    queue[tail] = jj * n2 + ii
-                    tail += 1
+        _flood_outside(mask, k, reach, queue, jl, jh, il, ih)
         for j in range(jl + 1, jh):
             for i in range(il + 1, ih):
                 if not reach[j, i]:

@@ -289,6 +289,63 @@ def test_phantom_hollow_keeps_names_and_leaves_a_wall(phantom_seg):
         assert np.count_nonzero(seg.mask(name)) < 0.9 * np.count_nonzero(solid.mask(name))
 
 
+# -- the real CTs made harder (noise, thin slices, a turned patient) -------------------------------
+
+PELVIC_PARTS = {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"}
+FEMUR_CONTOURS = (("femur_left", "femoreSin"), ("femur_right", "femoreDes"))
+
+
+def _ref003_contours(vol):
+    """The manual femur contours of pelvic-ref003 on ``vol``'s grid (skip when absent)."""
+    from printpipe.labels import rtstruct_masks
+
+    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
+    if not rs.is_file():
+        pytest.skip(f"manual contours not found at {rs}")
+    return rtstruct_masks(rs, vol)
+
+
+def _ref002_with_labels():
+    """pelvic-ref002 and its expert label masks (skip when absent)."""
+    from printpipe import evaluate as ev
+    from printpipe.dicom import read_series
+
+    ct, labels = REALDATA / "pelvic-ref002-ct", REALDATA / "pelvic-ref002-labels" / "label.mhd"
+    if not (ct.is_dir() and labels.is_file()):
+        pytest.skip(f"real data not found at {REALDATA} (needs ../shared/realdata)")
+    vol = read_series(ct)
+    return vol, ev.expert_masks(labels, vol)[0]
+
+
+def _with_noise(vol, sigma):
+    """``vol`` with white noise of ``sigma`` HU added (fixed seed), clipped to the CT range."""
+    rng = np.random.default_rng(1)
+    hu = np.clip(vol.hu + rng.normal(0.0, sigma, vol.shape), -1024, 3071).astype(vol.hu.dtype)
+    return dataclasses.replace(vol, hu=hu)
+
+
+def _thin(vol, f=3):
+    """``vol`` on ``f`` times as many slices (linear interpolation); zoom keeps the first and last
+    slices where they were, so the new spacing spans the same extent."""
+    from printpipe.volume import Volume
+
+    hu = ndi.zoom(vol.hu.astype(np.float32), (f, 1, 1), order=1)
+    dz = vol.spacing[0] * (vol.shape[0] - 1) / (hu.shape[0] - 1)
+    return Volume(hu=np.rint(hu).astype(np.int16), spacing=(dz, *vol.spacing[1:]), origin=vol.origin,
+                  direction=vol.direction)
+
+
+def _part_dice(seg, vol, name, ref, contour_slices=False):
+    """Dice of the part ``name`` of ``seg`` against ``ref`` on ``vol``'s grid; with
+    ``contour_slices``, on the slices ``ref`` covers only (manual contours cover part of a bone)."""
+    from printpipe.evaluate import dice, segmentation_masks
+
+    ours = segmentation_masks(seg, vol)[name]
+    if contour_slices:
+        ours[~ref.any(axis=(1, 2))] = False
+    return dice(ours, ref)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("sigma", [20.0, 35.0])
 def test_ref003_with_added_noise_keeps_its_parts(ref003, sigma):
@@ -297,26 +354,14 @@ def test_ref003_with_added_noise_keeps_its_parts(ref003, sigma):
     and femurs that still match the manual contours (Dice >= 0.88; 0.91 / 0.90 without noise). Noise
     moves the vote for a head's centre a few mm off: the sphere fit restarts from the points it
     found instead of giving up (before, 20 HU of noise lost both heads and every name)."""
-    from printpipe.labels import rtstruct_masks
-
     vol, _ = ref003
-    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
-    if not rs.is_file():
-        pytest.skip(f"manual contours not found at {rs}")
-    rng = np.random.default_rng(1)
-    hu = np.clip(vol.hu + rng.normal(0.0, sigma, vol.shape), -1024, 3071).astype(vol.hu.dtype)
-    noisy = dataclasses.replace(vol, hu=hu)
+    ms = _ref003_contours(vol)
+    noisy = _with_noise(vol, sigma)
     seg = segment(noisy, SegmentConfig(split_hemipelvis=True))
-    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
-    ms = rtstruct_masks(rs, vol)
-    for name, roi in (("femur_left", "femoreSin"), ("femur_right", "femoreDes")):
-        ref = ms[roi]
-        lo = seg.info["crop"]["final_index_lo"]
-        ours = np.zeros(vol.shape, bool)
-        ours[tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))] = seg.mask(name)
-        ours[~ref.any(axis=(1, 2))] = False    # the manual contours' slices only
-        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
-        assert dice >= 0.88, f"{name} Dice {dice:.3f} with {sigma:g} HU of noise"
+    assert PELVIC_PARTS <= set(seg.names.values())
+    for name, roi in FEMUR_CONTOURS:
+        d = _part_dice(seg, noisy, name, ms[roi], contour_slices=True)
+        assert d >= 0.88, f"{name} Dice {d:.3f} with {sigma:g} HU of noise"
 
 
 @pytest.mark.realdata
@@ -326,25 +371,12 @@ def test_ref002_with_added_noise_finds_the_deep_left_head():
     head (femur L Dice 0.78; 0.94 without noise). A trochanter's fatty core is no partner for a
     head's (_PAIR_CORE_RATIO), and with no pair left a fit started at the right head's mirror
     image finds the left head. The femurs must still match the expert labels."""
-    from printpipe import evaluate as ev
-    from printpipe.dicom import read_series
-
-    ct, labels = REALDATA / "pelvic-ref002-ct", REALDATA / "pelvic-ref002-labels" / "label.mhd"
-    if not (ct.is_dir() and labels.is_file()):
-        pytest.skip(f"real data not found at {REALDATA} (needs ../shared/realdata)")
-    vol = read_series(ct)
-    refs, _ = ev.expert_masks(labels, vol)
-    rng = np.random.default_rng(1)
-    hu = np.clip(vol.hu + rng.normal(0.0, 10.0, vol.shape), -1024, 3071).astype(vol.hu.dtype)
-    seg = segment(dataclasses.replace(vol, hu=hu), SegmentConfig(split_hemipelvis=True))
-    lo = seg.info["crop"]["final_index_lo"]
-    box = tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))
+    vol, refs = _ref002_with_labels()
+    noisy = _with_noise(vol, 10.0)
+    seg = segment(noisy, SegmentConfig(split_hemipelvis=True))
     for name in ("femur_left", "femur_right"):
-        ours = np.zeros(vol.shape, bool)
-        ours[box] = seg.mask(name)
-        ref = refs[name]
-        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
-        assert dice >= 0.92, f"{name} Dice {dice:.3f} with 10 HU of noise"
+        d = _part_dice(seg, noisy, name, refs[name])
+        assert d >= 0.92, f"{name} Dice {d:.3f} with 10 HU of noise"
 
 
 @pytest.mark.realdata
@@ -354,25 +386,17 @@ def test_ref003_turned_on_the_couch_keeps_its_parts(ref003):
     turn (_PAIR_YAW_DEG) a fixed 40 mm depth limit lost both heads at 15 deg, and every name; and
     the sacrum's mirror rule, on a plane fixed to the image columns, filled its alae on one side
     only (119 of 208 cm^3). The sacrum keeps its volume within 10 %."""
-    from printpipe.labels import rtstruct_masks
-
     vol, straight = ref003
-    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
-    if not rs.is_file():
-        pytest.skip(f"manual contours not found at {rs}")
+    ms = _ref003_contours(vol)
     turn = 20.0
     hu = ndi.rotate(vol.hu.astype(np.float32), turn, axes=(1, 2), reshape=False, order=1, cval=-1024.0)
-    seg = segment(dataclasses.replace(vol, hu=np.rint(hu).astype(vol.hu.dtype)), SegmentConfig(split_hemipelvis=True))
-    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
-    ms = rtstruct_masks(rs, vol)
-    lo = seg.info["crop"]["final_index_lo"]
-    for name, roi in (("femur_left", "femoreSin"), ("femur_right", "femoreDes")):
+    turned = dataclasses.replace(vol, hu=np.rint(hu).astype(vol.hu.dtype))
+    seg = segment(turned, SegmentConfig(split_hemipelvis=True))
+    assert PELVIC_PARTS <= set(seg.names.values())
+    for name, roi in FEMUR_CONTOURS:
         ref = ndi.rotate(ms[roi].astype(np.uint8), turn, axes=(1, 2), reshape=False, order=0) > 0
-        ours = np.zeros(vol.shape, bool)
-        ours[tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))] = seg.mask(name)
-        ours[~ref.any(axis=(1, 2))] = False
-        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
-        assert dice >= 0.88, f"{name} Dice {dice:.3f} turned {turn:g} deg"
+        d = _part_dice(seg, turned, name, ref, contour_slices=True)
+        assert d >= 0.88, f"{name} Dice {d:.3f} turned {turn:g} deg"
     v0 = straight.info["parts"]["sacrum"]["volume_cm3"]
     v1 = seg.info["parts"]["sacrum"]["volume_cm3"]
     assert abs(v1 - v0) <= 0.1 * v0, f"sacrum {v1:g} cm^3 turned, {v0:g} straight"
@@ -384,31 +408,15 @@ def test_ref003_resampled_to_thin_slices_keeps_its_parts(ref003):
     femurs (Dice >= 0.88 against the contours; 0.91 / 0.90 on the 3 mm slices). A dense, round
     piece of ilium above each cup fits a sphere on fine slices; mirrored fits of it once made a
     pair that outscored the heads (femurs 0.67 / 0.74, the hip bones' lower half in them)."""
-    from printpipe.labels import rtstruct_masks
-    from printpipe.volume import Volume
-
     vol, _ = ref003
-    rs = REALDATA / "pelvic-ref003-rtstruct" / "RS.dcm"
-    if not rs.is_file():
-        pytest.skip(f"manual contours not found at {rs}")
-    f = 3
-    hu = ndi.zoom(vol.hu.astype(np.float32), (f, 1, 1), order=1)
-    # zoom keeps the first and last slices where they were: the new spacing spans the same extent
-    dz = vol.spacing[0] * (vol.shape[0] - 1) / (hu.shape[0] - 1)
-    thin = Volume(hu=np.rint(hu).astype(np.int16), spacing=(dz, *vol.spacing[1:]), origin=vol.origin,
-                  direction=vol.direction)
-    del hu
+    ms = _ref003_contours(vol)
+    thin = _thin(vol)
     seg = segment(thin, SegmentConfig(split_hemipelvis=True))
-    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
-    ms = rtstruct_masks(rs, vol)
-    lo = seg.info["crop"]["final_index_lo"]
-    for name, roi in (("femur_left", "femoreSin"), ("femur_right", "femoreDes")):
-        ref = ndi.zoom(ms[roi].astype(np.uint8), (f, 1, 1), order=0) > 0
-        ours = np.zeros(thin.shape, bool)
-        ours[tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))] = seg.mask(name)
-        ours[~ref.any(axis=(1, 2))] = False
-        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
-        assert dice >= 0.88, f"{name} Dice {dice:.3f} on 1 mm slices"
+    assert PELVIC_PARTS <= set(seg.names.values())
+    for name, roi in FEMUR_CONTOURS:
+        ref = ndi.zoom(ms[roi].astype(np.uint8), (3, 1, 1), order=0) > 0
+        d = _part_dice(seg, thin, name, ref, contour_slices=True)
+        assert d >= 0.88, f"{name} Dice {d:.3f} on 1 mm slices"
 
 
 @pytest.mark.realdata
@@ -418,28 +426,11 @@ def test_ref002_resampled_to_thin_slices_keeps_its_parts():
     lower half of both hip bones (hips 0.80 / 0.70 against the expert labels). Fits started around
     the right head's mirror image find it (hips 0.89 / 0.88, femurs 0.92 / 0.95). Every named part
     must be that bone (Dice >= 0.85), never a confident wrong name."""
-    from printpipe import evaluate as ev
-    from printpipe.dicom import read_series
-    from printpipe.volume import Volume
-
-    ct, labels = REALDATA / "pelvic-ref002-ct", REALDATA / "pelvic-ref002-labels" / "label.mhd"
-    if not (ct.is_dir() and labels.is_file()):
-        pytest.skip(f"real data not found at {REALDATA} (needs ../shared/realdata)")
-    vol = read_series(ct)
-    refs, _ = ev.expert_masks(labels, vol)
-    f = 3
-    hu = ndi.zoom(vol.hu.astype(np.float32), (f, 1, 1), order=1)
-    dz = vol.spacing[0] * (vol.shape[0] - 1) / (hu.shape[0] - 1)
-    thin = Volume(hu=np.rint(hu).astype(np.int16), spacing=(dz, *vol.spacing[1:]), origin=vol.origin,
-                  direction=vol.direction)
-    del hu
+    vol, refs = _ref002_with_labels()
+    thin = _thin(vol)
     seg = segment(thin, SegmentConfig(split_hemipelvis=True))
-    lo = seg.info["crop"]["final_index_lo"]
-    box = tuple(slice(a, a + n) for a, n in zip(lo, seg.labels.shape))
-    assert {"hip_left", "hip_right", "sacrum", "femur_left", "femur_right"} <= set(seg.names.values())
+    assert PELVIC_PARTS <= set(seg.names.values())
     for name in ("hip_left", "hip_right", "femur_left", "femur_right"):
-        ours = np.zeros(thin.shape, bool)
-        ours[box] = seg.mask(name)
-        ref = ndi.zoom(refs[name].astype(np.uint8), (f, 1, 1), order=0) > 0
-        dice = 2 * np.count_nonzero(ours & ref) / (np.count_nonzero(ours) + np.count_nonzero(ref))
-        assert dice >= 0.85, f"{name} Dice {dice:.3f} on 1 mm slices"
+        ref = ndi.zoom(refs[name].astype(np.uint8), (3, 1, 1), order=0) > 0
+        d = _part_dice(seg, thin, name, ref)
+        assert d >= 0.85, f"{name} Dice {d:.3f} on 1 mm slices"

@@ -199,16 +199,18 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
         h = _fit(sm, c, dirs)
         if h is not None and not (metal_hu is not None and _holds_metal(vol, h, metal_hu, dirs)):
             fits.append((h, votes))
-    if body is not None and not implants and _best_pair([h for h, _ in fits]) is None:
-        fits += _mirror_fits(sm, vol, body, fits, dirs, metal_hu)
-    info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
-                                                                  for h, v in fits]}
-    pair = None
-    if implants:
-        info["implant_heads"] = [h.as_dict() for h in implants]
-        pair = _implant_pair(implants, [h for h, _ in fits])
+    pair = _implant_pair(implants, [h for h, _ in fits]) if implants else None
     if pair is None:
         pair = _best_pair([h for h, _ in fits])
+        if pair is None and body is not None and not implants:
+            extra = _mirror_fits(sm, vol, body, fits, dirs, metal_hu)
+            if extra:
+                fits += extra
+                pair = _best_pair([h for h, _ in fits])
+    info: dict[str, Any] = {"candidates": len(cands), "spheres": [dict(h.as_dict(), votes=round(float(v), 2))
+                                                                  for h, v in fits]}
+    if implants:
+        info["implant_heads"] = [h.as_dict() for h in implants]
     if pair is None:
         info["found"] = False
         return {}, info

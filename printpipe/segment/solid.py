@@ -316,10 +316,9 @@ _FLUID_SIGMA_MM = 1.0
 #: Measured on the pelvic-ref002 sacrum (Dice 0.40 without this step): 0.60 (1,620 voxels outside
 #: the expert label); with walls only at the slices of contact 0.57, without the hip walls 0.43;
 #: without the mirror rule the pelvic-ref003 sacrum came out lopsided (centroid 6.3 mm off the
-#: mid-sagittal plane). Filling the canal band too
-#: (canal = hindmost piece there) or convex hulls (0.66, 10,000 voxels outside the label) filled
-#: the canal on pelvic-ref003, so neither is used. On the phantoms the step adds 1-4 cm^3 by their
-#: 3 mm sacroiliac joints (sacrum Dice 0.926 on the feet-first one, 0.931 without).
+#: mid-sagittal plane). Convex hulls (0.66, 10,000 voxels outside the label) filled the canal on
+#: pelvic-ref003, so they are not used; the band by the midline follows _FLUID_HU and the enclosed
+#: canal instead. On the phantoms the step adds 1-4 cm^3 by their 3 mm sacroiliac joints.
 _SACRUM_CLOSE_MM = 15.0
 _ALA_REACH_MM = 25.0
 _SI_TOUCH_MM = 5.0
