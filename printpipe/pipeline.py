@@ -28,6 +28,7 @@ import numpy as np
 from scipy import ndimage
 
 from printpipe._atomic import atomic_write_text, sha256_file
+from printpipe._memory import release_free_memory
 from printpipe._version import __version__
 from printpipe.dicom import DicomConfig, read_series
 from printpipe.errors import InputError, MeshError, SegmentationError
@@ -208,12 +209,12 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         # otherwise keep the pages alive (650 x 512 x 512 slices: 340 MB less at the run's peak)
         volume = _geometry_only(volume)
         # and segmentation's freed scratch memory given back, before the fork would keep it as well
-        _release_free_memory()
+        release_free_memory()
         # the report's pictures are drawn in a worker process beside the stages below
         pictures = _start_pictures(staging, seg) if config.report else None
 
         parts, raws, reports, extras = _meshes(seg, config, stage, report_progress)
-        _release_free_memory()  # the checks' scratch arrays (650 slices: about 200 MB)
+        release_free_memory()  # the checks' scratch arrays (650 slices: about 200 MB)
         if pictures is not None:
             pictures.send_parts(parts)
         seg_info = dict(seg.info)
@@ -421,21 +422,6 @@ def _finish_hash(hashing: tuple[Any, dict]) -> str:
     if "error" in box:
         raise box["error"]
     return box["hash"]
-
-
-def _release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a few ms).
-
-    numpy arrays freed by the stages stay in the heap of the thread that allocated them (glibc
-    raises its mmap threshold after the first large free, and every repair thread has an arena of
-    its own), and would count against the run's peak until reused. Elsewhere (no glibc) nothing.
-    """
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - not glibc
-        pass
 
 
 def _geometry_only(volume: Volume) -> Volume:

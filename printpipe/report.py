@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from printpipe._atomic import atomic_path, atomic_write_text
+from printpipe._memory import release_free_memory
 from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
 from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label, translate_message
@@ -201,7 +202,7 @@ def draw_pictures(outdir, *, volume=None, labels: np.ndarray | None = None,
                                  f"{tuple(volume.shape)}")
         _start_render_probe()  # runs beside the slice pictures
         slice_pngs.update(_slice_pictures(volume, labels, names or {}, pics, pic_lang))
-        _release_free_memory()
+        release_free_memory()
     if pic_lang != lang:
         notes.append(_t("The pictures keep English labels: no Chinese font was found (install "
                         "fonts-noto-cjk)."))
@@ -233,18 +234,6 @@ def draw_pictures(outdir, *, volume=None, labels: np.ndarray | None = None,
         finally:
             _close_views(view_cache)
     return {"slices": slice_pngs, "views": view_pngs, "notes": notes, "backend": backend}
-
-
-def _release_free_memory() -> None:
-    """Hand the C heap's free pages back to the system (glibc ``malloc_trim``; a few ms): the
-    pictures' scratch arrays (slice overlays, decimation) would otherwise count against the run's
-    peak while the report worker lives. Elsewhere (no glibc) nothing."""
-    import ctypes
-
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):  # pragma: no cover - not glibc
-        pass
 
 
 def merge_pictures(first: Mapping[str, Any], second: Mapping[str, Any]) -> dict[str, Any]:
@@ -558,7 +547,7 @@ def _render_pyvista(group, png: Path, cache: dict | None = None, lang: str = "en
                 added = True
             shown.append(key)
         if added:  # the decimation's scratch memory, before rendering adds its own
-            _release_free_memory()
+            release_free_memory()
         for key, (_, actor, _) in actors.items():
             actor.SetVisibility(key in shown)
         lo = np.min([actors[k][2].bounds[::2] for k in shown], axis=0)
