@@ -365,6 +365,25 @@ def test_ref003_with_added_noise_keeps_its_parts(ref003, sigma):
 
 
 @pytest.mark.realdata
+@pytest.mark.xfail(strict=True, reason="known limitation (issue 10 note, stop 5): the head fit has two solutions "
+                   "on pelvic-ref003 and a 10 HU calibration offset (or the crop's 2 mm grid phase) flips the "
+                   "left head to a 48 mm sphere 11 mm too high")
+def test_ref003_with_a_calibration_offset_keeps_its_femurs(ref003):
+    """Scanners differ in calibration, kVp and beam-hardening correction: the same patient with
+    every HU lowered by 10 must give femurs that still match the manual contours (Dice >= 0.89;
+    0.91 / 0.90 as scanned). Measured: 0.863 / 0.877, the left head fitted as a 48 mm sphere at
+    (108.9, 105.1, 190.4) instead of 56 mm at (107.7, 99.5, 179.6)."""
+    vol, _ = ref003
+    ms = _ref003_contours(vol)
+    shifted = dataclasses.replace(vol, hu=np.clip(vol.hu.astype(np.int32) - 10, -1024, 3071).astype(vol.hu.dtype))
+    seg = segment(shifted, SegmentConfig(split_hemipelvis=True))
+    assert PELVIC_PARTS <= set(seg.names.values())
+    for name, roi in FEMUR_CONTOURS:
+        d = _part_dice(seg, shifted, name, ms[roi], contour_slices=True)
+        assert d >= 0.89, f"{name} Dice {d:.3f} with HU lowered by 10"
+
+
+@pytest.mark.realdata
 def test_ref002_with_added_noise_finds_the_deep_left_head():
     """pelvic-ref002's left head sits deep in its cup (11 % of the rays from it reach soft tissue):
     with 10 HU of noise added its own fit fails and the left trochanter was paired with the right
