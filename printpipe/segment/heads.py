@@ -414,9 +414,14 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
 _MIRROR_STEPS = tuple((dy, dz) for dz in (0.0, -8.0, 8.0) for dy in (0.0, -8.0, 8.0))
 
 
+def _support(h: HeadSphere) -> float:
+    """How well one fit is borne out: free-surface support and cup cover, less its residual."""
+    return h.inliers + h.cup_cover - 0.2 * h.rms_mm
+
+
 def _quality(h: HeadSphere) -> float:
-    """One head's share of :func:`_best_pair`'s score: support, cup, dense core, residual."""
-    return h.inliers + h.cup_cover + min(h.core_hu / 300.0, 1.5) - 0.2 * h.rms_mm
+    """One head scored as :func:`_best_pair` scores a pair: support and a dense core."""
+    return _support(h) + min(h.core_hu / 300.0, 1.5)
 
 
 def _side_by_side(d: np.ndarray) -> bool:
@@ -449,8 +454,7 @@ def _best_pair(fits: list[HeadSphere]) -> tuple[HeadSphere, HeadSphere] | None:
             # a head is full of dense trabecular bone (its compression trabeculae): a trochanter's
             # or a shaft's inside is darker
             core = min(a.core_hu, b.core_hu) / 300.0
-            s = (a.inliers + b.inliers + a.cup_cover + b.cup_cover + min(core, 1.5) - 0.2 * (a.rms_mm + b.rms_mm)
-                 - d[2] / _PAIR_DZ_MM)
+            s = _support(a) + _support(b) + min(core, 1.5) - d[2] / _PAIR_DZ_MM
             if s > score:
                 best, score = (a, b), s
     return best
