@@ -101,6 +101,22 @@ CONCENTRIC_MM = 3.0
 #: left head fits ~2 mm high: hip L / femur L Dice 0.892 / 0.930 at 3 mm (the bound used before),
 #: 0.896 / 0.934 at 2 mm, 0.900 / 0.937 at 1.5 mm; the pelvic-ref003 femurs do not change
 _CARTILAGE_MM = 2.0
+#: a head's surface on the full-resolution HU (:func:`_refine`): within this distance (mm) outside
+#: the head's subchondral bone lies a layer below _DARK_HU (cartilage ~100 HU, joint fluid 0-20,
+#: muscle 40-60, fat) that is at least _EDGE_DROP_HU darker than the bone within as far inside.
+#: Cancellous bone inside a head varies by less (its trabeculae blur to 200-400 HU at 1-3 mm voxels)
+_EDGE_MM = 2.0
+_DARK_HU = 150.0
+_EDGE_DROP_HU = 150.0
+#: the refined centre lies within this distance (mm) of the fit's (the two solutions of
+#: pelvic-ref003's left head lie 12.5 mm apart)
+_REFINE_MM = 16.0
+#: directions sampled for the edge share (about 1 per 25 mm^2 of a 50 mm head's surface)
+_N_EDGE_DIRS = 400
+#: the radii (mm) an edge is looked for at, and the profiles' radii around them (0.5 mm apart)
+_EDGE_W = int(round(_EDGE_MM / 0.5))
+_EDGE_RR = np.arange(HEAD_DIAMETER_MM[0] / 2 - _EDGE_MM, HEAD_DIAMETER_MM[1] / 2 + _EDGE_MM + 0.01, 0.5)
+_EDGE_RADII = _EDGE_RR[_EDGE_W:-_EDGE_W]
 
 
 @dataclass(frozen=True)
@@ -214,8 +230,11 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
     if pair is None:
         info["found"] = False
         return {}, info
+    edge_dirs = _fibonacci(_N_EDGE_DIRS)
+    pair = tuple(_refine(sm, h, [f for f, _ in fits], edge_dirs) for h in pair)
     left, right = sorted(pair, key=lambda h: -h.center[0])  # +x is the patient's left (LPS)
     info["found"] = True
+    info["left"], info["right"] = left.as_dict(), right.as_dict()
     return {"left": left, "right": right}, info
 
 
@@ -342,6 +361,13 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
         c = cc
         if moved < 0.5:
             break
+    return _describe(sm, c, float(r), pts, dirs)
+
+
+def _describe(sm: _Smoothed, c: np.ndarray, r: float, pts: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
+    """The head sphere (centre ``c``, radius ``r``) with its support: the residual and share of the
+    free-surface points ``pts`` on it, its dense core, its cup cover and joint space; None when it
+    is of no head's size or its inside is a canal's fatty marrow."""
     res = np.linalg.norm(pts - c, axis=1) - r
     inl = np.abs(res) < 2.0
     rms = float(np.sqrt(np.mean(res[inl] ** 2))) if inl.any() else np.inf
@@ -367,8 +393,144 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
     # the joint space between the two cartilage layers lies one layer outside the head; a valley
     # found further out is the ilium's marrow beyond a thin roof
     joint = float(np.clip(joint, r + 0.5, r + _CARTILAGE_MM))
-    return HeadSphere(center=c, radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
+    return HeadSphere(center=np.asarray(c, float), radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
                       cup_cover=cover, core_hu=core_hu)
+
+
+def _edge_rays(vol: Volume, c: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Along the directions ``dirs`` from ``c``, at the radii :data:`_EDGE_RADII` (mm): whether the
+    full-resolution HU profile crosses a head's surface there (:func:`_refine`); and the profiles,
+    sampled at :data:`_EDGE_RR` (the radii widened by :data:`_EDGE_MM` on both sides)."""
+    prof = _sample(vol, c[None, None] + dirs[:, None] * _EDGE_RR[None, :, None])
+    w = _EDGE_W
+    hi = np.lib.stride_tricks.sliding_window_view(prof, w + 1, axis=1).max(-1)   # over [i, i + w]
+    lo = np.lib.stride_tricks.sliding_window_view(prof, w + 1, axis=1).min(-1)
+    inner, outer = hi[:, :-w], lo[:, w:]          # inside over [r - w, r], outside over [r, r + w]
+    return (outer < _DARK_HU) & (inner - outer >= _EDGE_DROP_HU), prof
+
+
+def _edge_points(vol: Volume, c: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """The head-surface edges (:func:`_edge_rays`) along the directions ``dirs`` from ``c``, as
+    points (LPS mm): one per run of edge radii along a ray, at its steepest fall of HU."""
+    edge, prof = _edge_rays(vol, c, dirs)
+    fall = np.diff(prof, axis=1)                       # between _EDGE_RR[j] and _EDGE_RR[j + 1]
+    e = np.pad(edge, ((0, 0), (1, 1)))
+    starts = np.argwhere(~e[:, :-2] & e[:, 1:-1])      # (ray, first edge radius of a run)
+    ends = np.argwhere(e[:, 1:-1] & ~e[:, 2:])
+    pts = []
+    for (i, k0), (_, k1) in zip(starts, ends):
+        # the run's edge radii _EDGE_RADII[k0 .. k1] are _EDGE_RR[k0 + w .. k1 + w]; the fall lies
+        # within _EDGE_MM of them
+        j0, j1 = k0, min(k1 + 2 * _EDGE_W, fall.shape[1] - 1)
+        j = j0 + int(np.argmin(fall[i, j0:j1 + 1]))
+        pts.append(c + dirs[i] * (_EDGE_RR[j] + 0.25))
+    return np.array(pts).reshape(-1, 3)
+
+
+def _hough_centre(pts: np.ndarray, c0: np.ndarray) -> np.ndarray | None:
+    """The centre, on a 2 mm grid within :data:`_REFINE_MM` of ``c0``, of the sphere of head size
+    through the most edge points ``pts`` (within 1 mm of its surface): an exhaustive vote, so that
+    no local optimum near the fit can hold the search."""
+    if len(pts) < 8:
+        return None
+    g = np.arange(-_REFINE_MM, _REFINE_MM + 0.01, 2.0)
+    off = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    off = off[np.linalg.norm(off, axis=1) <= _REFINE_MM]
+    r0 = HEAD_DIAMETER_MM[0] / 2
+    nb = int(HEAD_DIAMETER_MM[1] / 2 - r0) + 2
+    best, best_c = -1, None
+    for chunk in np.array_split(np.arange(len(off)), max(1, len(off) // 512)):
+        cc = c0 + off[chunk]
+        d = np.linalg.norm(pts[None] - cc[:, None], axis=2)          # (centres, points)
+        b = np.floor(d - r0).astype(np.int64)
+        ok = (b >= 0) & (b < nb)
+        rows = np.broadcast_to(np.arange(len(chunk))[:, None], b.shape)
+        hist = np.zeros((len(chunk), nb + 1), np.int32)
+        np.add.at(hist, (rows[ok], b[ok]), 1)
+        two = hist[:, :-1] + hist[:, 1:]                               # 2 mm shells
+        k = int(np.argmax(two.max(axis=1)))
+        if two[k].max() > best:
+            best, best_c = int(two[k].max()), cc[k]
+    return best_c
+
+
+def _edge_sphere(vol: Volume, c: np.ndarray, c0: np.ndarray, dirs: np.ndarray
+                 ) -> tuple[np.ndarray, float, float] | None:
+    """The sphere through the head's edge seen from ``c``: fitted (trimmed least squares) to the
+    steepest falls of HU along the rays that cross an edge at the best radius, refitted from its
+    own centre until it settles. Returns its centre, radius and edge share (the directions that
+    cross an edge at its radius), or None when too few rays do or it leaves :data:`_REFINE_MM`."""
+    r = None
+    w = _EDGE_W
+    for _ in range(4):
+        edge, prof = _edge_rays(vol, c, dirs)
+        share = edge.mean(axis=0)
+        k = int(np.argmax(share)) if r is None else int(np.clip(np.searchsorted(_EDGE_RADII, r), 0, len(_EDGE_RADII) - 1))
+        on = edge[:, k]
+        if on.sum() < 0.1 * len(dirs):
+            return None
+        fall = np.diff(prof[on][:, k:k + 2 * w + 1], axis=1)      # radii _EDGE_RR[k .. k + 2w]: r -/+ w
+        re = _EDGE_RR[k] + (np.argmin(fall, axis=1) + 0.5) * (_EDGE_RR[1] - _EDGE_RR[0])
+        fit = _trimmed(c + dirs[on] * re[:, None], np.ones(int(on.sum()), bool), 0.1 * len(dirs))
+        if fit is None or np.linalg.norm(fit[0] - c0) > _REFINE_MM:
+            return None
+        moved = float(np.linalg.norm(fit[0] - c))
+        c, r = fit[0], float(fit[1])
+        if moved < 0.25:
+            break
+    k = int(np.clip(np.searchsorted(_EDGE_RADII, r), 0, len(_EDGE_RADII) - 1))
+    return c, r, float(_edge_rays(vol, c, dirs)[0][:, k].mean())
+
+
+def _refine(sm: _Smoothed, h: HeadSphere, others: list[HeadSphere], dirs: np.ndarray) -> HeadSphere:
+    """The head ``h`` moved to where its surface lies on the full-resolution HU.
+
+    The free-surface fit (:func:`_fit`) sees the head only where it leaves into soft tissue, around
+    the neck below, and two spheres can fit that equally well: on pelvic-ref003 the 56 mm head and
+    a 49 mm sphere 11 mm higher that cuts through the head's own bone and the acetabular roof (a
+    10 HU calibration offset, or the 2 mm grid's phase, chose between them). A head's whole
+    surface, under the cup too, is an edge: its subchondral bone inside, and outside within
+    :data:`_EDGE_MM` cartilage, joint fluid or soft tissue (below :data:`_DARK_HU` and at least
+    :data:`_EDGE_DROP_HU` darker). From the fit, from :data:`_REFINE_STEPS_MM` above and below it
+    (where the free surface leaves the fit least certain) and from the other fits near it, a
+    compass search (:func:`_climb`) finds where the most directions cross such an edge at one
+    radius, and a sphere is fitted to the edge there (:func:`_edge_sphere`); the sphere on which
+    most directions cross an edge is the head. The full-resolution grid keeps the thin joint space
+    the smoothed copy blurs away, and has no phase that depends on the crop."""
+    if h.implant:
+        return h
+    vol, c0 = sm.vol, np.asarray(h.center, float)
+    starts = [c0]
+    c = c0
+    for _ in range(3):    # the edges seen from a centre nearer the head's votes for it more sharply
+        hc = _hough_centre(_edge_points(vol, c, dirs), c0)
+        if hc is None:
+            break
+        starts.append(hc)
+        if np.linalg.norm(hc - c) < 2.5:
+            break
+        c = hc
+    best = None
+    for st in starts:
+        found = _edge_sphere(vol, st, c0, dirs)
+        if found is not None and (best is None or found[2] > best[2]):
+            best = found
+    if best is None:
+        return h
+    c, r, share = best
+    ref = _describe(sm, c, r, _surface_points(sm, c, dirs), dirs)
+    if ref is None:
+        return h
+    log.debug("head refined %s r %.1f -> %s r %.1f (edge share %.2f)", c0.round(1), h.radius_mm, c.round(1), r, share)
+    return ref
+
+
+def _surface_points(sm: _Smoothed, c: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """The free-surface points (:func:`_free_surface`) seen from ``c``."""
+    rr = np.arange(0.0, HEAD_DIAMETER_MM[1] / 2 + _CUP_REACH_MM + 6, 0.5)
+    r_dir = _free_surface(sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None]), rr)
+    ok = np.isfinite(r_dir)
+    return c + dirs[ok] * r_dir[ok, None]
 
 
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
