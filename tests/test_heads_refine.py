@@ -62,3 +62,31 @@ def test_refine_keeps_the_fit_where_no_edge_is_seen():
     vol = Volume(np.full((64, 128, 128), 40, np.int16), (2.0, 1.0, 1.0))
     h0 = _head(CENTRE, RADIUS)
     assert H._refine(H._Smoothed(vol), h0, [], H._fibonacci(H._N_EDGE_DIRS)) is h0
+
+
+def test_mirror_check_replaces_a_weak_partner_by_the_head_at_its_mirror_image():
+    """Two heads 150 mm apart in one body: a pair whose left member is a sphere 23 mm above the
+    left head (another round bone, less edge) gets the left head back from the right head's
+    mirror image; a true pair is left as it is."""
+    sp = (2.0, 1.0, 1.0)
+    shape = (64, 128, 260)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip(shape, sp)), indexing="ij")
+    hu = np.full(shape, 40.0)
+    centres = [np.array([55.3, 58.6, 61.7]), np.array([205.3, 58.6, 61.7])]
+    for c in centres:
+        p = np.stack([x, y, z], -1) - c
+        d = np.linalg.norm(p, axis=-1)
+        hu[d < RADIUS] = 330.0
+        hu[(d >= RADIUS - 1.5) & (d < RADIUS)] = 800.0
+        hu[(d >= RADIUS + 2.5) & (d < RADIUS + 7.0) & (p[..., 2] > 0.2 * d)] = 700.0
+    vol = Volume(np.clip(ndi.gaussian_filter(hu, [1.0 / s for s in sp]), -1024, 3071).astype(np.int16), sp)
+    body = np.ones(shape, bool)
+    sm, dirs = H._Smoothed(vol), H._fibonacci(H._N_EDGE_DIRS)
+    right = H._refine(sm, _head(centres[0], RADIUS), [], dirs)
+    left = H._refine(sm, _head(centres[1], RADIUS), [], dirs)
+    assert right.edge_share > 0.3 and left.edge_share > 0.3
+    wrong = H._describe(sm, centres[1] + [0.0, 0.0, 23.0], RADIUS, np.zeros((0, 3)), dirs, edge_share=0.5 * left.edge_share)
+    assert wrong is not None
+    a, b = H._mirror_check(sm, body, (wrong, right), dirs)
+    assert np.linalg.norm(a.center - centres[1]) <= 1.0 and b is right
+    assert H._mirror_check(sm, body, (left, right), dirs) == (left, right)

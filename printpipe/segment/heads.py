@@ -113,6 +113,11 @@ _EDGE_DROP_HU = 150.0
 _REFINE_MM = 16.0
 #: directions sampled for the edge share (about 1 per 25 mm^2 of a 50 mm head's surface)
 _N_EDGE_DIRS = 400
+#: a head with less than this fraction of its partner's edge share is checked against the
+#: partner's mirror image (:func:`_mirror_check`): the two hips of one person differ little, a head
+#: and another round bone a lot (0.77 on pelvic-ref002 sharpened; 0.82-1.0 for true pairs under
+#: every kernel and calibration tried on both real CTs)
+_EDGE_SHARE_RATIO = 0.85
 #: the radii (mm) an edge is looked for at, and the profiles' radii around them (0.5 mm apart)
 _EDGE_W = int(round(_EDGE_MM / 0.5))
 _EDGE_RR = np.arange(HEAD_DIAMETER_MM[0] / 2 - _EDGE_MM, HEAD_DIAMETER_MM[1] / 2 + _EDGE_MM + 0.01, 0.5)
@@ -132,6 +137,9 @@ class HeadSphere:
     inliers: float
     cup_cover: float
     core_hu: float = 0.0
+    #: the share of directions in which the sphere's surface is an edge of bone on the
+    #: full-resolution HU (:func:`_refine`); 0 when not measured
+    edge_share: float = 0.0
     #: a metal implant head (:class:`ImplantHead`) rather than bone
     implant = False
 
@@ -139,7 +147,7 @@ class HeadSphere:
         return {"center_lps": [round(float(v), 1) for v in self.center], "diameter_mm": round(2 * self.radius_mm, 1),
                 "joint_radius_mm": round(self.joint_mm, 1), "rms_mm": round(self.rms_mm, 2),
                 "inliers": round(self.inliers, 2), "cup_cover": round(self.cup_cover, 2),
-                "core_hu": round(self.core_hu)}
+                "core_hu": round(self.core_hu), "edge_share": round(self.edge_share, 2)}
 
 
 @dataclass(frozen=True)
@@ -231,7 +239,7 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
         info["found"] = False
         return {}, info
     edge_dirs = _fibonacci(_N_EDGE_DIRS)
-    pair = tuple(_refine(sm, h, [f for f, _ in fits], edge_dirs) for h in pair)
+    pair = _mirror_check(sm, body, tuple(_refine(sm, h, [f for f, _ in fits], edge_dirs) for h in pair), edge_dirs)
     left, right = sorted(pair, key=lambda h: -h.center[0])  # +x is the patient's left (LPS)
     info["found"] = True
     info["left"], info["right"] = left.as_dict(), right.as_dict()
@@ -364,7 +372,8 @@ def _fit(sm: _Smoothed, c0: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
     return _describe(sm, c, float(r), pts, dirs)
 
 
-def _describe(sm: _Smoothed, c: np.ndarray, r: float, pts: np.ndarray, dirs: np.ndarray) -> HeadSphere | None:
+def _describe(sm: _Smoothed, c: np.ndarray, r: float, pts: np.ndarray, dirs: np.ndarray, edge_share: float = 0.0
+              ) -> HeadSphere | None:
     """The head sphere (centre ``c``, radius ``r``) with its support: the residual and share of the
     free-surface points ``pts`` on it, its dense core, its cup cover and joint space; None when it
     is of no head's size or its inside is a canal's fatty marrow."""
@@ -394,7 +403,7 @@ def _describe(sm: _Smoothed, c: np.ndarray, r: float, pts: np.ndarray, dirs: np.
     # found further out is the ilium's marrow beyond a thin roof
     joint = float(np.clip(joint, r + 0.5, r + _CARTILAGE_MM))
     return HeadSphere(center=np.asarray(c, float), radius_mm=float(r), joint_mm=joint, rms_mm=rms, inliers=inliers,
-                      cup_cover=cover, core_hu=core_hu)
+                      cup_cover=cover, core_hu=core_hu, edge_share=edge_share)
 
 
 def _edge_rays(vol: Volume, c: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -499,10 +508,23 @@ def _refine(sm: _Smoothed, h: HeadSphere, others: list[HeadSphere], dirs: np.nda
     the smoothed copy blurs away, and has no phase that depends on the crop."""
     if h.implant:
         return h
-    vol, c0 = sm.vol, np.asarray(h.center, float)
-    starts = [c0]
+    ref = _edge_head(sm, np.asarray(h.center, float), [np.asarray(o.center, float) for o in others if not o.implant],
+                     dirs)
+    if ref is None:
+        return h
+    log.debug("head refined %s r %.1f -> %s r %.1f, edge share %.2f", h.center.round(1), h.radius_mm,
+              ref.center.round(1), ref.radius_mm, ref.edge_share)
+    return ref
+
+
+def _edge_head(sm: _Smoothed, c0: np.ndarray, others: list[np.ndarray], dirs: np.ndarray) -> HeadSphere | None:
+    """The head whose whole edge lies within :data:`_REFINE_MM` of ``c0`` (:func:`_refine`), from
+    ``c0``, from the Hough votes of the edges around it and from the centres ``others`` near it;
+    None when no sphere of head size there is crossed by an edge in enough directions."""
+    vol = sm.vol
+    starts = [c0] + [o for o in others if 3.0 < np.linalg.norm(o - c0) <= _REFINE_MM]
     c = c0
-    for _ in range(3):    # the edges seen from a centre nearer the head's votes for it more sharply
+    for _ in range(3):    # the edges seen from a centre nearer the head's vote for it more sharply
         hc = _hough_centre(_edge_points(vol, c, dirs), c0)
         if hc is None:
             break
@@ -516,13 +538,9 @@ def _refine(sm: _Smoothed, h: HeadSphere, others: list[HeadSphere], dirs: np.nda
         if found is not None and (best is None or found[2] > best[2]):
             best = found
     if best is None:
-        return h
+        return None
     c, r, share = best
-    ref = _describe(sm, c, r, _surface_points(sm, c, dirs), dirs)
-    if ref is None:
-        return h
-    log.debug("head refined %s r %.1f -> %s r %.1f (edge share %.2f)", c0.round(1), h.radius_mm, c.round(1), r, share)
-    return ref
+    return _describe(sm, c, r, _surface_points(sm, c, dirs), dirs, share)
 
 
 def _surface_points(sm: _Smoothed, c: np.ndarray, dirs: np.ndarray) -> np.ndarray:
@@ -531,6 +549,47 @@ def _surface_points(sm: _Smoothed, c: np.ndarray, dirs: np.ndarray) -> np.ndarra
     r_dir = _free_surface(sm.sample(c[None, None] + dirs[:, None] * rr[None, :, None]), rr)
     ok = np.isfinite(r_dir)
     return c + dirs[ok] * r_dir[ok, None]
+
+
+def _body_mid_x(vol: Volume, body: np.ndarray) -> float | None:
+    """x (LPS mm) of the body's centre of mass, index axis by index axis, then in the patient frame
+    (any direction); None for an empty body."""
+    cen = []
+    for ax in ((1, 2), (0, 2), (0, 1)):
+        w = body.sum(axis=ax, dtype=np.int64).astype(float)
+        if w.sum() == 0:
+            return None
+        cen.append(float(np.sum(np.arange(len(w)) * w) / w.sum()))
+    return float(vol.index_to_patient(np.array([cen]))[0][0])
+
+
+def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere, HeadSphere],
+                  dirs: np.ndarray) -> tuple[HeadSphere, HeadSphere]:
+    """The pair, with a head that shows clearly less edge than its partner (:func:`_refine`; less
+    than :data:`_EDGE_SHARE_RATIO` of it) replaced by the head found at the partner's mirror image
+    across the body's mid-sagittal plane, when that one shows more edge and pairs with the partner.
+    The two heads of one person are mirror images of each other, seen through the same scanner;
+    a fit paired with the wrong round bone (pelvic-ref002 with a sharp kernel: a sphere in the
+    ilium 23 mm above the left head, edge share 0.34 against the right head's 0.44) shows less."""
+    a, b = pair
+    if body is None or a.implant or b.implant or not (a.edge_share > 0 and b.edge_share > 0):
+        return pair
+    weak, strong = (a, b) if a.edge_share < b.edge_share else (b, a)
+    if weak.edge_share >= _EDGE_SHARE_RATIO * strong.edge_share:
+        return pair
+    mid = _body_mid_x(sm.vol, body)
+    if mid is None:
+        return pair
+    m = np.array(strong.center, float)
+    m[0] = 2.0 * mid - m[0]
+    alt = _edge_head(sm, m, [], dirs)
+    if alt is None or alt.edge_share <= weak.edge_share or not _good(alt) \
+            or not _side_by_side(np.abs(alt.center - strong.center)) \
+            or abs(alt.radius_mm - strong.radius_mm) > 0.15 * max(alt.radius_mm, strong.radius_mm):
+        return pair
+    log.debug("head %s (edge share %.2f) replaced by %s (%.2f) at its partner's mirror image",
+              weak.center.round(1), weak.edge_share, alt.center.round(1), alt.edge_share)
+    return alt, strong
 
 
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
@@ -544,14 +603,9 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     to 1 mm slices; a wrong fit's mirror made a wrong pair on pelvic-ref002 resampled so. The
     pair is chosen among all fits by :func:`_best_pair`."""
     # the body's centre of mass, index axis by index axis, then in the patient frame (any direction)
-    axes = ((1, 2), (0, 2), (0, 1))
-    cen = []
-    for ax in axes:
-        w = body.sum(axis=ax, dtype=np.int64).astype(float)
-        if w.sum() == 0:
-            return []
-        cen.append(float(np.sum(np.arange(len(w)) * w) / w.sum()))
-    mid = float(vol.index_to_patient(np.array([cen]))[0][0])
+    mid = _body_mid_x(vol, body)
+    if mid is None:
+        return []
     # a head lies half the pair's distance (_PAIR_DX_MM) from the plane
     side = [h for h, _ in fits if _good(h) and _PAIR_DX_MM[0] / 2 <= abs(h.center[0] - mid) <= _PAIR_DX_MM[1] / 2]
     if not side:
@@ -562,9 +616,12 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     out: list[tuple[HeadSphere, float]] = []
     # the pelvis lies turned and tilted by a few degrees: the other head sits up to ~10 mm higher or
     # deeper than the mirror image (pelvic-ref002: 10 mm in both), further than a fit converges from
-    for dy, dz in _MIRROR_STEPS:
-        start = m + np.array([0.0, dy, dz])
-        hm = _fit(sm, start, dirs)
+    found = [_fit(sm, m + np.array([0.0, dy, dz]), dirs) for dy, dz in _MIRROR_STEPS]
+    # ... and the head whose whole edge lies nearest the mirror image (:func:`_edge_head`): a head
+    # deep in its cup shows too little free surface for any of those fits (pelvic-ref002 with HU
+    # 20 lower: the left head's fits lay 15-20 mm off it, in the ilium above the cup)
+    found.append(_edge_head(sm, m, [], _fibonacci(_N_EDGE_DIRS)))
+    for hm in found:
         if hm is None or any(np.linalg.norm(f.center - hm.center) < 3.0 for f, _ in fits + out):
             continue
         if not (metal_hu is not None and _holds_metal(vol, hm, metal_hu, dirs)):
