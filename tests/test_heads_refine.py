@@ -90,3 +90,20 @@ def test_mirror_check_replaces_a_weak_partner_by_the_head_at_its_mirror_image():
     a, b = H._mirror_check(sm, body, (wrong, right), dirs)
     assert np.linalg.norm(a.center - centres[1]) <= 1.0 and b is right
     assert H._mirror_check(sm, body, (left, right), dirs) == (left, right)
+
+
+def test_a_sacrum_taller_than_a_sacrum_and_coccyx_is_not_named_sacrum():
+    """A midline part 60 mm wide and 250 mm tall (a sacrum that carries lumbar vertebrae) fails the
+    sacrum's height check and is exported as bone_N with a warning; 120 mm tall, it passes."""
+    from printpipe.segment.naming import check_parts
+
+    for height_mm, named in ((250.0, False), (120.0, True)):
+        nz = int(height_mm / 2.0)
+        labels = np.zeros((nz + 4, 40, 100), np.uint8)
+        labels[2:2 + nz, 10:30, 20:80] = 1
+        vol = Volume(np.zeros(labels.shape, np.int16), (2.0, 1.0, 1.0))
+        warnings: list[str] = []
+        names, record = check_parts(labels, {1: "sacrum"}, vol, {}, warnings)
+        assert (names[1] == "sacrum") is named, (height_mm, names, warnings)
+        if not named:
+            assert any("height" in w for w in warnings), warnings

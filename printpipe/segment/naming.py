@@ -115,10 +115,13 @@ def name_unseparated(regions: np.ndarray, vol: Volume, min_vox: int, *, single: 
 #: and a fused or mislabelled one does not). Volumes are of solid parts (cortex and marrow):
 #: hemipelvis ~150-450 cm^3, sacrum ~100-350 cm^3 with the coccyx, proximal femur as far as the scan
 #: reaches (the head and neck alone ~100 cm^3) (Dice-validated CT segmentations, e.g. TotalSegmentator
-#: and the Pelvic Reference Data labels, and anatomy texts).
+#: and the Pelvic Reference Data labels, and anatomy texts). The sacrum with its coccyx is at most
+#: ~170 mm long (sacral length 85-135 mm, coccyx 20-40 mm), and its height along the patient's axis
+#: no more, since it lies tilted: a taller "sacrum" carries lumbar vertebrae (pelvic-ref002 with a
+#: sharp kernel: 267 mm, L3 to the coccyx); a field of view may cut it short, so there is no lower bound.
 CHECKS = {
     "hip": {"volume_cm3": (60.0, 900.0), "height_mm": (90.0, 320.0), "width_mm": (60.0, 240.0)},
-    "sacrum": {"volume_cm3": (30.0, 600.0), "width_mm": (50.0, 180.0), "midline_mm": 30.0},
+    "sacrum": {"volume_cm3": (30.0, 600.0), "width_mm": (50.0, 180.0), "midline_mm": 30.0, "height_mm": (0.0, 170.0)},
     "femur": {"volume_cm3": (40.0, 1500.0), "head_share": 0.7},
     "pelvis": {"volume_cm3": (120.0, 1800.0), "width_mm": (160.0, 420.0)},
 }
