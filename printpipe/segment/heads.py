@@ -453,9 +453,8 @@ def _hough_centre(pts: np.ndarray, c0: np.ndarray) -> np.ndarray | None:
         d = np.linalg.norm(pts[None] - cc[:, None], axis=2)          # (centres, points)
         b = np.floor(d - r0).astype(np.int64)
         ok = (b >= 0) & (b < nb)
-        rows = np.broadcast_to(np.arange(len(chunk))[:, None], b.shape)
-        hist = np.zeros((len(chunk), nb + 1), np.int32)
-        np.add.at(hist, (rows[ok], b[ok]), 1)
+        flat = (np.arange(len(chunk))[:, None] * (nb + 1) + b)[ok]
+        hist = np.bincount(flat, minlength=len(chunk) * (nb + 1)).reshape(len(chunk), nb + 1)
         two = hist[:, :-1] + hist[:, 1:]                               # 2 mm shells
         k = int(np.argmax(two.max(axis=1)))
         if two[k].max() > best:
