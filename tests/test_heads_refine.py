@@ -85,7 +85,8 @@ def test_mirror_check_replaces_a_weak_partner_by_the_head_at_its_mirror_image():
     right = H._refine(sm, _head(centres[0], RADIUS), [], dirs)
     left = H._refine(sm, _head(centres[1], RADIUS), [], dirs)
     assert right.edge_share > 0.3 and left.edge_share > 0.3
-    wrong = H._describe(sm, centres[1] + [0.0, 0.0, 23.0], RADIUS, np.zeros((0, 3)), dirs, edge_share=0.5 * left.edge_share)
+    wrong = H._describe(sm, centres[1] + [0.0, 0.0, 23.0], RADIUS, np.zeros((0, 3)), dirs,
+                        edge_share=0.5 * left.edge_share)
     assert wrong is not None
     a, b = H._mirror_check(sm, body, (wrong, right), dirs)
     assert np.linalg.norm(a.center - centres[1]) <= 1.0 and b is right

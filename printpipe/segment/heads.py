@@ -473,7 +473,8 @@ def _edge_sphere(vol: Volume, c: np.ndarray, c0: np.ndarray, dirs: np.ndarray
     for _ in range(4):
         edge, prof = _edge_rays(vol, c, dirs)
         share = edge.mean(axis=0)
-        k = int(np.argmax(share)) if r is None else int(np.clip(np.searchsorted(_EDGE_RADII, r), 0, len(_EDGE_RADII) - 1))
+        k = int(np.argmax(share)) if r is None else \
+            int(np.clip(np.searchsorted(_EDGE_RADII, r), 0, len(_EDGE_RADII) - 1))
         on = edge[:, k]
         if on.sum() < 0.1 * len(dirs):
             return None
