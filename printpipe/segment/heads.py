@@ -500,12 +500,13 @@ def _refine(sm: _Smoothed, h: HeadSphere, others: list[HeadSphere], dirs: np.nda
     10 HU calibration offset, or the 2 mm grid's phase, chose between them). A head's whole
     surface, under the cup too, is an edge: its subchondral bone inside, and outside within
     :data:`_EDGE_MM` cartilage, joint fluid or soft tissue (below :data:`_DARK_HU` and at least
-    :data:`_EDGE_DROP_HU` darker). From the fit, from :data:`_REFINE_STEPS_MM` above and below it
-    (where the free surface leaves the fit least certain) and from the other fits near it, a
-    compass search (:func:`_climb`) finds where the most directions cross such an edge at one
-    radius, and a sphere is fitted to the edge there (:func:`_edge_sphere`); the sphere on which
-    most directions cross an edge is the head. The full-resolution grid keeps the thin joint space
-    the smoothed copy blurs away, and has no phase that depends on the crop."""
+    :data:`_EDGE_DROP_HU` darker). The edges seen along rays from the fit vote, exhaustively on a
+    2 mm grid within :data:`_REFINE_MM` (:func:`_hough_centre`; a local search stuck on a wrong
+    local optimum 10 mm off), for the centre of the head-sized sphere through most of them; from
+    there, from the fit and from the other fits near it a sphere is fitted to the edge
+    (:func:`_edge_sphere`), and the sphere on which most directions cross an edge is the head
+    (:func:`_edge_head`). The full-resolution grid keeps the thin joint space the smoothed copy
+    blurs away, and has no phase that depends on the crop."""
     if h.implant:
         return h
     ref = _edge_head(sm, np.asarray(h.center, float), [np.asarray(o.center, float) for o in others if not o.implant],
