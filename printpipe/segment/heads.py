@@ -923,8 +923,9 @@ def _implant_pair(implants: list[ImplantHead], fits: list[HeadSphere]) -> tuple[
             d = np.abs(a.center - b.center)
             if not _side_by_side(d):
                 continue
-            s = b.inliers + b.cup_cover + (0.0 if b.implant else min(b.core_hu / 300.0, 1.5) - 0.2 * b.rms_mm) \
-                - d[2] / _PAIR_DZ_MM
+            # a natural partner scored as one head of a pair (:func:`_quality`); an implant partner
+            # by its cover alone (a metal ball's residual and core say nothing of its fit)
+            s = (b.inliers + b.cup_cover if b.implant else _quality(b)) - d[2] / _PAIR_DZ_MM
             if s > score:
                 best, score = (a, b), s
     return best
