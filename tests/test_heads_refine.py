@@ -108,3 +108,33 @@ def test_a_sacrum_taller_than_a_sacrum_and_coccyx_is_not_named_sacrum():
         assert (names[1] == "sacrum") is named, (height_mm, names, warnings)
         if not named:
             assert any("height" in w for w in warnings), warnings
+
+
+def _pelvis_slab(mid_x: float = 71.3):
+    """Bone symmetric about x = ``mid_x`` mm (two hip bones and a femoral head each side, a sacrum
+    on the plane), an arm bone on one side only and a body whose soft tissue bulges to that side:
+    its centre of mass lies 10+ mm off the plane."""
+    sp = (3.0, 1.0, 1.0)
+    z, y, x = np.meshgrid(*(np.arange(n) * s for n, s in zip((40, 120, 180), sp)), indexing="ij")
+    hu = np.full(x.shape, -1000.0)
+    body = ((x - mid_x - 12.0) / 80.0) ** 2 + ((y - 60.0) / 50.0) ** 2 < 1.0
+    hu[body] = 40.0
+    for s in (-1.0, 1.0):
+        hip = (np.abs(x - mid_x - s * 45.0) < 8.0) & (np.abs(y - 55.0) < 25.0)
+        head = (x - mid_x - s * 55.0) ** 2 + (y - 45.0) ** 2 + (z - 60.0) ** 2 < 20.0 ** 2
+        hu[hip | head] = 700.0
+    hu[(np.abs(x - mid_x) < 12.0) & (np.abs(y - 85.0) < 10.0)] = 600.0     # sacrum
+    hu[(x - mid_x - 80.0) ** 2 + (y - 60.0) ** 2 < 9.0 ** 2] = 900.0     # one arm
+    return Volume(hu.astype(np.int16), sp), body
+
+
+def test_mirror_plane_is_the_bone_symmetry_not_the_body_centre():
+    """The mirror image of one head is looked for across the plane the bone is symmetric about
+    (:func:`printpipe.segment.heads._mid_x`): within 1 mm of it here, with the body's centre of mass
+    (the start of the search) 10+ mm off and an arm on one side only."""
+    vol, body = _pelvis_slab()
+    com = H._body_mid_x(vol, body)
+    assert abs(com - 71.3) > 8.0, com
+    assert abs(H._mid_x(vol, body, 60.0) - 71.3) <= 1.0
+    # no bone in the slab: the body's centre of mass
+    assert H._mid_x(vol, body, 500.0) == pytest.approx(com)

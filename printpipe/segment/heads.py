@@ -564,6 +564,57 @@ def _body_mid_x(vol: Volume, body: np.ndarray) -> float | None:
     return float(vol.index_to_patient(np.array([cen]))[0][0])
 
 
+#: the mirror plane from the bone's own symmetry: bone (HU at least this, inside the body) in the
+#: slab this far (mm) above and below the head, the plane looked for this far (mm) from the
+#: body's centre of mass
+_MIRROR_BONE_HU = 200.0
+_MIRROR_SLAB_MM = 40.0
+_MIRROR_SEARCH_MM = 60.0
+
+
+def _mid_x(vol: Volume, body: np.ndarray, z_mm: float) -> float | None:
+    """x (LPS mm) of the mid-sagittal plane at the height ``z_mm``: the column about which the
+    bone of the slab ``z_mm`` +- :data:`_MIRROR_SLAB_MM`, projected along the patient axis, best
+    overlaps its own mirror image (the sum of the smaller of each pair of mirrored projections).
+    The hip bones, the femurs and the sacrum are symmetric about it; one-sided bone (an arm beside
+    the pelvis, a cut field of view) only lowers every offset's overlap alike. The body's centre of
+    mass (:func:`_body_mid_x`) is where the search starts and what is used without bone: on
+    pelvic-ref002 it lies 7 mm right of the heads' mid-plane, so the mirror image of the right head
+    missed the left one by 16 mm when the field of view began 20 mm below the heads. None for an
+    empty body."""
+    com = _body_mid_x(vol, body)
+    if com is None:
+        return None
+    k = vol.patient_to_index(np.array([[0.0, 0.0, z_mm - _MIRROR_SLAB_MM], [0.0, 0.0, z_mm + _MIRROR_SLAB_MM]]))[:, 0]
+    k0, k1 = int(max(np.floor(k.min()), 0)), int(min(np.ceil(k.max()) + 1, vol.shape[0]))
+    if k1 <= k0:
+        return com
+    proj = ((vol.hu[k0:k1] >= _MIRROR_BONE_HU) & body[k0:k1]).sum(axis=0, dtype=np.int32).astype(np.float32)
+    if proj.sum() == 0:
+        return com
+    nx = proj.shape[1]
+    sx = float(vol.spacing[2])
+    jc = 0.5 * (proj.shape[0] - 1)
+    c_com = vol.patient_to_index(np.array([[com, vol.index_to_patient(np.array([[k0, jc, 0.0]]))[0][1],
+                                            z_mm]]))[0][2]
+    reach = _MIRROR_SEARCH_MM / sx
+    flip = proj[:, ::-1]
+    best, best_m = -1.0, None
+    # the plane at column m / 2 maps column i to m - i: proj[:, i] against flip[:, nx - 1 - m + i]
+    for m in range(max(int(np.floor(2 * (c_com - reach))), 0), min(int(np.ceil(2 * (c_com + reach))), 2 * nx - 2) + 1):
+        lo, hi = max(0, m - nx + 1), min(nx, m + 1)
+        if hi <= lo:
+            continue
+        a = proj[:, lo:hi]
+        b = flip[:, nx - 1 - m + lo:nx - 1 - m + hi]
+        score = float(np.minimum(a, b).sum())
+        if score > best:
+            best, best_m = score, m
+    if best_m is None:
+        return com
+    return float(vol.index_to_patient(np.array([[0.5 * (k0 + k1 - 1), jc, 0.5 * best_m]]))[0][0])
+
+
 def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere, HeadSphere],
                   dirs: np.ndarray) -> tuple[HeadSphere, HeadSphere]:
     """The pair, with a head that shows clearly less edge than its partner (:func:`_refine`; less
@@ -578,7 +629,7 @@ def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere
     weak, strong = (a, b) if a.edge_share < b.edge_share else (b, a)
     if weak.edge_share >= _EDGE_SHARE_RATIO * strong.edge_share:
         return pair
-    mid = _body_mid_x(sm.vol, body)
+    mid = _mid_x(sm.vol, body, float(strong.center[2]))
     if mid is None:
         return pair
     m = np.array(strong.center, float)
@@ -612,6 +663,7 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     if not side:
         return []
     h = max(side, key=_quality)
+    mid = _mid_x(vol, body, float(h.center[2]))
     m = np.array(h.center, float)
     m[0] = 2.0 * mid - m[0]
     out: list[tuple[HeadSphere, float]] = []
