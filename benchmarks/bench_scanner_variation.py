@@ -1,7 +1,7 @@
 """How the segmentation holds up when the same patient is seen through another scanner.
 
 Run: ``.venv/bin/python benchmarks/bench_scanner_variation.py [--case ref002|ref003|all]
-[--variants n0,o-30,o-20,o-10,o20,b0.7,b1.2,s0.5,s1.0] [--realdata ../shared/realdata]``.
+[--variants n0,o-30,o-20,o-10,o20,b0.7,b1.2,s0.5,s1.0,z0.85,z1.15] [--realdata ../shared/realdata]``.
 
 Each development CT is changed as another scanner or protocol would change it, then segmented
 (``segment`` with ``split_hemipelvis``, in-process, voxel labels; not the exported meshes that
@@ -13,6 +13,8 @@ contours of pelvic-ref003 (on the contoured slices only). Variants:
   10-30 HU in bone);
 * ``bS``: a soft reconstruction kernel, an in-plane Gaussian blur of S mm;
 * ``sA``: a sharp (bone) kernel, an unsharp mask of amount A at 1 mm;
+* ``zS``: a smaller or larger patient, every length scaled by S (the voxel spacing and origin times
+  S: femoral heads, the pelvis's width and height all scale; voxel Dice is unchanged by it);
 * ``n0``: the scan as it is.
 
 It prints one line per variant: the Dice of each part, the part names exported (``bone_N`` is a part
@@ -52,8 +54,10 @@ def variant(vol, code: str):
         h = h + val * (h - ndi.gaussian_filter(h, [0, 1.0 / sp[1], 1.0 / sp[2]]))
     elif kind == "o":
         h = h + val
+    elif kind == "z":
+        return dataclasses.replace(vol, spacing=tuple(s * val for s in sp), origin=tuple(o * val for o in vol.origin))
     elif kind != "n":
-        raise SystemExit(f"unknown variant {code!r}: use oN (HU offset), bS (blur mm), sA (sharpen) or n0")
+        raise SystemExit(f"unknown variant {code!r}: use oN (HU offset), bS (blur mm), sA (sharpen), zS (scale) or n0")
     return dataclasses.replace(vol, hu=np.clip(h, -1024, 3071).astype(vol.hu.dtype))
 
 
@@ -83,7 +87,7 @@ def score(seg, shape, refs, contour_slices: bool) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--case", default="all", choices=("ref002", "ref003", "all"))
-    ap.add_argument("--variants", default="n0,o-30,o-20,o-10,o20,b0.7,b1.2,s0.5,s1.0")
+    ap.add_argument("--variants", default="n0,o-30,o-20,o-10,o20,b0.7,b1.2,s0.5,s1.0,z0.85,z1.15")
     ap.add_argument("--realdata", type=Path, default=REPO.parent / "shared" / "realdata")
     a = ap.parse_args(argv)
     for case in (("ref002", "ref003") if a.case == "all" else (a.case,)):

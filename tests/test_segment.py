@@ -220,3 +220,36 @@ def test_split_spine_leaves_a_sacrum_without_disc():
     names, info = _split_spine(labels, {1: "pelvis", 2: "sacrum"}, hu, (2.0, 1.0, 1.0))
     assert "spine" not in names.values() and info["cut_slice"] is None
     assert np.array_equal(labels, before)
+
+
+def test_disc_search_reaches_its_full_length_below_the_sacroiliac_contact():
+    """Discs are looked for from _SI_BELOW_MM under the top of the sacroiliac contact, every slice
+    within that reach included: a disc 24 mm below the top at 3 mm slices (8 slices) is found with
+    a 25 mm reach (rounding with the top's own slice counted stopped at 7 slices, 21 mm), and the
+    reach follows the patient's size."""
+    from printpipe.segment import spine
+
+    prof = np.full(60, 250.0)
+    prof[[22, 32, 43]] = 90.0          # dark slices between bright vertebral bodies
+    sp = np.array([3.0, 1.0, 1.0])
+    k_si = 40                          # the disc at 32 lies 8 slices (24 mm) below
+    assert spine._find_discs(prof, k_si, sp)[0] == 32
+    # 20 % smaller: a 20 mm reach stops at 6 slices
+    assert spine._find_discs(prof, k_si, sp, scale=0.8)[0] == 43
+    # the disc at 22 (54 mm below) is out of any patient's reach
+    assert 22 not in spine._find_discs(prof, k_si, sp, scale=spine.SCALE_RANGE[1])
+
+
+def test_patient_scale_is_the_heads_against_the_adult_mean():
+    from types import SimpleNamespace
+
+    from printpipe.segment import spine
+
+    heads = {"left": SimpleNamespace(radius_mm=28.5), "right": SimpleNamespace(radius_mm=28.5)}
+    assert spine.patient_scale(heads) == pytest.approx(57.0 / spine.HEAD_MEAN_MM)
+    assert spine.patient_scale({}) == 1.0
+    # a prosthesis's ball is no measure of the patient
+    imp = {"left": SimpleNamespace(radius_mm=14.0, implant=True)}
+    assert spine.patient_scale(imp) == 1.0
+    tiny = {"left": SimpleNamespace(radius_mm=10.0)}
+    assert spine.patient_scale(tiny) == spine.SCALE_RANGE[0]

@@ -457,6 +457,23 @@ def test_ref002_with_the_field_of_view_starting_just_below_the_heads():
 
 
 @pytest.mark.realdata
+def test_ref002_as_a_larger_patient_keeps_l5_off_the_sacrum():
+    """pelvic-ref002 with every length 20 % larger (spacing and origin times 1.2: femoral heads of
+    57 mm, a big man's): its L5/S1 disc lay 29 mm below the top of the sacroiliac contact, out of a
+    fixed 25 mm's reach, so the "sacrum" kept L5, stood 176 mm tall and was exported as bone_1. The
+    reach now follows the patient's size (:func:`printpipe.segment.spine.patient_scale`; measured
+    sacrum 0.541, hip bones 0.906 / 0.888, femurs 0.953 / 0.951)."""
+    vol, refs = _ref002_with_labels()
+    v = dataclasses.replace(vol, spacing=tuple(s * 1.2 for s in vol.spacing), origin=tuple(o * 1.2 for o in vol.origin))
+    seg = segment(v, SegmentConfig(split_hemipelvis=True))
+    assert PELVIC_PARTS <= set(seg.names.values()), seg.names
+    assert seg.info["spine_split"]["cut_slice"] is not None
+    for name, floor in (("sacrum", 0.50), ("hip_left", 0.88), ("hip_right", 0.86), ("femur_left", 0.93)):
+        d = _part_dice(seg, v, name, refs[name])
+        assert d >= floor, f"{name} Dice {d:.3f} at 1.2x"
+
+
+@pytest.mark.realdata
 def test_ref002_with_added_noise_finds_the_deep_left_head():
     """pelvic-ref002's left head sits deep in its cup (11 % of the rays from it reach soft tissue):
     with 10 HU of noise added its own fit fails and the left trochanter was paired with the right

@@ -44,6 +44,24 @@ _DISC_TILTS_DEG = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 _SI_BELOW_MM = 25.0
 
 
+#: lengths along the spine (the reach below the sacroiliac contact, a vertebral body's height)
+#: scale with the patient's size, measured by the femoral heads' diameter against the adult mean
+#: (about 48 mm; women 43-46, men 48-52): a patient 20 % larger than pelvic-ref002 had L5/S1 30 mm
+#: below that contact, out of a fixed 25 mm's reach, and the sacrum kept L5
+HEAD_MEAN_MM = 48.0
+SCALE_RANGE = (0.75, 1.35)
+
+
+def patient_scale(heads: dict) -> float:
+    """The patient's size against the adult mean: the natural femoral heads' mean diameter over
+    :data:`HEAD_MEAN_MM`, within :data:`SCALE_RANGE`; 1 without a natural head (a prosthesis's
+    ball is no measure)."""
+    d = [2.0 * h.radius_mm for h in heads.values() if not getattr(h, "implant", False)]
+    if not d:
+        return 1.0
+    return float(np.clip(np.mean(d) / HEAD_MEAN_MM, *SCALE_RANGE))
+
+
 #: the tilted disc reaches this far (mm) above its mid slice at the body box's ends
 _DISC_TILT_REACH_MM = 8.0
 
@@ -53,8 +71,8 @@ _DISC_TILT_REACH_MM = 8.0
 _DISC_DROP_HU = 40.0
 
 
-def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float]
-                 ) -> tuple[dict[int, str], dict[str, Any]]:
+def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing: tuple[float, float, float],
+                 scale: float = 1.0) -> tuple[dict[int, str], dict[str, Any]]:
     """Cut the lumbar spine off the sacrum at its lowest intervertebral disc, in place; the upper
     piece is named ``spine``. Returns the names and an info dict (slices of the joint top, the
     discs found, the cut, the body-box profile).
@@ -66,7 +84,8 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
     of the sacroiliac contact (highest slice where the sacrum lies within ``_SI_MM`` of the pelvis;
     L5's transverse processes by the iliac crests reach that high) is the cut, made by a priority
     flood from seeds on both sides (:func:`_spine_seeds`, :func:`_cut_by_flood`). Without pelvis,
-    sacrum or such a disc nothing changes.
+    sacrum or such a disc nothing changes. ``scale``: the patient's size (:func:`patient_scale`),
+    which those lengths along the spine follow.
     """
     info: dict[str, Any] = {"disc_slices": [], "si_top_slice": None, "cut_slice": None, "profile_hu": []}
     lab_s = next((k for k, n in names.items() if n == "sacrum"), None)
@@ -94,7 +113,8 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
     info["si_top_slice"] = k_si + box[0].start
     xs, d0, d1 = _body_box(sac, sp)
     prof = _body_profile(sac, h, sp, xs, d0, d1)
-    discs = _find_discs(prof, k_si, sp)
+    discs = _find_discs(prof, k_si, sp, scale)
+    info["scale"] = round(float(scale), 3)
     info["disc_slices"] = [k + box[0].start for k in discs]
     info["profile_hu"] = [None if not np.isfinite(v) else round(float(v)) for v in prof]
     if not discs:
@@ -147,13 +167,16 @@ def _body_profile(sac: np.ndarray, h: np.ndarray, sp: np.ndarray, xs: np.ndarray
     return prof
 
 
-def _find_discs(prof: np.ndarray, k_si: int, sp: np.ndarray) -> list[int]:
+def _find_discs(prof: np.ndarray, k_si: int, sp: np.ndarray, scale: float = 1.0) -> list[int]:
     """Slices of the body-box profile that are discs, from ``_SI_BELOW_MM`` under the top of the
     sacroiliac contact (slice ``k_si``) up: a slice no brighter than its two neighbours whose HU is,
     against ``bodies`` (the dimmer of the brightest slices within ``_DISC_REACH_MM`` below and
     above it), at least ``_DISC_DROP_HU`` lower and below ``_DISC_RATIO`` times it."""
     reach = max(1, int(round(_DISC_REACH_MM / sp[0])))
-    k_from = max(1, k_si + 1 - int(round(_SI_BELOW_MM / sp[0])))
+    # every slice at most the reach below the top (rounding, with the top's own slice counted,
+    # fell a slice short: 21 mm of 25 at 3 mm slices, and pelvic-ref002's L5/S1 disc, 24 mm below,
+    # was missed once its slices were 10 % thicker)
+    k_from = max(1, k_si - int(math.floor(_SI_BELOW_MM * scale / sp[0] + 1e-6)))
     discs = []
     for k in range(k_from, len(prof) - 1):
         if not np.isfinite(prof[k]):

@@ -204,7 +204,9 @@ def finish_parts(st: State) -> None:
         z_ends = (st.lo_idx[0] == 0, st.lo_idx[0] + st.labels.shape[0] >= st.scan_shape[0])
         st.info["solidified"] = _solidify(st.labels, st.names, hu, st.vol.spacing, z_ends)
     if cfg.separate:
-        st.names, st.info["spine_split"] = _split_spine(st.labels, st.names, hu, st.vol.spacing)
+        from printpipe.segment.spine import patient_scale
+        st.names, st.info["spine_split"] = _split_spine(st.labels, st.names, hu, st.vol.spacing,
+                                                        patient_scale(st.heads))
     if cfg.fill_cavities:
         from printpipe.segment.solid import close_sacrum
         st.info["sacrum_closed"] = close_sacrum(st.labels, st.names, st.vol.hu, st.vol.spacing, _midline_offset(st))
