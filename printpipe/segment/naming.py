@@ -38,7 +38,7 @@ def _clean_parts(labels: np.ndarray, names: dict[int, str], min_vox: int
 
 def _part_stats(labels: np.ndarray, names: dict[int, str], vol: Volume) -> dict[str, Any]:
     counts = _fast.bincount(labels, max(names, default=0) + 1)
-    objs = ndi.find_objects(labels)
+    objs = _fast.find_objects(labels)
     out = {}
     for lab, name in names.items():
         sl = objs[lab - 1] if lab - 1 < len(objs) else None
@@ -129,8 +129,9 @@ CHECKS = {
 LR_RATIO = 1.5
 
 
-def _stats(labels: np.ndarray, lab: int, vol: Volume) -> dict[str, Any]:
-    sl = ndi.find_objects((labels == lab).view(np.uint8))[0]
+def _stats(labels: np.ndarray, lab: int, vol: Volume, sl: tuple[slice, ...] | None = None) -> dict[str, Any]:
+    if sl is None:
+        sl = _fast.find_objects(labels, lab)[lab - 1]
     idx = np.argwhere(labels[sl] == lab)
     sub = idx[:: max(1, len(idx) // 50_000)] + [s.start for s in sl]
     p = vol.index_to_patient(sub.astype(float))
@@ -233,8 +234,9 @@ def check_parts(labels: np.ndarray, names: dict[int, str], vol: Volume, heads: d
     present = set(np.flatnonzero(_fast.bincount(labels, max(names, default=0) + 1)).tolist())
     names = {k: v for k, v in names.items() if k in present}
     mid_x = float((heads["left"].center[0] + heads["right"].center[0]) / 2) if heads else None
-    stats = {lab: _stats(labels, lab, vol) for lab, n in names.items()
-             if n.split("_")[0] in CHECKS}
+    boxes = _fast.find_objects(labels, max(names, default=0))
+    stats = {lab: _stats(labels, lab, vol, boxes[lab - 1]) for lab, n in names.items()
+             if n.split("_")[0] in CHECKS and boxes[lab - 1] is not None}
     record: dict[str, Any] = {}
     failed: dict[int, list[str]] = {}
     inv = {v: k for k, v in names.items()}
@@ -304,7 +306,7 @@ def drop_contrast(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, vol
                   ) -> tuple[dict[int, str], dict[str, Any]]:
     """Remove, in place, ``other_N`` parts that are contrast-filled bowel, not bone; renumber the
     rest. Returns the names and a record."""
-    objs = ndi.find_objects(labels)
+    objs = _fast.find_objects(labels)
     gone = []
     vox = float(np.prod(vol.spacing)) / 1000.0
     for lab, name in sorted(names.items()):

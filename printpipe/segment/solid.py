@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from printpipe.segment import _fast
 from printpipe.segment._util import _bbox, _threads
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
     # the box reaches past the part by the largest closing radius: a closing cut by the box's
     # border (eroded as outside) would leave the part's outermost walls open
     pad = [int(math.ceil(max(_CLOSE_MM, _CLOSE_FLAT_MM, _CLOSE_HIP_MM) / s)) + 2 for s in sp]
-    objs = ndi.find_objects(labels)
+    objs = _fast.find_objects(labels)
     out: dict[str, Any] = {}
     for lab, name in sorted(names.items()):
         sl = objs[lab - 1] if lab - 1 < len(objs) else None
@@ -350,7 +351,7 @@ def close_sacrum(labels: np.ndarray, names: dict[int, str], hu: np.ndarray,
     lab = next((k for k, n in names.items() if n == "sacrum"), None)
     if lab is None or plane is None:
         return {}
-    sl = ndi.find_objects(labels, max_label=lab)[lab - 1]
+    sl = _fast.find_objects(labels, lab)[lab - 1]
     if sl is None:
         return {}
     sp = [float(s) for s in spacing]

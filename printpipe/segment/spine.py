@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
+from printpipe.segment import _fast
 from printpipe.segment._util import _threads
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _split_spine(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spac
     if lab_s is None or not pel_labs or "spine" in names.values():
         return names, info
     sp = np.asarray(spacing, dtype=float)
-    objs = ndi.find_objects(labels)
+    objs = _fast.find_objects(labels)
     sl = objs[lab_s - 1]
     pad = [int(math.ceil(_SI_MM / s)) + 1 for s in sp]
     box = tuple(slice(max(a.start - p, 0), min(a.stop + p, n)) for a, p, n in zip(sl, pad, labels.shape))
