@@ -256,14 +256,17 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     """Extend the sacral marker up the vertebral column, in place: the bone in the sacral marker's
     band about the mid-sagittal plane, behind the heads, from ``_SACRUM_Z_MM[0]`` above them to the
     top of the volume, in every eroded piece there of at least ``_COLUMN_PIECE_MM3`` that shows
-    cortex (judged whole, with its rim: not contrast, and voxels of cortical HU). The sacrum and the lumbar vertebrae stand on
-    the midline and no hip bone comes within 15 mm of it there. An osteoporotic sacrum breaks
+    cortex (judged whole, with its rim: not contrast, and voxels of cortical HU). The sacrum and
+    the lumbar vertebrae stand on the midline and no hip bone comes within 15 mm of it there.
+    Every piece, not only the marker's: an osteoporotic sacrum breaks
     into small pieces when eroded, so its largest piece can be a few hundred voxels; a sacroiliac
     joint bridged by a sharp kernel then let a hip bone's basin sweep up the sacral ala into the
     lumbar bodies before the sacral basin reached them (pelvic-ref002 under an unsharp mask: the
     right hip bone took the right half of L3-L5, 401 ml against 328). The spine is cut off the
     sacrum later, at the L5/S1 disc (:func:`printpipe.segment.spine._split_spine`). Returns the
     voxels marked."""
+    from scipy import ndimage as ndi
+
     from printpipe.segment.naming import _CORTEX_HU, looks_like_contrast
 
     comp = pieces[0]
@@ -279,11 +282,11 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     band = (bone[box] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0])
             & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[box] == 0))
     del p, off
-    ids, counts = np.unique(comp[box][band], return_counts=True)
-    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi_find_objects(comp)
+    ids = np.unique(comp[box][band])
+    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
     min_vox = _COLUMN_PIECE_MM3 / float(np.prod(vol.spacing))
     keep = []
-    for i, n in zip(ids.tolist(), counts.tolist()):
+    for i in ids.tolist():
         if i == 0 or objs[i - 1] is None:
             continue
         sl = objs[i - 1]
@@ -302,12 +305,6 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     col = band & np.isin(comp[box], keep)
     mk[box][col] = SACRUM
     return int(col.sum())
-
-
-def ndi_find_objects(comp: np.ndarray) -> list:
-    from scipy import ndimage as ndi
-
-    return ndi.find_objects(comp)
 
 
 def implant_mask(vol: Volume, bone: np.ndarray, hu: np.ndarray, h: HeadSphere) -> np.ndarray:

@@ -601,7 +601,9 @@ def _mid_x(vol: Volume, body: np.ndarray, z_mm: float) -> float | None:
     flip = proj[:, ::-1]
     best, best_m = -1.0, None
     # the plane at column m / 2 maps column i to m - i: proj[:, i] against flip[:, nx - 1 - m + i]
-    for m in range(max(int(np.floor(2 * (c_com - reach))), 0), min(int(np.ceil(2 * (c_com + reach))), 2 * nx - 2) + 1):
+    m_lo = max(int(np.floor(2 * (c_com - reach))), 0)
+    m_hi = min(int(np.ceil(2 * (c_com + reach))), 2 * nx - 2)
+    for m in range(m_lo, m_hi + 1):
         lo, hi = max(0, m - nx + 1), min(nx, m + 1)
         if hi <= lo:
             continue

@@ -45,8 +45,8 @@ _DISC_TILTS_DEG = (-30.0, -20.0, -10.0, 0.0, 10.0, 20.0, 30.0)
 _SI_BELOW_MM = 25.0
 
 
-#: lengths along the spine (the reach below the sacroiliac contact, a vertebral body's height)
-#: scale with the patient's size, measured by the femoral heads' diameter against the adult mean
+#: lengths along the spine (here the reach below the sacroiliac contact, about a vertebral body
+#: and its disc) scale with the patient's size, measured by the femoral heads' diameter against the adult mean
 #: (about 48 mm; women 43-46, men 48-52): a patient 20 % larger than pelvic-ref002 had L5/S1 30 mm
 #: below that contact, out of a fixed 25 mm's reach, and the sacrum kept L5
 HEAD_MEAN_MM = 48.0
