@@ -47,8 +47,8 @@ _SI_BELOW_MM = 25.0
 
 #: lengths along the spine (here the reach below the sacroiliac contact, about a vertebral body
 #: and its disc) scale with the patient's size, measured by the femoral heads' diameter against the adult mean
-#: (about 48 mm; women 43-46, men 48-52): a patient 20 % larger than pelvic-ref002 had L5/S1 30 mm
-#: below that contact, out of a fixed 25 mm's reach, and the sacrum kept L5
+#: (about 48 mm; women 43-46, men 48-52): pelvic-ref002 made 20 % larger has L5/S1 25.2 mm below
+#: that contact (21 mm as scanned), out of a fixed 25 mm's reach, and the sacrum kept L5
 HEAD_MEAN_MM = 48.0
 SCALE_RANGE = (0.75, 1.35)
 
@@ -175,8 +175,7 @@ def _find_discs(prof: np.ndarray, k_si: int, sp: np.ndarray, scale: float = 1.0)
     above it), at least ``_DISC_DROP_HU`` lower and below ``_DISC_RATIO`` times it."""
     reach = max(1, int(round(_DISC_REACH_MM / sp[0])))
     # every slice at most the reach below the top (rounding, with the top's own slice counted,
-    # fell a slice short: 21 mm of 25 at 3 mm slices, and pelvic-ref002's L5/S1 disc, 24 mm below,
-    # was missed once its slices were 10 % thicker)
+    # fell a slice short: 21 mm of 25 at 3 mm slices)
     k_from = max(1, k_si - int(math.floor(_SI_BELOW_MM * scale / sp[0] + 1e-6)))
     discs = []
     for k in range(k_from, len(prof) - 1):
