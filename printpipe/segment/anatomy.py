@@ -256,8 +256,9 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     """Extend the sacral marker up the vertebral column, in place: the bone in the sacral marker's
     band about the mid-sagittal plane, behind the heads, from ``_SACRUM_Z_MM[0]`` above them to the
     top of the volume, in every eroded piece there of at least ``_COLUMN_PIECE_MM3`` that shows
-    cortex (judged whole, with its rim: not contrast, and voxels of cortical HU). The sacrum and
-    the lumbar vertebrae stand on the midline and no hip bone comes within 15 mm of it there.
+    cortex (judged whole, with its rim: not contrast, and voxels of cortical HU) and is joined to
+    the sacral marker through bone. The sacrum and the lumbar vertebrae stand on the midline and no
+    hip bone comes within 15 mm of it there.
     Every piece, not only the marker's: an osteoporotic sacrum breaks
     into small pieces when eroded, so its largest piece can be a few hundred voxels; a sacroiliac
     joint bridged by a sharp kernel then let a hip bone's basin sweep up the sacral ala into the
@@ -282,6 +283,17 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     band = (bone[box] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0])
             & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[box] == 0))
     del p, off
+    # only bone joined to the sacral marker (26-connected through the bone in the box): a loop of
+    # bowel tagged denser than cortex (p95 above 500 HU) that lies free on the midline is no vertebra
+    import cc3d
+
+    cc = cc3d.connected_components(np.ascontiguousarray(bone[box]), connectivity=26)
+    joined = np.unique(cc[mk[box] == SACRUM])
+    joined = joined[joined > 0]
+    if not len(joined):
+        return 0
+    band &= np.isin(cc, joined)
+    del cc
     ids = np.unique(comp[box][band])
     objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
     min_vox = _COLUMN_PIECE_MM3 / float(np.prod(vol.spacing))
