@@ -65,8 +65,8 @@ _SACRUM_HALF_MM = 15.0
 _SACRUM_Z_MM = (30.0, 90.0)
 _SACRUM_POSTERIOR_MM = 10.0
 #: ... and up the vertebral column, every eroded piece of bone there of at least this volume (mm^3;
-#: smaller pieces are not judged for contrast, see :func:`contrast_markers`)
-_COLUMN_PIECE_MM3 = 200.0
+#: pieces are judged for contrast from this size, here and in :func:`contrast_markers`)
+_PIECE_MM3 = 200.0
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
@@ -140,28 +140,20 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
     """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
     mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
     anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`)."""
-    from scipy import ndimage as ndi
-
-    from printpipe.segment.naming import looks_like_contrast
-
     comp, n = pieces[0], pieces[1]
     if n == 0:
         return mk, {"contrast_pieces": 0}
     marked = np.zeros(n + 1, bool)
     marked[np.unique(comp[mk > 0])] = True
-    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
+    objs = _piece_boxes(pieces)
     found = []
     for i, sl in enumerate(objs, 1):
         if sl is None or marked[i]:
             continue
         m = comp[sl] == i
-        if m.sum() * vox_mm3 < 200.0:
+        if m.sum() * vox_mm3 < _PIECE_MM3:
             continue
-        # judge the piece with the two voxel layers the erosion took (its rim), not its core
-        pad = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in sl)
-        core = comp[pad] == i
-        full = _dilate2(core) & bone[pad]
-        is_c, stats = looks_like_contrast(full, hu[pad])
+        is_c, _ = _judge_piece(comp, i, sl, bone, hu)
         if is_c:
             mk[sl][m] = CONTRAST
             found.append(round(float(m.sum() * vox_mm3 / 1000.0), 1))
@@ -173,23 +165,37 @@ def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndar
     """The largest piece of the eroded bone in ``cand`` (a mask on the box ``sl``) that is bone,
     not contrast; each piece is judged whole, with the rim the erosion took. ``comp``: the pieces
     (numbered), or :func:`core_pieces`' result."""
-    from scipy import ndimage as ndi
-
-    from printpipe.segment.naming import looks_like_contrast
-
     pieces = comp
     comp = pieces[0] if isinstance(pieces, tuple) else pieces
     ids, counts = np.unique(comp[sl][cand], return_counts=True)
-    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
+    objs = _piece_boxes(pieces)
     for i in ids[np.argsort(-counts)]:
         if i == 0:
             continue
-        box = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in objs[i - 1])
-        core = comp[box] == i
-        full = _dilate2(core) & bone[box]
-        if not looks_like_contrast(full, hu[box])[0]:
+        if not _judge_piece(comp, int(i), objs[i - 1], bone, hu)[0]:
             return cand & (comp[sl] == i)
     return np.zeros_like(cand)
+
+
+def _piece_boxes(pieces) -> list:
+    """The boxes of the numbered pieces ``pieces`` (:func:`core_pieces`' result, or the numbered
+    array itself)."""
+    if isinstance(pieces, _Pieces):
+        return pieces.objs
+    from scipy import ndimage as ndi
+
+    return ndi.find_objects(pieces[0] if isinstance(pieces, tuple) else pieces)
+
+
+def _judge_piece(comp: np.ndarray, i: int, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray
+                 ) -> tuple[bool, dict[str, float]]:
+    """:func:`printpipe.segment.naming.looks_like_contrast` for the eroded piece ``i`` (box ``sl``),
+    judged whole: with the two voxel layers the erosion took (its rim), not its core alone."""
+    from printpipe.segment.naming import looks_like_contrast
+
+    pad = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in sl)
+    full = _dilate2(comp[pad] == i) & bone[pad]
+    return looks_like_contrast(full, hu[pad])
 
 
 def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.ndarray,
@@ -235,13 +241,7 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
             mk[metal] = IMPLANT[side]
             info[side]["implant_voxels"] = int(metal.sum())
     # sacrum: on the mid-sagittal plane, above and behind the heads
-    lo = mid + np.array([-2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM, _SACRUM_Z_MM[0]])
-    hi = mid + np.array([2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM + 150.0, _SACRUM_Z_MM[1]])
-    sl = _box(vol, (lo + hi) / 2, (hi - lo) / 2)
-    p = _coords(vol, sl) - mid.astype(np.float32)
-    off = p @ lat.astype(np.float32)
-    sac = (bone[sl] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0]) & (p[..., 2] < _SACRUM_Z_MM[1])
-           & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[sl] == 0))
+    sl, sac = _midline_band(vol, bone, mk, mid, lat, _SACRUM_Z_MM[1])
     # the sacrum, not a loop of contrast-filled bowel in front of it (a thin contact breaks when
     # the mask is eroded by two voxels)
     sac = _sacral_core(sac, sl, bone, hu, pieces)
@@ -251,11 +251,27 @@ def markers(vol: Volume, bone: np.ndarray, heads: dict[str, HeadSphere], hu: np.
     return mk, cut, info
 
 
+def _midline_band(vol: Volume, bone: np.ndarray, mk: np.ndarray, mid: np.ndarray, lat: np.ndarray, z_hi: float
+                  ) -> tuple[tuple[slice, slice, slice], np.ndarray]:
+    """The sacral markers' band: bone not yet marked within ``_SACRUM_HALF_MM`` of the heads'
+    mid-sagittal plane, ``_SACRUM_POSTERIOR_MM`` or more behind the heads' midpoint ``mid`` and from
+    ``_SACRUM_Z_MM[0]`` to ``z_hi`` (mm) above it; ``lat`` points to the patient's left. Returns the
+    index box and the band on it."""
+    lo = mid + np.array([-2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM, _SACRUM_Z_MM[0]])
+    hi = mid + np.array([2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM + 150.0, z_hi])
+    box = _box(vol, (lo + hi) / 2, (hi - lo) / 2)
+    p = _coords(vol, box) - mid.astype(np.float32)
+    off = p @ lat.astype(np.float32)
+    band = (bone[box] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0]) & (p[..., 2] < z_hi)
+            & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[box] == 0))
+    return box, band
+
+
 def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray, pieces: tuple[np.ndarray, int],
                    mid: np.ndarray, lat: np.ndarray) -> int:
     """Extend the sacral marker up the vertebral column, in place: the bone in the sacral marker's
     band about the mid-sagittal plane, behind the heads, from ``_SACRUM_Z_MM[0]`` above them to the
-    top of the volume, in every eroded piece there of at least ``_COLUMN_PIECE_MM3`` that shows
+    top of the volume, in every eroded piece there of at least ``_PIECE_MM3`` that shows
     cortex (judged whole, with its rim: not contrast, and voxels of cortical HU) and is joined to
     the sacral marker through bone. The sacrum and the lumbar vertebrae stand on the midline and no
     hip bone comes within 15 mm of it there.
@@ -266,23 +282,15 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     right hip bone took the right half of L3-L5, 401 ml against 328). The spine is cut off the
     sacrum later, at the L5/S1 disc (:func:`printpipe.segment.spine._split_spine`). Returns the
     voxels marked."""
-    from scipy import ndimage as ndi
-
-    from printpipe.segment.naming import _CORTEX_HU, looks_like_contrast
+    from printpipe.segment.naming import _CORTEX_HU
 
     comp = pieces[0]
     corners = np.array([[0.0, 0.0, 0.0], [bone.shape[0] - 1.0, 0.0, 0.0]])
     z_hi = float(vol.index_to_patient(corners)[:, 2].max()) - float(mid[2])
     if z_hi <= _SACRUM_Z_MM[0]:
         return 0
-    lo = mid + np.array([-2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM, _SACRUM_Z_MM[0]])
-    hi = mid + np.array([2 * _SACRUM_HALF_MM, _SACRUM_POSTERIOR_MM + 150.0, z_hi])
-    box = _box(vol, (lo + hi) / 2, (hi - lo) / 2)
-    p = _coords(vol, box) - mid.astype(np.float32)
-    off = p @ lat.astype(np.float32)
-    band = (bone[box] & (np.abs(off) < _SACRUM_HALF_MM) & (p[..., 2] > _SACRUM_Z_MM[0])
-            & (p[..., 1] > _SACRUM_POSTERIOR_MM) & (mk[box] == 0))
-    del p, off
+    # to the top of the volume, its last slice included
+    box, band = _midline_band(vol, bone, mk, mid, lat, z_hi + float(max(vol.spacing)))
     # only bone joined to the sacral marker (26-connected through the bone in the box): a loop of
     # bowel tagged denser than cortex (p95 above 500 HU) that lies free on the midline is no vertebra
     import cc3d
@@ -295,19 +303,16 @@ def _column_marker(vol: Volume, bone: np.ndarray, hu: np.ndarray, mk: np.ndarray
     band &= np.isin(cc, joined)
     del cc
     ids = np.unique(comp[box][band])
-    objs = pieces.objs if isinstance(pieces, _Pieces) else ndi.find_objects(comp)
-    min_vox = _COLUMN_PIECE_MM3 / float(np.prod(vol.spacing))
+    objs = _piece_boxes(pieces)
+    min_vox = _PIECE_MM3 / float(np.prod(vol.spacing))
     keep = []
     for i in ids.tolist():
         if i == 0 or objs[i - 1] is None:
             continue
         sl = objs[i - 1]
-        core = comp[sl] == i
-        if core.sum() < min_vox:
+        if np.count_nonzero(comp[sl] == i) < min_vox:
             continue
-        pad = tuple(slice(max(a.start - 2, 0), a.stop + 2) for a in sl)
-        full = _dilate2(comp[pad] == i) & bone[pad]
-        is_c, stats = looks_like_contrast(full, hu[pad])
+        is_c, stats = _judge_piece(comp, i, sl, bone, hu)
         # bone shown, not only contrast ruled out: voxels of cortical HU (a loop whose contrast
         # dims towards its middle passes as "not contrast" but has none)
         if not is_c and stats and stats["p95_hu"] >= _CORTEX_HU:

@@ -217,6 +217,7 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
     sm = _Smoothed(vol)
     cands = _candidates(sm, body)
     dirs = _fibonacci(_N_DIRS)
+    edge_dirs = _fibonacci(_N_EDGE_DIRS)
     implants = _implant_heads(vol, metal_hu, body, dirs) if metal_hu is not None else []
     fits = []
     for c, votes in cands:
@@ -227,7 +228,7 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
     if pair is None:
         pair = _best_pair([h for h, _ in fits])
         if pair is None and body is not None and not implants:
-            extra = _mirror_fits(sm, vol, body, fits, dirs, metal_hu)
+            extra = _mirror_fits(sm, vol, body, fits, dirs, metal_hu, edge_dirs)
             if extra:
                 fits += extra
                 pair = _best_pair([h for h, _ in fits])
@@ -238,7 +239,6 @@ def find_femoral_heads(vol: Volume, body: np.ndarray | None = None, metal_hu: fl
     if pair is None:
         info["found"] = False
         return {}, info
-    edge_dirs = _fibonacci(_N_EDGE_DIRS)
     pair = _mirror_check(sm, body, tuple(_refine(sm, h, [f for f, _ in fits], edge_dirs) for h in pair), edge_dirs)
     left, right = sorted(pair, key=lambda h: -h.center[0])  # +x is the patient's left (LPS)
     info["found"] = True
@@ -572,7 +572,7 @@ _MIRROR_SLAB_MM = 40.0
 _MIRROR_SEARCH_MM = 60.0
 
 
-def _mid_x(vol: Volume, body: np.ndarray, z_mm: float) -> float | None:
+def _mid_x(vol: Volume, body: np.ndarray, z_mm: float, com: float | None = None) -> float | None:
     """x (LPS mm) of the mid-sagittal plane at the height ``z_mm``: the column about which the
     bone of the slab ``z_mm`` +- :data:`_MIRROR_SLAB_MM`, projected along the patient axis, best
     overlaps its own mirror image (the sum of the smaller of each pair of mirrored projections).
@@ -580,9 +580,9 @@ def _mid_x(vol: Volume, body: np.ndarray, z_mm: float) -> float | None:
     the pelvis, a cut field of view) only lowers every offset's overlap alike. The body's centre of
     mass (:func:`_body_mid_x`) is where the search starts and what is used without bone: on
     pelvic-ref002 it lies 7 mm right of the heads' mid-plane, so the mirror image of the right head
-    missed the left one by 16 mm when the field of view began 20 mm below the heads. None for an
-    empty body."""
-    com = _body_mid_x(vol, body)
+    missed the left one by 16 mm when the field of view began 20 mm below the heads. ``com``: that
+    centre when already known. None for an empty body."""
+    com = _body_mid_x(vol, body) if com is None else com
     if com is None:
         return None
     k = vol.patient_to_index(np.array([[0.0, 0.0, z_mm - _MIRROR_SLAB_MM], [0.0, 0.0, z_mm + _MIRROR_SLAB_MM]]))[:, 0]
@@ -617,11 +617,22 @@ def _mid_x(vol: Volume, body: np.ndarray, z_mm: float) -> float | None:
     return float(vol.index_to_patient(np.array([[0.5 * (k0 + k1 - 1), jc, 0.5 * best_m]]))[0][0])
 
 
+def _mirror_image(vol: Volume, body: np.ndarray, c: np.ndarray, com: float | None = None) -> np.ndarray | None:
+    """The mirror image of the point ``c`` (LPS mm) across the mid-sagittal plane at its height
+    (:func:`_mid_x`); None for an empty body."""
+    mid = _mid_x(vol, body, float(c[2]), com)
+    if mid is None:
+        return None
+    m = np.array(c, float)
+    m[0] = 2.0 * mid - m[0]
+    return m
+
+
 def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere, HeadSphere],
                   dirs: np.ndarray) -> tuple[HeadSphere, HeadSphere]:
     """The pair, with a head that shows clearly less edge than its partner (:func:`_refine`; less
     than :data:`_EDGE_SHARE_RATIO` of it) replaced by the head found at the partner's mirror image
-    across the body's mid-sagittal plane, when that one shows more edge and pairs with the partner.
+    across the mid-sagittal plane (:func:`_mirror_image`), when that one shows more edge and pairs with the partner.
     The two heads of one person are mirror images of each other, seen through the same scanner;
     a fit paired with the wrong round bone (pelvic-ref002 with a sharp kernel: a sphere in the
     ilium 23 mm above the left head, edge share 0.34 against the right head's 0.44) shows less."""
@@ -631,11 +642,9 @@ def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere
     weak, strong = (a, b) if a.edge_share < b.edge_share else (b, a)
     if weak.edge_share >= _EDGE_SHARE_RATIO * strong.edge_share:
         return pair
-    mid = _mid_x(sm.vol, body, float(strong.center[2]))
-    if mid is None:
+    m = _mirror_image(sm.vol, body, strong.center)
+    if m is None:
         return pair
-    m = np.array(strong.center, float)
-    m[0] = 2.0 * mid - m[0]
     alt = _edge_head(sm, m, [], dirs)
     if alt is None or alt.edge_share <= weak.edge_share or not _good(alt) \
             or not _side_by_side(np.abs(alt.center - strong.center)) \
@@ -647,16 +656,17 @@ def _mirror_check(sm: _Smoothed, body: np.ndarray | None, pair: tuple[HeadSphere
 
 
 def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[HeadSphere, float]],
-                 dirs: np.ndarray, metal_hu: float | None) -> list[tuple[HeadSphere, float]]:
-    """More fits, started around the mirror image of the best good fit (:func:`_quality`) across the
-    body's mid-sagittal plane (x of the body's centre of mass, LPS), when the votes' fits hold no
-    pair. The two heads are mirror images: where one head shows little free surface (deep in its
-    cup, noise), the votes for it can miss, but a start at the other head's mirror image converges
-    on it. Only then and only the best: a dense round piece of ilium above a cup also fits a
+                 dirs: np.ndarray, metal_hu: float | None, edge_dirs: np.ndarray
+                 ) -> list[tuple[HeadSphere, float]]:
+    """More fits, started around the mirror image of the best good fit (:func:`_quality`; a fit half
+    a pair's distance from the body's centre of mass) across the mid-sagittal plane
+    (:func:`_mirror_image`), when the votes' fits hold no pair. The two heads are mirror images:
+    where one head shows little free surface (deep in its cup, noise), the votes for it can miss,
+    but a start at the other head's mirror image converges on it. Only then and only the best: a dense round piece of ilium above a cup also fits a
     sphere, and its mirror image made a pair that outscored the heads on pelvic-ref003 resampled
     to 1 mm slices; a wrong fit's mirror made a wrong pair on pelvic-ref002 resampled so. The
     pair is chosen among all fits by :func:`_best_pair`."""
-    # the body's centre of mass, index axis by index axis, then in the patient frame (any direction)
+    # the body's centre of mass: where a head can lie, and where the mirror plane is looked for from
     mid = _body_mid_x(vol, body)
     if mid is None:
         return []
@@ -665,9 +675,7 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     if not side:
         return []
     h = max(side, key=_quality)
-    mid = _mid_x(vol, body, float(h.center[2]))
-    m = np.array(h.center, float)
-    m[0] = 2.0 * mid - m[0]
+    m = _mirror_image(vol, body, h.center, mid)
     out: list[tuple[HeadSphere, float]] = []
     # the pelvis lies turned and tilted by a few degrees: the other head sits up to ~10 mm higher or
     # deeper than the mirror image (pelvic-ref002: 10 mm in both), further than a fit converges from
@@ -675,7 +683,7 @@ def _mirror_fits(sm: _Smoothed, vol: Volume, body: np.ndarray, fits: list[tuple[
     # ... and the head whose whole edge lies nearest the mirror image (:func:`_edge_head`): a head
     # deep in its cup shows too little free surface for any of those fits (pelvic-ref002 with HU
     # 20 lower: the left head's fits lay 15-20 mm off it, in the ilium above the cup)
-    found.append(_edge_head(sm, m, [], _fibonacci(_N_EDGE_DIRS)))
+    found.append(_edge_head(sm, m, [], edge_dirs))
     for hm in found:
         if hm is None or any(np.linalg.norm(f.center - hm.center) < 3.0 for f, _ in fits + out):
             continue

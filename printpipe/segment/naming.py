@@ -129,9 +129,7 @@ CHECKS = {
 LR_RATIO = 1.5
 
 
-def _stats(labels: np.ndarray, lab: int, vol: Volume, sl: tuple[slice, ...] | None = None) -> dict[str, Any]:
-    if sl is None:
-        sl = _fast.find_objects(labels, lab)[lab - 1]
+def _stats(labels: np.ndarray, lab: int, vol: Volume, sl: tuple[slice, ...]) -> dict[str, Any]:
     idx = np.argwhere(labels[sl] == lab)
     sub = idx[:: max(1, len(idx) // 50_000)] + [s.start for s in sl]
     p = vol.index_to_patient(sub.astype(float))

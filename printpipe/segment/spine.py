@@ -46,9 +46,9 @@ _SI_BELOW_MM = 25.0
 
 
 #: lengths along the spine (here the reach below the sacroiliac contact, about a vertebral body
-#: and its disc) scale with the patient's size, measured by the femoral heads' diameter against the adult mean
-#: (about 48 mm; women 43-46, men 48-52): pelvic-ref002 made 20 % larger has L5/S1 25.2 mm below
-#: that contact (21 mm as scanned), out of a fixed 25 mm's reach, and the sacrum kept L5
+#: and its disc) scale with the patient's size, measured by the femoral heads' diameter against
+#: the adult mean (about 48 mm; women 43-46, men 48-52): pelvic-ref002 made 20 % larger has L5/S1
+#: 25.2 mm below that contact (21 mm as scanned), out of a fixed 25 mm's reach, and the sacrum kept L5
 HEAD_MEAN_MM = 48.0
 SCALE_RANGE = (0.75, 1.35)
 
