@@ -67,6 +67,11 @@ _SACRUM_POSTERIOR_MM = 10.0
 #: ... and up the vertebral column, every eroded piece of bone there of at least this volume (mm^3;
 #: pieces are judged for contrast from this size, here and in :func:`contrast_markers`)
 _PIECE_MM3 = 200.0
+#: contrast pressed against the sacrum: its piece is eroded one voxel more at a time, until the
+#: loop parts from the bone at the contact, down to this depth in all (mm in-plane, the two voxels
+#: of :func:`core_pieces` included); a loop of the rectum or sigmoid that carries enough contrast
+#: to press on the bone is at least 15 mm across (see :func:`pressed_contrast`)
+_SPLIT_MM = 6.0
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
@@ -119,9 +124,7 @@ class _Pieces(tuple):
 
 def _dilate2(core: np.ndarray) -> np.ndarray:
     """``core`` dilated twice by the 6-neighbour cross (``binary_dilation(core, cross, iterations=2)``)."""
-    from printpipe.kernels.segment import erode_cross
-
-    return ~erode_cross(~core, 2, True)
+    return _dilate(core, 2)
 
 
 def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
@@ -136,10 +139,11 @@ def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float,
-                     pieces: tuple[np.ndarray, int]) -> tuple[np.ndarray, dict[str, Any]]:
+                     pieces: tuple[np.ndarray, int], vol: Volume | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
     mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
-    anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`)."""
+    anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`);
+    with ``vol``, also contrast pressed against the sacrum or the spine (:func:`pressed_contrast`)."""
     comp, n = pieces[0], pieces[1]
     if n == 0:
         return mk, {"contrast_pieces": 0}
@@ -157,7 +161,131 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
         if is_c:
             mk[sl][m] = CONTRAST
             found.append(round(float(m.sum() * vox_mm3 / 1000.0), 1))
-    return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20]}
+    pressed = pressed_contrast(vol, hu, bone, mk, pieces) if vol is not None else []
+    return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20], "pressed_on_sacrum": len(pressed),
+                "pressed_cm3": pressed[:20]}
+
+
+def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarray,
+                     pieces: tuple[np.ndarray, int]) -> list[float]:
+    """Mark (in place, :data:`CONTRAST`) bowel contrast pressed against the sacrum or the lumbar
+    spine over more than the two voxels :func:`core_pieces` erodes: it then lies in the sacral
+    marker's own piece. That piece is eroded one voxel more at a time (to ``_SPLIT_MM``); a loop
+    pressed against the bone parts from it at the contact, which is narrower than the loop. A piece
+    that parts is contrast when it holds no femoral or hip marker, lies in front of the sacral
+    marker (the rectum, the sigmoid and the great vessels run in front of the sacrum and the
+    spine; its processes stand behind) and passes :func:`~printpipe.segment.naming.looks_like_contrast`
+    judged with its rim. Returns the volumes marked (cm^3)."""
+    comp = pieces[0]
+    objs = _piece_boxes(pieces)
+    vox_mm3 = float(np.prod(vol.spacing))
+    min_vox = _PIECE_MM3 / vox_mm3
+    # LPS y grows towards the patient's back: the anterior coordinate of index (k, j, i)
+    ant = -vol.affine[1, :3]
+    steps = max(1, round(_SPLIT_MM / float(min(vol.spacing[1:]))) - 2)
+    found: list[float] = []
+    for i in np.unique(comp[mk == SACRUM]).tolist():
+        if i == 0 or objs[i - 1] is None:
+            continue
+        pad = steps + 2
+        sl = tuple(slice(max(a.start - pad, 0), min(a.stop + pad, n)) for a, n in zip(objs[i - 1], comp.shape))
+        piece = comp[sl] == i
+        if np.count_nonzero(piece) < 2 * min_vox:
+            continue
+        found += _split_off_contrast(piece, sl, mk, bone, hu, ant, min_vox, vox_mm3, steps, vol.spacing)
+    return found
+
+
+def _split_off_contrast(piece: np.ndarray, sl: tuple[slice, slice, slice], mk: np.ndarray, bone: np.ndarray,
+                        hu: np.ndarray, ant: np.ndarray, min_vox: float, vox_mm3: float, steps: int,
+                        spacing: tuple[float, float, float]) -> list[float]:
+    """:func:`pressed_contrast` for one marked piece (``piece``, bool on the box ``sl``)."""
+    import cc3d
+
+    from printpipe.kernels.segment import erode_cross
+    from printpipe.segment import _fast
+
+    m = mk[sl]
+    sac = piece & (m == SACRUM)
+    other = piece & (m > 0) & (m != SACRUM) & (m != CONTRAST)
+    origin = np.array([s.start for s in sl], float)
+    cur = piece
+    found: list[float] = []
+    for k in range(1, steps + 1):
+        cur = erode_cross(cur, 1, False)
+        cc, n = cc3d.connected_components(cur, connectivity=6, return_N=True)
+        if n < 2:
+            continue
+        held = _fast.bincount(cc[sac], n + 1)
+        held[0] = 0
+        main = int(np.argmax(held))
+        if held[main] == 0:
+            break
+        front = float(np.mean((np.argwhere(sac & (cc == main)) + origin) @ ant))
+        loops = [j for j, bx in enumerate(_fast.find_objects(cc, n), 1)
+                 if j != main and bx is not None and _parted_loop(cc, j, k, bx, piece, bone[sl], hu[sl], other,
+                                                                  origin, ant, front, min_vox)]
+        if not loops:
+            continue
+        # the loops together (one loop can part in several pieces), grown back as far as no bone
+        # piece is nearer: its share of the marked piece is the contrast marker; no sacral seed
+        # stays nearer to it than to the bone (the watershed settles the contact)
+        is_loop = _fast.isin(cc, loops)
+        bony = (cc > 0) & ~is_loop
+        region, _ = _grown_back(is_loop, bony, k, piece, bone[sl])
+        m[(m == SACRUM) & _nearer(is_loop, bony, spacing)] = 0
+        m[region] = CONTRAST
+        cur &= ~region
+        found.append(round(float(np.count_nonzero(region) * vox_mm3 / 1000.0), 1))
+    return found
+
+
+def _parted_loop(cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice], piece: np.ndarray,
+                 bone: np.ndarray, hu: np.ndarray, other: np.ndarray, origin: np.ndarray, ant: np.ndarray,
+                 front: float, min_vox: float) -> bool:
+    """Whether the piece ``j`` of ``cc`` (the marked piece eroded ``k`` voxels more; box ``bx``)
+    is contrast that parted from the sacrum: in front of the sacral marker (anterior coordinate
+    above ``front``), big enough, holding no other bone's marker, and a plateau that dims at its
+    rim with no cortex (:func:`~printpipe.segment.naming.looks_like_contrast` with no margin: a
+    piece that parted at a narrow contact needs none; bone has its cortex at the rim, darker
+    inside)."""
+    from printpipe.segment.naming import _CORTEX_HU, looks_like_contrast
+
+    core = np.argwhere(cc[bx] == j)
+    if len(core) < min_vox / 4 or float(np.mean((core + origin + [b.start for b in bx]) @ ant)) <= front:
+        return False
+    sub = tuple(slice(max(b.start - k - 2, 0), b.stop + k + 2) for b in bx)
+    side = cc[sub] == j
+    region, full = _grown_back(side, (cc[sub] > 0) & ~side, k, piece[sub], bone[sub])
+    if np.count_nonzero(region) < min_vox or (region & other[sub]).any():
+        return False
+    _, stats = looks_like_contrast(full, hu[sub])
+    return bool(stats) and stats["p95_hu"] < _CORTEX_HU and stats["inside_minus_rim_hu"] > 0
+
+
+def _nearer(a: np.ndarray, b: np.ndarray, spacing) -> np.ndarray:
+    """Voxels nearer (mm) to ``a`` than to ``b``."""
+    import edt
+
+    sp = tuple(map(float, spacing))
+    return edt.edt(~a, anisotropy=sp, black_border=False) < edt.edt(~b, anisotropy=sp, black_border=False)
+
+
+def _grown_back(side: np.ndarray, rest: np.ndarray, k: int, piece: np.ndarray, bone: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """``side`` (pieces of the marked piece eroded ``k`` voxels more) grown back: its share of the
+    marked piece ``piece`` (``k`` voxels, not into the growth of the other pieces ``rest``) and of
+    the bone (the two voxels more that :func:`core_pieces` eroded: the rim it is judged with)."""
+    region = _dilate(side, k) & piece & ~_dilate(rest, k)
+    full = _dilate(region, 2) & bone & ~_dilate(rest, k + 2)
+    return region, full
+
+
+def _dilate(m: np.ndarray, n: int) -> np.ndarray:
+    """``m`` dilated ``n`` times by the 6-neighbour cross."""
+    from printpipe.kernels.segment import erode_cross
+
+    return ~erode_cross(~m, n, True)
 
 
 def _sacral_core(cand: np.ndarray, sl: tuple[slice, slice, slice], bone: np.ndarray, hu: np.ndarray,
