@@ -67,3 +67,35 @@ def test_without_a_sacral_marker_nothing_is_split():
     empty = np.zeros_like(mk)
     assert A.pressed_contrast(vol, vol.hu, bone, empty, pieces) == []
     assert not empty.any()
+
+
+def _split_on(bone, spacing=(3.0, 1.0, 1.0)):
+    shape = bone.shape
+    box = tuple(slice(0, n) for n in shape)
+    return A._Split(np.ones(shape, bool), box, bone, np.zeros(shape, np.int16), np.zeros(shape, bool),
+                    np.array([0.0, -1.0, 0.0]), spacing, 10.0)
+
+
+def test_a_spot_inside_a_vertebral_body_is_enclosed_a_loop_in_the_pelvic_ring_is_not():
+    z, y, x = np.mgrid[0:6, 0:200, 0:200]
+    r = np.hypot(y - 100.0, x - 100.0)
+    spot = (r < 6) & (z > 0) & (z < 5)
+    cc = spot.astype(np.int32) * 2
+    bx = tuple(slice(*a) for a in ((1, 5), (94, 107), (94, 107)))
+    body = (r > 18) & (r < 21)        # a vertebral body's cortex ring, 40 mm across
+    assert A._enclosed(_split_on(body | spot), cc, 2, 1, bx) == 1.0
+    opened = body & ~((x > 100) & (np.abs(y - 100) < 3))   # a ring broken on one side encloses nothing
+    assert A._enclosed(_split_on(opened | spot), cc, 2, 1, bx) == 0.0
+    ring = (r > 70) & (r < 74)        # the pelvic ring, 140 mm across: beyond the 30 mm reach
+    assert A._enclosed(_split_on(ring | spot), cc, 2, 1, bx) == 0.0
+
+
+def test_in_front_counts_rows_with_no_bone_ahead():
+    mine = np.zeros((1, 10, 4), bool)
+    mine[0, 2:4, :] = True
+    bone = np.zeros_like(mine)
+    bone[0, 6:8, :2] = True           # bone behind (higher index) in two of the four columns
+    # the front at lower indices: nothing ahead of ``mine`` anywhere
+    assert A._in_front(mine, bone, 1, False) == 1.0
+    # the front at higher indices: half of it has bone ahead
+    assert A._in_front(mine, bone, 1, True) == 0.5

@@ -29,7 +29,7 @@ marker is not part of the pelvis and is labelled separately.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -72,6 +72,13 @@ _PIECE_MM3 = 200.0
 #: of :func:`core_pieces` included); a loop of the rectum or sigmoid that carries enough contrast
 #: to press on the bone is at least 15 mm across (see :func:`pressed_contrast`)
 _SPLIT_MM = 6.0
+#: ... and a piece that parts is not contrast when the bone within this reach (mm, in-plane)
+#: encloses it in its slices (see :func:`_enclosed`)
+_ENCLOSED_MM = 30.0
+#: ... nor when it is smaller than this (cm^3): the lumen of a loop that presses on the bone is 15 mm
+#: across or more, and a piece that parts holds at least a 12 mm length of it (pi 7.5^2 12 mm^3);
+#: bright spots of a vertebral endplate part at 0.4-0.7 cm^3 (pelvic-ref002 on 0.75 mm slices)
+_LOOP_CM3 = 2.0
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
@@ -166,21 +173,32 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
                 "pressed_cm3": pressed[:20]}
 
 
+class _Split(NamedTuple):
+    """What :func:`pressed_contrast` judges one marked piece with."""
+
+    piece: np.ndarray       # the marked piece (bool) on the box ``sl``
+    sl: tuple[slice, slice, slice]
+    bone: np.ndarray        # the whole bone mask
+    hu: np.ndarray          # the whole HU volume
+    other: np.ndarray       # on the box: the piece's femoral, hip and implant markers
+    ant: np.ndarray         # the anterior direction in index space (k, j, i)
+    spacing: tuple[float, float, float]
+    min_vox: float
+
+
 def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarray,
                      pieces: tuple[np.ndarray, int]) -> list[float]:
     """Mark (in place, :data:`CONTRAST`) bowel contrast pressed against the sacrum or the lumbar
     spine over more than the two voxels :func:`core_pieces` erodes: it then lies in the sacral
     marker's own piece. That piece is eroded one voxel more at a time (to ``_SPLIT_MM``); a loop
     pressed against the bone parts from it at the contact, which is narrower than the loop. A piece
-    that parts is contrast when it holds no femoral or hip marker, lies in front of the sacral
-    marker (the rectum, the sigmoid and the great vessels run in front of the sacrum and the
-    spine; its processes stand behind) and passes :func:`~printpipe.segment.naming.looks_like_contrast`
-    judged with its rim. Returns the volumes marked (cm^3)."""
+    that parts is contrast (:func:`_parted_loop`) when it lies in front of the bone it parted from
+    and is not enclosed by bone, holds no femoral or hip marker, and is a plateau that dims at its
+    rim with no cortex. Returns the volumes marked (cm^3)."""
     comp = pieces[0]
     objs = _piece_boxes(pieces)
-    vox_mm3 = float(np.prod(vol.spacing))
-    min_vox = _PIECE_MM3 / vox_mm3
-    # LPS y grows towards the patient's back: the anterior coordinate of index (k, j, i)
+    min_vox = _PIECE_MM3 / float(np.prod(vol.spacing))
+    # LPS y grows towards the patient's back
     ant = -vol.affine[1, :3]
     steps = max(1, round(_SPLIT_MM / float(min(vol.spacing[1:]))) - 2)
     found: list[float] = []
@@ -192,24 +210,22 @@ def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarr
         piece = comp[sl] == i
         if np.count_nonzero(piece) < 2 * min_vox:
             continue
-        found += _split_off_contrast(piece, sl, mk, bone, hu, ant, min_vox, vox_mm3, steps, vol.spacing)
+        m = mk[sl]
+        other = piece & (m > 0) & (m != SACRUM) & (m != CONTRAST)
+        found += _split_off_contrast(_Split(piece, sl, bone, hu, other, ant, vol.spacing, min_vox), m, steps)
     return found
 
 
-def _split_off_contrast(piece: np.ndarray, sl: tuple[slice, slice, slice], mk: np.ndarray, bone: np.ndarray,
-                        hu: np.ndarray, ant: np.ndarray, min_vox: float, vox_mm3: float, steps: int,
-                        spacing: tuple[float, float, float]) -> list[float]:
-    """:func:`pressed_contrast` for one marked piece (``piece``, bool on the box ``sl``)."""
+def _split_off_contrast(sp: _Split, m: np.ndarray, steps: int) -> list[float]:
+    """:func:`pressed_contrast` for one marked piece; ``m``: the markers on its box (marked in
+    place)."""
     import cc3d
 
     from printpipe.kernels.segment import erode_cross
     from printpipe.segment import _fast
 
-    m = mk[sl]
-    sac = piece & (m == SACRUM)
-    other = piece & (m > 0) & (m != SACRUM) & (m != CONTRAST)
-    origin = np.array([s.start for s in sl], float)
-    cur = piece
+    sac = sp.piece & (m == SACRUM)
+    cur = sp.piece
     found: list[float] = []
     for k in range(1, steps + 1):
         cur = erode_cross(cur, 1, False)
@@ -221,46 +237,87 @@ def _split_off_contrast(piece: np.ndarray, sl: tuple[slice, slice, slice], mk: n
         main = int(np.argmax(held))
         if held[main] == 0:
             break
-        front = float(np.mean((np.argwhere(sac & (cc == main)) + origin) @ ant))
-        loops = [j for j, bx in enumerate(_fast.find_objects(cc, n), 1)
-                 if j != main and bx is not None and _parted_loop(cc, j, k, bx, piece, bone[sl], hu[sl], other,
-                                                                  origin, ant, front, min_vox)]
+        boxes = _fast.find_objects(cc, n)
+        loops = [j for j, bx in enumerate(boxes, 1) if j != main and bx is not None and _parted_loop(sp, cc, j, k, bx, main)]
         if not loops:
             continue
         # the loops together (one loop can part in several pieces), grown back as far as no bone
         # piece is nearer: its share of the marked piece is the contrast marker; no sacral seed
         # stays nearer to it than to the bone (the watershed settles the contact)
         is_loop = _fast.isin(cc, loops)
-        bony = (cc > 0) & ~is_loop
-        region, _ = _grown_back(is_loop, bony, k, piece, bone[sl])
-        m[(m == SACRUM) & _nearer(is_loop, bony, spacing)] = 0
+        region, _ = _grown_back(is_loop, (cc > 0) & ~is_loop, k, sp.piece, sp.bone[sp.sl])
+        pad = k + 4
+        near = tuple(slice(max(min(boxes[j - 1][a].start for j in loops) - pad, 0),
+                           max(boxes[j - 1][a].stop for j in loops) + pad) for a in range(3))
+        seeds = m[near] == SACRUM
+        seeds &= _nearer(is_loop[near], (cc[near] > 0) & ~is_loop[near], sp.spacing)
+        m[near][seeds] = 0
         m[region] = CONTRAST
         cur &= ~region
-        found.append(round(float(np.count_nonzero(region) * vox_mm3 / 1000.0), 1))
+        found.append(round(float(np.count_nonzero(region) * np.prod(sp.spacing) / 1000.0), 1))
     return found
 
 
-def _parted_loop(cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice], piece: np.ndarray,
-                 bone: np.ndarray, hu: np.ndarray, other: np.ndarray, origin: np.ndarray, ant: np.ndarray,
-                 front: float, min_vox: float) -> bool:
-    """Whether the piece ``j`` of ``cc`` (the marked piece eroded ``k`` voxels more; box ``bx``)
-    is contrast that parted from the sacrum: in front of the sacral marker (anterior coordinate
-    above ``front``), big enough, holding no other bone's marker, and a plateau that dims at its
-    rim with no cortex (:func:`~printpipe.segment.naming.looks_like_contrast` with no margin: a
-    piece that parted at a narrow contact needs none; bone has its cortex at the rim, darker
-    inside)."""
+def _parted_loop(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice], main: int) -> bool:
+    """Whether the piece ``j`` of ``cc`` (the marked piece eroded ``k`` voxels more; box ``bx``;
+    ``main``: the piece that holds the sacral marker) is contrast that parted from the sacrum:
+
+    * in front of the bone it parted from (:func:`_in_front`): bowel lies in front of the sacrum
+      and the spine, their processes stand behind;
+    * not enclosed by bone in its slices (:func:`_enclosed`): a bright spot inside a vertebral
+      body (a sclerotic endplate, a bone island in fatty marrow) is;
+    * of a loop's size (``_LOOP_CM3``), holding no femoral, hip or implant marker;
+    * a plateau that dims at its rim, with no cortex (:func:`~printpipe.segment.naming.looks_like_contrast`
+      with no margin: a piece that parted at a narrow contact needs none; bone has its cortex at
+      the rim, darker inside).
+    """
     from printpipe.segment.naming import _CORTEX_HU, looks_like_contrast
 
-    core = np.argwhere(cc[bx] == j)
-    if len(core) < min_vox / 4 or float(np.mean((core + origin + [b.start for b in bx]) @ ant)) <= front:
+    if np.count_nonzero(cc[bx] == j) < sp.min_vox / 4:
+        return False
+    axis = 1 + int(abs(sp.ant[2]) > abs(sp.ant[1]))
+    rows = tuple(slice(None) if a == axis else b for a, b in enumerate(bx))
+    if _in_front(cc[rows] == j, cc[rows] == main, axis, bool(sp.ant[axis] > 0)) < 0.5:
+        return False
+    if _enclosed(sp, cc, j, k, bx) >= 0.5:
         return False
     sub = tuple(slice(max(b.start - k - 2, 0), b.stop + k + 2) for b in bx)
     side = cc[sub] == j
-    region, full = _grown_back(side, (cc[sub] > 0) & ~side, k, piece[sub], bone[sub])
-    if np.count_nonzero(region) < min_vox or (region & other[sub]).any():
+    box = tuple(slice(s.start + b.start, s.start + b.stop) for s, b in zip(sp.sl, sub))
+    region, full = _grown_back(side, (cc[sub] > 0) & ~side, k, sp.piece[sub], sp.bone[box])
+    if np.count_nonzero(region) * np.prod(sp.spacing) < _LOOP_CM3 * 1000.0 or (region & sp.other[sub]).any():
         return False
-    _, stats = looks_like_contrast(full, hu[sub])
+    _, stats = looks_like_contrast(full, sp.hu[box])
     return bool(stats) and stats["p95_hu"] < _CORTEX_HU and stats["inside_minus_rim_hu"] > 0
+
+
+def _enclosed(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice]) -> float:
+    """The share of the piece ``j`` of ``cc`` (box ``bx`` on the marked piece's box) that the other
+    bone encloses in its slices (a hole of the bone, the piece and its rim left out), looked for
+    within ``_ENCLOSED_MM`` of it: a vertebral body, 35-50 mm across, encloses a spot inside it;
+    the pelvic ring, 100 mm and more across, encloses no loop at that reach."""
+    from printpipe.segment import _fast
+
+    pad = [0] + [int(np.ceil(_ENCLOSED_MM / s)) for s in sp.spacing[1:]]
+    box = tuple(slice(max(s.start + b.start - p, 0), min(s.start + b.stop + p, n))
+                for s, b, p, n in zip(sp.sl, bx, pad, sp.bone.shape))
+    mine = np.zeros([b.stop - b.start for b in box], bool)
+    local = tuple(slice(s.start + b.start - c.start, s.start + b.stop - c.start) for s, b, c in zip(sp.sl, bx, box))
+    mine[local] = cc[bx] == j
+    holes = _fast.fill_holes_slices(sp.bone[box] & ~_dilate(mine, k + 2))
+    return float(np.count_nonzero(holes & mine)) / max(int(np.count_nonzero(mine)), 1)
+
+
+def _in_front(mine: np.ndarray, bone: np.ndarray, axis: int, forward: bool) -> float:
+    """The share of ``mine`` with no voxel of ``bone`` in front of it, along the image ``axis``
+    (towards higher indices when ``forward``), in its own row."""
+    n = mine.shape[axis]
+    idx = np.arange(n).reshape([-1 if a == axis else 1 for a in range(3)])
+    if forward:
+        front = mine & (idx > np.where(bone, idx, -1).max(axis=axis, keepdims=True))
+    else:
+        front = mine & (idx < np.where(bone, idx, n).min(axis=axis, keepdims=True))
+    return float(np.count_nonzero(front)) / max(int(np.count_nonzero(mine)), 1)
 
 
 def _nearer(a: np.ndarray, b: np.ndarray, spacing) -> np.ndarray:
