@@ -89,6 +89,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
     # border (eroded as outside) would leave the part's outermost walls open
     pad = [int(math.ceil(max(_CLOSE_MM, _CLOSE_FLAT_MM, _CLOSE_HIP_MM) / s)) + 2 for s in sp]
     objs = _fast.find_objects(labels)
+    femurs = tuple(lab for lab, name in names.items() if name.startswith("femur_"))
     out: dict[str, Any] = {}
     for lab, name in sorted(names.items()):
         sl = objs[lab - 1] if lab - 1 < len(objs) else None
@@ -104,7 +105,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
             before = None if last else labels[sub_box] == lab
             # scan ends close the box
             lids = (z_ends[0] and sub_box[0].start == 0, z_ends[1] and sub_box[0].stop == labels.shape[0])
-            n = _solidify_part(labels[sub_box], hu[sub_box], lab, name, sp, lids)
+            n = _solidify_part(labels[sub_box], hu[sub_box], lab, name, sp, lids, femurs)
             n_new += n
             size += n
             if last or n < _PASS_SETTLED * size:
@@ -120,7 +121,7 @@ def _solidify(labels: np.ndarray, names: dict[int, str], hu: np.ndarray, spacing
 
 
 def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.ndarray,
-                   lids: tuple[bool, bool]) -> int:
+                   lids: tuple[bool, bool], femurs: tuple[int, ...] = ()) -> int:
     """Make part ``lab`` (named ``name``) solid in place on ``sub``, the labels in its padded bounding
     box (``h``: the HU there); returns the number of voxels added.
 
@@ -129,7 +130,9 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
     2. holes of the closed mask in axial, coronal and sagittal slices are filled when they hold
        marrow (mean HU >= ``_MARROW_HU``, smaller than ``_MARROW_MAX_MM2``) or are pores (below
        ``_PORE_MM2``): the spinal canal, sacral foramina, obturator foramen and pelvic inlet hold
-       soft tissue and stay open; axial holes of a femur or hip bone (fatty marrow) are always filled;
+       soft tissue and stay open; axial holes of a femur or hip bone (fatty marrow) are always filled,
+       and so are a hip bone's axial holes that another part walls in part (:func:`_shared_holes`;
+       ``femurs``: the labels of the femurs, whose joint with the hip bone is no marrow);
     3. what the closed part encloses in axial, coronal and sagittal slices alike is marrow,
        fatty (below 0 HU) or not: the spinal and sacral canals, the sacral foramina and the
        obturator foramen are open in at least one of the three planes;
@@ -172,6 +175,8 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
         add |= np.moveaxis(a_ax, 0, ax)
         planes += np.moveaxis(e_ax, 0, ax)
         del c_ax, a_ax, e_ax
+    if kind in ("hip", "pelvis") and other.any():
+        add |= _shared_holes(closed, h, sub, lab, sp, femurs)
     solid = closed | add | (planes >= _ENCLOSED_PLANES)
     del planes
     # 4. femur sections closed in-plane
@@ -195,6 +200,53 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
     n_new = clear_near_other(sub, new, lab) if other.any() else int(np.count_nonzero(new))
     sub[new] = lab
     return n_new
+
+
+#: an axial hole of a hip bone that another part walls in part is the hip bone's marrow when the
+#: hip bone walls at least this share of its rim: the sacrum's basin can take the faint medial wall
+#: of the posterior ilium at the sacroiliac joint (thin, noisy slices), which leaves the ilium's
+#: fatty marrow (15 cm^3 on pelvic-ref002) open towards the sacrum; the pelvic cavity, walled by
+#: both hip bones and the sacrum, is far larger than a marrow hole (_MARROW_MAX_MM2)
+_OWN_RIM = 2.0 / 3.0
+
+
+def _shared_holes(closed: np.ndarray, h: np.ndarray, sub: np.ndarray, lab: int, sp: np.ndarray,
+                  femurs: tuple[int, ...]) -> np.ndarray:
+    """Axial holes of the part ``lab`` (``closed``: its closed mask on the labels ``sub``) walled
+    by it and by other parts, that the part walls for at least ``_OWN_RIM`` of their rim and no
+    femur touches (the joint space and the acetabular fossa lie between hip bone and femur), of a
+    marrow hole's size."""
+    import cc3d
+
+    from printpipe.kernels.segment import slice_holes
+
+    other = (sub != 0) & (sub != lab)
+    # the other parts grown by the one-voxel gap kept between parts (in-plane, 8-neighbour)
+    other = ndi.binary_dilation(other, np.ones((1, 3, 3), bool)) & ~closed
+    walls = closed | other
+    cand = np.zeros_like(closed)
+    every = np.zeros_like(closed)
+    slice_holes(walls, h, np.zeros_like(closed), float(sp[1] * sp[2]), _PORE_MM2, _MARROW_MAX_MM2,
+                _MARROW_HU, True, cand, every)
+    del every
+    if not cand.any():
+        return cand
+    comp, n = cc3d.connected_components(cand, connectivity=6, return_N=True)
+    # each hole's rim: the wall voxels 4-adjacent to it in its slice, with the hole's number
+    rim = np.zeros_like(comp)
+    for ax, d in ((1, 1), (1, -1), (2, 1), (2, -1)):
+        rim = np.maximum(rim, np.roll(comp, d, axis=ax))
+    rim[~walls] = 0
+    own = np.bincount(rim[closed], minlength=n + 1)
+    shared = np.bincount(rim[other], minlength=n + 1)
+    if femurs:
+        near_femur = ndi.binary_dilation(np.isin(sub, femurs), np.ones((1, 3, 3), bool)) & other
+        femoral = np.bincount(rim[near_femur], minlength=n + 1)
+    else:
+        femoral = np.zeros(n + 1, np.int64)
+    keep = (shared > 0) & (femoral == 0) & (own >= _OWN_RIM * (own + shared))
+    keep[0] = False
+    return keep[comp]
 
 
 def _axial_closed_sections(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
