@@ -1243,10 +1243,22 @@ def _salvage_dead_case(outdir: Path, case: Case, record: CaseRecord) -> None:
     _publish_case(mine, outdir / case.case_id)
 
 
+def _landed(case: Case, outdir: Path, config: Any) -> CaseRecord | None:
+    """The record of a case whose output landed whole (its folder renamed into place, same input and
+    parameters) while the batch was interrupted before it heard back from the worker; None if not."""
+    final = outdir / case.case_id
+    if _resume_check(case, final, _params_hash(_config_for_case(config, case)))[0] != "skip":
+        return None
+    return dataclasses.replace(_record_from_finished(case, final, "finished as the batch was interrupted"),
+                               resumed=False)
+
+
 def _finish(cases, outdir, config, batch, records, interrupted, t_start) -> BatchResult:
     ordered = []
     for case in cases:
         rec = records.get(case.case_id)
+        if rec is None and interrupted:
+            rec = _landed(case, outdir, config)
         if rec is None:
             rec = CaseRecord(case_id=case.case_id, status="interrupted", study=case.study,
                              series=case.series, error="not finished: the batch was interrupted; "

@@ -600,3 +600,20 @@ def test_dask_local_end_to_end(tree, tmp_path):
     assert (tmp_path / "out" / good.case_id / "model.stl").is_file()
     failed = next(r for r in result.records if r.status == "failed")
     assert failed.error and "internal error" not in failed.error
+
+
+def test_a_case_that_landed_as_the_batch_was_interrupted_is_recorded_as_finished(tree, tmp_path, counter):
+    """Ctrl-C can land after a worker renamed a case's folder into place and before the batch heard
+    back: that case is finished (same input, same parameters), not interrupted, and only the
+    cases with no output are reported interrupted."""
+    out = tmp_path / "out"
+    cases, first = _run(tree, out)
+    ok = [r.case_id for r in first.records if r.status == "ok"]
+    batch = B.BatchConfig(jobs=1, warmup=False)
+    # no record heard for any case: the finished ones are found on disk, the failed one is not
+    result = B._finish(cases, out, FakeConfig(), batch, {}, True, time.perf_counter())
+    status = {r.case_id: r for r in result.records}
+    assert ok and all(status[cid].status == "ok" and not status[cid].resumed for cid in ok)
+    assert {cid for cid, r in status.items() if r.status == "interrupted"} == {
+        r.case_id for r in first.records if r.status != "ok"}
+    assert json.loads((out / "batch.json").read_text())["interrupted"] is True
