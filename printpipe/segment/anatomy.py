@@ -79,11 +79,6 @@ _ENCLOSED_MM = 30.0
 #: across or more, and a piece that parts holds at least a 12 mm length of it (pi 7.5^2 12 mm^3);
 #: bright spots of a vertebral endplate part at 0.4-0.7 cm^3 (pelvic-ref002 on 0.75 mm slices)
 _LOOP_CM3 = 2.0
-#: ... and a piece denser than cortex (tagged stool, barium: 500-1500 HU) is contrast only when it
-#: lies no higher than this (mm) above the femoral heads' centres: in front of S2-S5 (the sacral
-#: marker's band) no bone but the sacrum lies and no joint grows osteophytes, where in front of the
-#: promontory and the lumbar bodies dense bone (osteophytes, the ossified ligament of DISH) does
-_DENSE_BELOW_MM = _SACRUM_Z_MM[1]
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
@@ -151,13 +146,11 @@ def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float,
-                     pieces: tuple[np.ndarray, int], vol: Volume | None = None,
-                     heads: dict[str, HeadSphere] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+                     pieces: tuple[np.ndarray, int], vol: Volume | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
     mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
     anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`);
-    with ``vol`` and the femoral ``heads``, also contrast pressed against the sacrum or the spine
-    (:func:`pressed_contrast`)."""
+    with ``vol``, also contrast pressed against the sacrum or the spine (:func:`pressed_contrast`)."""
     comp, n = pieces[0], pieces[1]
     if n == 0:
         return mk, {"contrast_pieces": 0}
@@ -175,7 +168,7 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
         if is_c:
             mk[sl][m] = CONTRAST
             found.append(round(float(m.sum() * vox_mm3 / 1000.0), 1))
-    pressed = pressed_contrast(vol, hu, bone, mk, pieces, heads) if vol is not None and heads else []
+    pressed = pressed_contrast(vol, hu, bone, mk, pieces) if vol is not None else []
     return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20], "pressed_on_sacrum": len(pressed),
                 "pressed_cm3": pressed[:20]}
 
@@ -191,26 +184,22 @@ class _Split(NamedTuple):
     ant: np.ndarray         # the anterior direction in index space (k, j, i)
     spacing: tuple[float, float, float]
     min_vox: float
-    up: np.ndarray          # the affine's row of the patient's z (superior), index (k, j, i, 1) -> mm
-    z_top: float            # dense contrast is taken below this patient z (mm; _DENSE_BELOW_MM)
 
 
 def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarray,
-                     pieces: tuple[np.ndarray, int], heads: dict[str, HeadSphere]) -> list[float]:
+                     pieces: tuple[np.ndarray, int]) -> list[float]:
     """Mark (in place, :data:`CONTRAST`) bowel contrast pressed against the sacrum or the lumbar
     spine over more than the two voxels :func:`core_pieces` erodes: it then lies in the sacral
     marker's own piece. That piece is eroded one voxel more at a time (to ``_SPLIT_MM``); a loop
     pressed against the bone parts from it at the contact, which is narrower than the loop. A piece
     that parts is contrast (:func:`_parted_loop`) when it lies in front of the bone it parted from
     and is not enclosed by bone, holds no femoral or hip marker, and is a plateau that dims at its
-    rim with no cortex (or any plateau that dims at its rim, in front of S2-S5: see
-    ``_DENSE_BELOW_MM``). Returns the volumes marked (cm^3)."""
+    rim with no cortex. Returns the volumes marked (cm^3)."""
     comp = pieces[0]
     objs = _piece_boxes(pieces)
     min_vox = _PIECE_MM3 / float(np.prod(vol.spacing))
     # LPS y grows towards the patient's back
     ant = -vol.affine[1, :3]
-    z_top = float(np.mean([h.center[2] for h in heads.values()])) + _DENSE_BELOW_MM
     steps = max(1, round(_SPLIT_MM / float(min(vol.spacing[1:]))) - 2)
     found: list[float] = []
     for i in np.unique(comp[mk == SACRUM]).tolist():
@@ -223,8 +212,7 @@ def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarr
             continue
         m = mk[sl]
         other = piece & (m > 0) & (m != SACRUM) & (m != CONTRAST)
-        found += _split_off_contrast(_Split(piece, sl, bone, hu, other, ant, vol.spacing, min_vox,
-                                            vol.affine[2], z_top), m, steps)
+        found += _split_off_contrast(_Split(piece, sl, bone, hu, other, ant, vol.spacing, min_vox), m, steps)
     return found
 
 
@@ -300,13 +288,7 @@ def _parted_loop(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, sl
     if np.count_nonzero(region) * np.prod(sp.spacing) < _LOOP_CM3 * 1000.0 or (region & sp.other[sub]).any():
         return False
     _, stats = looks_like_contrast(full, sp.hu[box])
-    if not stats or stats["inside_minus_rim_hu"] <= 0:
-        return False
-    if stats["p95_hu"] < _CORTEX_HU:
-        return True
-    # denser than cortex: contrast only in front of S2-S5, where no bone but the sacrum lies
-    core = np.argwhere(side).mean(axis=0) + [b.start for b in box]
-    return float(core @ sp.up[:3] + sp.up[3]) <= sp.z_top
+    return bool(stats) and stats["p95_hu"] < _CORTEX_HU and stats["inside_minus_rim_hu"] > 0
 
 
 def _enclosed(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice]) -> float:
