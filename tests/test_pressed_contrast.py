@@ -7,7 +7,9 @@ erosion of ``core_pieces``:
   cortex; the blur of the scanner closes the wall;
 * in front, a bony knob of the same size (cortex around cancellous bone): bone, not contrast;
 * behind, the same loop as in front: no bowel lies behind the sacrum, so this is left to the
-  bone (it stands for a process of the sacrum or a vertebra)."""
+  bone (it stands for a process of the sacrum or a vertebra);
+* in front but with its edge 14 mm lateral of the sacral marker, the same loop again: a piece that parts far
+  from the sacral marker may be a hip bone's ramus, so it is left to the bone."""
 
 import numpy as np
 import pytest
@@ -30,26 +32,27 @@ def _scene(wall_mm: float):
 
     # lumens of 8 mm radius whose wall (wall_mm of soft tissue) touches the cortex; LPS y grows
     # towards the back, so the front of the block is its low-y face
-    front = tube(40, 55 - 8 - wall_mm, 8.0)
+    front = tube(60, 55 - 8 - wall_mm, 8.0)
     back = tube(70, 85 + 8 + wall_mm, 8.0)
-    knob = tube(100, 55 - 9, 9.0) & ~block
-    hu[front | back] = 420.0
+    far = tube(33, 55 - 8 - wall_mm, 8.0)   # pressed on the block, 14 mm lateral of the sacral marker
+    knob = tube(90, 55 - 9, 9.0) & ~block
+    hu[front | back | far] = 420.0
     hu[knob] = 800.0
-    hu[knob & tube(100, 55 - 9, 7.0)] = 300.0
+    hu[knob & tube(90, 55 - 9, 7.0)] = 300.0
     hu = ndi.gaussian_filter(hu, [0.5, 1.0, 1.0])
     vol = Volume(np.clip(hu, -1024, 3071).astype(np.int16), sp)
     bone = vol.hu >= 226
     pieces = A.core_pieces(bone)
     mk = np.zeros(bone.shape, np.uint8)
     mk[block & (pieces[0] > 0) & (np.abs(x - 70) <= 15)] = A.SACRUM
-    return vol, bone, pieces, mk, block, front, back, knob
+    return vol, bone, pieces, mk, block, front, back, knob, far
 
 
 @pytest.mark.parametrize("wall_mm", [1.0, 1.5])
 def test_the_loop_in_front_parts_from_the_sacrum_and_is_marked_as_contrast(wall_mm):
-    vol, bone, pieces, mk, block, front, back, knob = _scene(wall_mm)
+    vol, bone, pieces, mk, block, front, back, knob, far = _scene(wall_mm)
     # one piece after the erosion of core_pieces: the loops and the knob touch the block there
-    ids = {int(v) for m in (block, front, back, knob) for v in np.unique(pieces[0][m]) if v}
+    ids = {int(v) for m in (block, front, back, knob, far) for v in np.unique(pieces[0][m]) if v}
     assert len(ids) == 1
     sacral_before = int((mk == A.SACRUM).sum())
     found = A.pressed_contrast(vol, vol.hu, bone, mk, pieces)
@@ -59,6 +62,7 @@ def test_the_loop_in_front_parts_from_the_sacrum_and_is_marked_as_contrast(wall_
     assert contrast[front].sum() >= 0.25 * front.sum()
     assert not (contrast & ~front).any()
     assert not (contrast & (knob | back)).any()
+    assert not (contrast & far).any()   # far from the sacral marker: a hip bone's ramus parts so
     assert int((mk == A.SACRUM).sum()) == sacral_before   # no sacral seed lay on the loop
 
 
@@ -73,7 +77,7 @@ def _split_on(bone, spacing=(3.0, 1.0, 1.0)):
     shape = bone.shape
     box = tuple(slice(0, n) for n in shape)
     return A._Split(np.ones(shape, bool), box, bone, np.zeros(shape, np.int16), np.zeros(shape, bool),
-                    np.array([0.0, -1.0, 0.0]), spacing, 10.0)
+                    np.array([0.0, -1.0, 0.0]), spacing, 10.0, np.zeros(shape, bool))
 
 
 def test_a_spot_inside_a_vertebral_body_is_enclosed_a_loop_in_the_pelvic_ring_is_not():

@@ -79,6 +79,9 @@ _ENCLOSED_MM = 30.0
 #: across or more, and a piece that parts holds at least a 12 mm length of it (pi 7.5^2 12 mm^3);
 #: bright spots of a vertebral endplate part at 0.4-0.7 cm^3 (pelvic-ref002 on 0.75 mm slices)
 _LOOP_CM3 = 2.0
+#: ... nor when it lies farther than this (mm) from the sacral marker (on the sacral bodies' core,
+#: two voxels inside their surface, and up the column): a loop pressed on the bone touches it
+_TOUCH_MM = 10.0
 #: the hip-joint cut: a shell this thick (mm, at least one voxel) at the joint-space radius, left
 #: open within this angle (deg) of the neck's axis
 _SHELL_MM = 1.0
@@ -184,6 +187,7 @@ class _Split(NamedTuple):
     ant: np.ndarray         # the anterior direction in index space (k, j, i)
     spacing: tuple[float, float, float]
     min_vox: float
+    sac: np.ndarray         # on the box: the sacral marker
 
 
 def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarray,
@@ -212,7 +216,8 @@ def pressed_contrast(vol: Volume, hu: np.ndarray, bone: np.ndarray, mk: np.ndarr
             continue
         m = mk[sl]
         other = piece & (m > 0) & (m != SACRUM) & (m != CONTRAST)
-        found += _split_off_contrast(_Split(piece, sl, bone, hu, other, ant, vol.spacing, min_vox), m, steps)
+        sp = _Split(piece, sl, bone, hu, other, ant, vol.spacing, min_vox, piece & (m == SACRUM))
+        found += _split_off_contrast(sp, m, steps)
     return found
 
 
@@ -224,7 +229,7 @@ def _split_off_contrast(sp: _Split, m: np.ndarray, steps: int) -> list[float]:
     from printpipe.kernels.segment import erode_cross
     from printpipe.segment import _fast
 
-    sac = sp.piece & (m == SACRUM)
+    sac = sp.sac
     cur = sp.piece
     found: list[float] = []
     for k in range(1, steps + 1):
@@ -238,7 +243,8 @@ def _split_off_contrast(sp: _Split, m: np.ndarray, steps: int) -> list[float]:
         if held[main] == 0:
             break
         boxes = _fast.find_objects(cc, n)
-        loops = [j for j, bx in enumerate(boxes, 1) if j != main and bx is not None and _parted_loop(sp, cc, j, k, bx, main)]
+        loops = [j for j, bx in enumerate(boxes, 1)
+                 if j != main and bx is not None and _parted_loop(sp, cc, j, k, bx, main)]
         if not loops:
             continue
         # the loops together (one loop can part in several pieces), grown back as far as no bone
@@ -266,7 +272,8 @@ def _parted_loop(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, sl
       and the spine, their processes stand behind;
     * not enclosed by bone in its slices (:func:`_enclosed`): a bright spot inside a vertebral
       body (a sclerotic endplate, a bone island in fatty marrow) is;
-    * of a loop's size (``_LOOP_CM3``), holding no femoral, hip or implant marker;
+    * of a loop's size (``_LOOP_CM3``), holding no femoral, hip or implant marker, and lying on
+      the sacrum or the vertebral bodies (:func:`_touches_sacrum`);
     * a plateau that dims at its rim, with no cortex (:func:`~printpipe.segment.naming.looks_like_contrast`
       with no margin: a piece that parted at a narrow contact needs none; bone has its cortex at
       the rim, darker inside).
@@ -281,14 +288,34 @@ def _parted_loop(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, sl
         return False
     if _enclosed(sp, cc, j, k, bx) >= 0.5:
         return False
-    sub = tuple(slice(max(b.start - k - 2, 0), b.stop + k + 2) for b in bx)
+    sub = tuple(slice(max(b.start - k - 2, 0), min(b.stop + k + 2, n)) for b, n in zip(bx, cc.shape))
     side = cc[sub] == j
     box = tuple(slice(s.start + b.start, s.start + b.stop) for s, b in zip(sp.sl, sub))
     region, full = _grown_back(side, (cc[sub] > 0) & ~side, k, sp.piece[sub], sp.bone[box])
     if np.count_nonzero(region) * np.prod(sp.spacing) < _LOOP_CM3 * 1000.0 or (region & sp.other[sub]).any():
         return False
+    if not _touches_sacrum(sp, region, sub):
+        return False
     _, stats = looks_like_contrast(full, sp.hu[box])
     return bool(stats) and stats["p95_hu"] < _CORTEX_HU and stats["inside_minus_rim_hu"] > 0
+
+
+def _touches_sacrum(sp: _Split, region: np.ndarray, sub: tuple[slice, slice, slice]) -> bool:
+    """Whether ``region`` (on ``sub`` of the marked piece's box) comes within ``_TOUCH_MM`` of the
+    sacral marker: a loop pressed against the sacrum or the vertebral bodies lies on them, where a
+    piece of a hip bone that parts at a thin ramus (the pubis, in front of the sacrum too) lies
+    10 cm from them."""
+    import edt
+
+    pad = [int(np.ceil(_TOUCH_MM / s)) for s in sp.spacing]
+    box = tuple(slice(max(b.start - p, 0), min(b.stop + p, n)) for b, p, n in zip(sub, pad, sp.sac.shape))
+    seeds = sp.sac[box]
+    if not seeds.any():
+        return False
+    mine = np.zeros(seeds.shape, bool)
+    mine[tuple(slice(b.start - c.start, b.start - c.start + r) for b, c, r in zip(sub, box, region.shape))] = region
+    d = edt.edt(~seeds, anisotropy=tuple(map(float, sp.spacing)), black_border=False)
+    return bool(np.min(d[mine]) <= _TOUCH_MM)
 
 
 def _enclosed(sp: _Split, cc: np.ndarray, j: int, k: int, bx: tuple[slice, slice, slice]) -> float:
