@@ -188,7 +188,8 @@ def test_pictures_drawn_in_a_worker_process_match(case, tmp_path):
         v = vol.mm_to_patient(np.asarray(m.vertices)[:, ::-1] + np.asarray(c))
         f = np.asarray(m.faces)[:, ::-1] if vol.handedness < 0 else np.asarray(m.faces)
         parts[NAMES[lab]] = trimesh.Trimesh(v, f, process=False)
-    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    worker = ReportWorker(tmp_path, "en")  # started before the data exist, as in the pipeline
+    worker.send_slices(vol, labels, NAMES)
     worker.send_parts(parts)
     pictures = worker.result(timeout=120)
     assert pictures is not None
@@ -206,6 +207,40 @@ def test_worker_that_gets_no_meshes_gives_none_and_stops(case, tmp_path):
     from printpipe._report_worker import ReportWorker
 
     _, _, vol, labels = case
-    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    worker = ReportWorker(tmp_path, "en")
+    worker.send_slices(vol, labels, NAMES)
     assert worker.result(timeout=5) is None  # meshes never sent: the caller draws the pictures
     assert not worker._proc.is_alive()
+
+
+def test_worker_sent_nothing_is_stopped_at_once(tmp_path):
+    """A case that fails before segmentation ends closes a worker that is still getting ready
+    (imports, rendering probe): it is stopped at once and writes nothing."""
+    import signal
+
+    from printpipe._report_worker import ReportWorker
+
+    worker = ReportWorker(tmp_path, "en")
+    worker.close()
+    assert not worker._proc.is_alive()
+    assert worker._proc.exitcode == -signal.SIGTERM  # stopped, not asked to leave and waited for
+    assert not (tmp_path / "pictures").exists()
+
+
+def test_slice_planes_are_all_the_slice_pictures_need(case, tmp_path):
+    """The slice pictures drawn from the planes cut by ``slice_planes`` (what the report worker is
+    sent) are those drawn from the volume and labels themselves."""
+    from PIL import Image
+
+    import printpipe.report as report
+
+    outdir, written, vol, labels = case
+    planes = report.slice_planes(vol, labels)
+    assert set(planes) == {"axial", "coronal", "sagittal"}
+    assert sum(p[0].nbytes + p[1].nbytes for p in planes.values()) < labels.nbytes + vol.hu.nbytes
+    got = report.draw_pictures(tmp_path, planes=planes, names=NAMES, lang="en")
+    assert set(got["slices"]) == {"axial", "coronal", "sagittal"} and not got["views"]
+    for title, png in got["slices"].items():
+        a = np.asarray(Image.open(outdir / "pictures" / f"{title}.png").convert("RGB"))
+        b = np.asarray(Image.open(png).convert("RGB"))
+        assert a.shape == b.shape and np.array_equal(a, b), title
