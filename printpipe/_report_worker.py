@@ -127,18 +127,37 @@ class ReportWorker:
         self._conn.close()
 
 
+#: seconds the rendering probe may take in the worker before the worker is ended (its parent then
+#: draws the pictures itself, probing in a child with the same limit)
+_PROBE_LIMIT_S = 120
+
+
 def _prepare() -> None:  # pragma: no cover - child
-    """Collect the rendering probe and import matplotlib and PyVista (about 2 s of CPU in all) while
-    the parent reads and segments the CT: the pictures then start at once when their data arrive."""
+    """Probe off-screen rendering and import matplotlib and PyVista (about 1.5 s of CPU in all)
+    while the parent reads and segments the CT: the pictures then start at once when their data
+    arrive.
+
+    The probe runs in this process (:func:`printpipe.report.probe_rendering_here`), not in a child
+    of its own: this worker is the child whose crash costs nothing. A probe stuck in the graphics
+    driver (holding the GIL) is ended by SIGALRM's default action, which needs no Python code.
+    """
+    import signal
+
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.figure  # noqa: F401
     import matplotlib.patheffects  # noqa: F401
 
-    from printpipe.report import render_backend
+    from printpipe.report import probe_rendering_here
 
-    if render_backend() == "pyvista":
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(_PROBE_LIMIT_S)
+    try:
+        backend = probe_rendering_here()
+    finally:
+        signal.alarm(0)
+    if backend == "pyvista":
         import pyvista  # noqa: F401
         import pyvista.plotting  # noqa: F401
 

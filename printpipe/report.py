@@ -9,7 +9,8 @@ the label grid and the meshes: no patient identifiers can reach it.
 3-D views are rendered off-screen with PyVista/VTK. VTK 9.4+ wheels pick EGL when there is no X
 display; on Debian that needs ``libegl1`` and ``libgl1-mesa-dri`` (plus ``libegl-mesa0``, pulled in
 by them), or OSMesa (``libosmesa6``) for pure software rendering. Whether rendering works is probed
-once per process in a child process (a crash there cannot take the pipeline down); when it does not,
+once per process in a child process (a crash there cannot take the pipeline down), or in the report
+worker itself, which is such a child (:func:`probe_rendering_here`); when it does not,
 the views are drawn with matplotlib from a decimated mesh and the report says so.
 """
 
@@ -454,6 +455,33 @@ def render_backend() -> str:
             proc.communicate()
             log.warning("PyVista rendering probe failed (%s); using matplotlib", exc)
             _RENDER_BACKEND = "matplotlib"
+    return _RENDER_BACKEND
+
+
+def probe_rendering_here() -> str:
+    """:func:`render_backend`, probed in this process instead of a child: the probe's own VTK
+    import and interpreter start (about 0.5 s of CPU) are saved where VTK is imported anyway.
+
+    Only for a process whose crash costs nothing, the report worker: when VTK takes it down, the
+    parent draws the pictures itself and probes in a child as usual. A hang is that worker's to
+    bound (it sets an alarm).
+    """
+    global _RENDER_BACKEND
+    forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
+    if forced in ("matplotlib", "pyvista"):
+        return forced
+    if _RENDER_BACKEND is None:
+        try:
+            exec(compile(_PROBE_CODE, "<rendering probe>", "exec"), {"__name__": "__rendering_probe__"})
+            code: Any = 0
+        except SystemExit as exc:  # the probe ends with sys.exit(status), as in a child
+            code = exc.code or 0
+        except Exception as exc:  # noqa: BLE001 - any failure means: no VTK rendering here
+            code = f"{type(exc).__name__}: {exc}"
+        _RENDER_BACKEND = "pyvista" if code == 0 else "matplotlib"
+        if code != 0:
+            log.warning("PyVista off-screen rendering is unavailable (%s); 3-D views will be drawn with "
+                        "matplotlib. On Debian install libegl1 and libgl1-mesa-dri (or libosmesa6)", code)
     return _RENDER_BACKEND
 
 

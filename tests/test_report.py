@@ -244,3 +244,43 @@ def test_slice_planes_are_all_the_slice_pictures_need(case, tmp_path):
         a = np.asarray(Image.open(outdir / "pictures" / f"{title}.png").convert("RGB"))
         b = np.asarray(Image.open(png).convert("RGB"))
         assert a.shape == b.shape and np.array_equal(a, b), title
+
+
+def test_rendering_probed_in_this_process_gives_the_probes_answer(monkeypatch):
+    """``probe_rendering_here`` runs the probe's code in the calling process (no child: the report
+    worker saves an interpreter start and a VTK import) and reads its exit status as the child's."""
+    import subprocess
+
+    import printpipe.report as report
+
+    monkeypatch.delenv("PRINTPIPE_RENDERER", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a probe child was started"))
+    for code, expected in (("import sys; sys.exit(0)", "pyvista"), ("import sys; sys.exit(3)", "matplotlib"),
+                           ("raise RuntimeError('no EGL')", "matplotlib"), ("pass", "pyvista")):
+        monkeypatch.setattr(report, "_RENDER_BACKEND", None)
+        monkeypatch.setattr(report, "_PROBE_CODE", code)
+        assert report.probe_rendering_here() == expected, code
+        assert report.render_backend() == expected  # remembered for the pictures drawn next
+
+
+def _prepare_with_a_stuck_probe():  # runs in a forked child
+    import printpipe._report_worker as worker
+    import printpipe.report as report
+
+    report._RENDER_BACKEND = None
+    report._PROBE_CODE = "import time; time.sleep(60)"
+    worker._PROBE_LIMIT_S = 1
+    worker._prepare()
+
+
+def test_report_worker_with_a_stuck_rendering_probe_ends(monkeypatch):
+    """A probe stuck in the graphics driver ends the worker (SIGALRM's default action) instead of
+    holding the case up; the parent then draws the pictures itself."""
+    import multiprocessing
+    import signal
+
+    monkeypatch.delenv("PRINTPIPE_RENDERER", raising=False)
+    proc = multiprocessing.get_context("fork").Process(target=_prepare_with_a_stuck_probe)
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGALRM
