@@ -2,8 +2,9 @@
 
 The pictures (matplotlib CT slices, VTK 3-D views) take seconds of one core and need nothing the
 later stages make except the final meshes. :class:`ReportWorker` starts a child when the case
-starts; while the parent reads and segments the CT (which leaves a core mostly idle), the child
-checks that off-screen rendering works and imports matplotlib and PyVista (about 2 s of CPU).
+starts. On a CT of moderate size the parent then tells it to get ready (:meth:`ReportWorker.prepare`):
+while the parent reads and segments the CT (which leaves a core mostly idle), the child checks that
+off-screen rendering works and imports matplotlib and PyVista (about 1.5 s of CPU and 250 MB).
 Once segmentation has ended the parent sends the three CT planes the slice pictures show (a few
 MB, cut out in the parent: the child never holds the volume), and the child draws them beside
 surface extraction and repair; the parent then sends the final meshes as plain arrays, and the
@@ -43,7 +44,8 @@ class ReportWorker:
         Language of the text in the pictures (resolved by the caller: the child does not see the
         parent's language choice when started with ``forkserver``).
 
-    The data follow with :meth:`send_slices` and :meth:`send_parts`, in that order.
+    The data follow with :meth:`send_slices` and :meth:`send_parts`, in that order; :meth:`prepare`,
+    before them, lets the child get ready (imports, rendering probe) before the slices arrive.
     """
 
     def __init__(self, outdir, lang: str):
@@ -55,7 +57,13 @@ class ReportWorker:
         self._proc.start()
         child_conn.close()
         self._sent = {"slices": False, "parts": False}
+        self._told: set[str] = set()  # other messages sent ("prepare")
         self._sender: threading.Thread | None = None
+
+    def prepare(self) -> None:
+        """Let the child import matplotlib and PyVista and probe rendering now (about 1.5 s of CPU
+        and 250 MB of memory, the latter beside whatever this process holds meanwhile)."""
+        self._send("prepare", None)
 
     def send_slices(self, volume, labels: np.ndarray, names: Mapping[int, str]) -> None:
         """Hand the CT planes of the slice pictures (cut here from ``volume`` and ``labels``, see
@@ -78,7 +86,10 @@ class ReportWorker:
                 before.join()
             try:
                 self._conn.send((kind, payload))
-                self._sent[kind] = True
+                if kind in self._sent:
+                    self._sent[kind] = True
+                else:
+                    self._told.add(kind)
             except (OSError, ValueError) as exc:  # the child is gone: result() says so
                 log.debug("report worker: could not send the %s (%s)", kind, exc)
 
@@ -162,14 +173,26 @@ def _prepare() -> None:  # pragma: no cover - child
         import pyvista.plotting  # noqa: F401
 
 
-def _receive(conn, kind: str):  # pragma: no cover - child
-    """The next message's payload when it is ``kind``; None when the parent says stop."""
+def _receive(conn, kind: str, prepared: list):  # pragma: no cover - child
+    """The next message's payload when it is ``kind``; None when the parent says stop.
+
+    A "prepare" message on the way is acted on (:func:`_prepare`, once; ``prepared`` records it);
+    without one the child prepares when the data arrive.
+    """
     message = conn.recv()
+    if message is not None and message[0] == "prepare":
+        if not prepared:
+            _prepare()
+            prepared.append(True)
+        message = conn.recv()
     if message is None:
         return None
     got, payload = message
     if got != kind:
         raise RuntimeError(f"report worker: expected the {kind}, got the {got}")
+    if not prepared:
+        _prepare()
+        prepared.append(True)
     return payload
 
 
@@ -179,14 +202,14 @@ def _child(conn, outdir: str, lang: str) -> None:  # pragma: no cover - child
 
         from printpipe.report import draw_pictures, merge_pictures
 
-        _prepare()
-        slices = _receive(conn, "slices")
+        prepared: list = []
+        slices = _receive(conn, "slices", prepared)
         if slices is None:
             return
         planes, names = slices
         first = draw_pictures(Path(outdir), planes=planes, names=names, lang=lang)
         del slices, planes
-        payload = _receive(conn, "parts")
+        payload = _receive(conn, "parts", prepared)
         if payload is None:
             return
         parts = {name: trimesh.Trimesh(vertices=v, faces=f, process=False) for name, (v, f) in payload.items()}

@@ -47,6 +47,12 @@ __all__ = ["PipelineConfig", "CaseResult", "run", "input_hash"]
 
 Progress = Callable[[str, float], None]
 
+# The report worker gets ready (imports, rendering probe: about 1.5 s of CPU, 250 MB) beside
+# segmentation on CTs up to this many voxels (ref003: 38 M); on larger ones (650 x 512 x 512: 170 M)
+# its 250 MB would add to segmentation's peak memory (the run's peak, 1.5 GB target), so it gets
+# ready after segmentation, when the parent holds less.
+_EARLY_PICTURES_VOXELS = 64 * 2**20
+
 # Keys of Volume.meta that may go into the manifest's input summary (never identifiers).
 _INPUT_KEYS = (
     "series_uid_hash", "study_uid_hash", "modality", "manufacturer", "model", "kernel",
@@ -181,6 +187,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
 
         with stage("read"):
             volume = read_series(source, config.dicom, progress=progress)
+        if pictures is not None and volume.hu.size <= _EARLY_PICTURES_VOXELS:
+            pictures.prepare()
         warnings += list(volume.meta.get("warnings", []))
         with stage("check"):  # HU scale of a CT (headers and slices were checked while reading)
             c_check = time.thread_time()

@@ -202,3 +202,33 @@ def test_report_worker_is_started_before_the_ct_is_read(monkeypatch, tmp_path):
     with pytest.raises(InputError):
         pipeline.run(tmp_path / "in", tmp_path / "out")
     assert order == ["worker", "read"]
+
+
+@pytest.mark.parametrize("limit, expected", [(1000, ["prepare", "close"]), (999, ["close"])])
+def test_report_worker_gets_ready_during_segmentation_only_on_moderate_cts(monkeypatch, tmp_path, limit, expected):
+    """The worker's imports and rendering probe (about 250 MB) run beside segmentation only when the
+    CT has at most ``_EARLY_PICTURES_VOXELS`` voxels; on a larger one they would add to the run's
+    peak memory, and the worker gets ready when the slices arrive instead."""
+    from printpipe import pipeline
+    from printpipe.errors import InputError
+    from printpipe.volume import Volume
+
+    calls = []
+
+    class Worker:
+        def prepare(self):
+            calls.append("prepare")
+
+        def close(self):
+            calls.append("close")
+
+    def check(*args, **kwargs):
+        raise InputError("stop after the read")
+
+    monkeypatch.setattr(pipeline, "_EARLY_PICTURES_VOXELS", limit)
+    monkeypatch.setattr(pipeline, "_start_pictures", lambda staging: Worker())
+    monkeypatch.setattr(pipeline, "read_series", lambda *a, **k: Volume(np.zeros((10, 10, 10), np.int16), spacing=(1.0, 1.0, 1.0)))
+    monkeypatch.setattr(pipeline, "check_hu", check)
+    with pytest.raises(InputError):
+        pipeline.run(tmp_path / "in", tmp_path / "out")
+    assert calls == expected

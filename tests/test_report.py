@@ -189,6 +189,7 @@ def test_pictures_drawn_in_a_worker_process_match(case, tmp_path):
         f = np.asarray(m.faces)[:, ::-1] if vol.handedness < 0 else np.asarray(m.faces)
         parts[NAMES[lab]] = trimesh.Trimesh(v, f, process=False)
     worker = ReportWorker(tmp_path, "en")  # started before the data exist, as in the pipeline
+    worker.prepare()  # imports and probe before the data arrive (the other tests: on arrival)
     worker.send_slices(vol, labels, NAMES)
     worker.send_parts(parts)
     pictures = worker.result(timeout=120)
