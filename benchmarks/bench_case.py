@@ -16,7 +16,8 @@ Both sides start as a fresh process on the same DICOM folder and end with their 
 
 Each side runs once untimed (file cache, numba cache), then the two alternate ``--repeat`` times
 (interleaved, so a noisy machine loads both alike) and medians are printed: wall time of the
-process, the ratio printpipe / script, printpipe's per-stage times (``timings_s`` of its
+process, its CPU time (user + system, with the children it waited for: the report worker and the
+rendering probe), the ratio printpipe / script, printpipe's per-stage times (``timings_s`` of its
 manifest; "start+exit" is the wall time outside ``pipeline.run``), and the peak memory, sampled every
 20 ms with psutil as the summed PSS of the process and its children (the report worker included;
 pages they share copy-on-write count once), next to the largest single process's ``ru_maxrss``
@@ -149,7 +150,10 @@ def run_measured(cmd: list[str], env: dict | None = None) -> dict:
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd[:3])} ... failed ({proc.returncode}): "
                            f"{err.decode(errors='replace')[-800:]}")
-    return {"wall": wall, "peak_mb": peak / 2**20, "maxrss_mb": usage.ru_maxrss / 1024}
+    # CPU seconds of the process and every descendant it waited for (report worker, probe): on a
+    # machine shared with other jobs this says more about the cost than the wall time
+    return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "peak_mb": peak / 2**20,
+            "maxrss_mb": usage.ru_maxrss / 1024}
 
 
 #: ``python -c`` launcher of ``printpipe`` from the source tree in argv[1] (see ``--baseline``)
@@ -221,16 +225,19 @@ def print_table(name: str, folder: Path, res: dict, repeat: int) -> None:
           f"(CPUs {cpus}, load {os.getloadavg()[0]:.1f})")
     base = res.get("base") or []
     rows = [("printpipe run", ours), ("Slicer-style script", peer)] + ([("baseline printpipe", base)] if base else [])
-    print(f"{'':<22}{'wall s':>8}{'peak MB (sum)':>15}{'maxrss MB':>11}")
+    print(f"{'':<22}{'wall s':>8}{'CPU s':>8}{'peak MB (sum)':>15}{'maxrss MB':>11}")
     for label, runs in rows:
-        print(f"{label:<22}{med(r['wall'] for r in runs):>8.2f}{med(r['peak_mb'] for r in runs):>15.0f}"
-              f"{med(r['maxrss_mb'] for r in runs):>11.0f}")
+        print(f"{label:<22}{med(r['wall'] for r in runs):>8.2f}{med(r['cpu'] for r in runs):>8.2f}"
+              f"{med(r['peak_mb'] for r in runs):>15.0f}{med(r['maxrss_mb'] for r in runs):>11.0f}")
     print(f"{'ratio printpipe/script':<22}{wo / wp:>8.2f}")
     if base:
         # per round (the two printpipe runs were next to each other), then the median
         ratios = [o["wall"] / b["wall"] for o, b in zip(ours, base)]
         print(f"{'ratio printpipe/base':<22}{med(ratios):>8.2f}  (per round: "
               + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+        cpu_ratios = [o["cpu"] / b["cpu"] for o, b in zip(ours, base)]
+        print(f"{'CPU printpipe/base':<22}{med(cpu_ratios):>8.2f}  (per round: "
+              + ", ".join(f"{x:.2f}" for x in cpu_ratios) + ")")
     for label, runs in [("printpipe", ours)] + ([("baseline", base)] if base else []):
         names = list(dict.fromkeys(k for r in runs for k in r["timings"] if k != "total"))
         stages = {s: med(r["timings"].get(s, 0.0) for r in runs) for s in names}

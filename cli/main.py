@@ -154,5 +154,42 @@ def _error_line(exc: PrintpipeError) -> str:
     return f"{translate_error(exc)} [{type(exc).__name__}]"
 
 
+def console() -> None:
+    """The ``printpipe`` command's entry point: :func:`main`, then a quick exit.
+
+    A finished case leaves nothing to clean up (every output is renamed into place, the report
+    worker and the helper threads are gone), yet the interpreter's normal exit tears down every
+    module, the numba and VTK libraries and the freed arrays one by one: 0.3-0.4 s of a 10 s case
+    (measured on ref003). So once nothing else runs, the streams and log handlers are flushed and
+    the process ends at once with ``os._exit``. Anything still running (a thread or child process
+    left by some command) gets the normal exit instead, which waits for it as before.
+    """
+    code = main()
+    _exit_now(code)
+
+
+def _exit_now(code: int) -> None:
+    """Exit with ``code``: at once after flushing when no thread the interpreter would wait for
+    (the kernels' idle pool is stopped first) and no child process remains; through ``sys.exit``
+    otherwise."""
+    import multiprocessing
+    import os
+    import threading
+
+    kernels = sys.modules.get("printpipe.kernels.mc")
+    if kernels is not None:
+        kernels.shutdown_pool()
+    waited = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if waited or multiprocessing.active_children():
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: the normal exit reports it
+            sys.exit(code)
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console()

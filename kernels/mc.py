@@ -464,6 +464,19 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _POOL["pool"]
 
 
+def shutdown_pool() -> None:
+    """Stop the pool's idle workers (and drop their scratch arrays); the next call makes a new pool.
+
+    The CLI calls it before its quick exit (``printpipe.cli.main.console``), which ends the process
+    only when no other thread is left that would still be waited for.
+    """
+    with _POOL_LOCK:
+        pool = _POOL.pop("pool", None)
+        _POOL.pop("key", None)
+    if pool is not None:
+        pool.shutdown(wait=True)
+
+
 def thread_scratch(key, make):
     """This thread's scratch arrays for ``key``, made by ``make()`` on first use and then reused.
 

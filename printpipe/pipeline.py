@@ -47,6 +47,12 @@ __all__ = ["PipelineConfig", "CaseResult", "run", "input_hash"]
 
 Progress = Callable[[str, float], None]
 
+# The report worker gets ready (imports, rendering probe: about 1.5 s of CPU, 250 MB) beside
+# segmentation on CTs up to this many voxels (ref003: 38 M); on larger ones (650 x 512 x 512: 170 M)
+# its 250 MB would add to segmentation's peak memory (the run's peak, 1.5 GB target), so it gets
+# ready after segmentation, when the parent holds less.
+_EARLY_PICTURES_VOXELS = 64 * 2**20
+
 # Keys of Volume.meta that may go into the manifest's input summary (never identifiers).
 _INPUT_KEYS = (
     "series_uid_hash", "study_uid_hash", "modality", "manufacturer", "model", "kernel",
@@ -165,7 +171,9 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         report_progress(name, 1.0)
 
     staging = Path(tempfile.mkdtemp(prefix=".printpipe-staging-", dir=outdir))
-    pictures = None
+    # the report's pictures are drawn in a worker process, started now: it gets ready (imports,
+    # rendering probe) while this one reads and segments, then draws beside the later stages
+    pictures = _start_pictures(staging) if config.report else None
     try:
         printer = material = None
         seg_cfg = config.segment
@@ -179,6 +187,8 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
 
         with stage("read"):
             volume = read_series(source, config.dicom, progress=progress)
+        if pictures is not None and volume.hu.size <= _EARLY_PICTURES_VOXELS:
+            pictures.prepare()
         warnings += list(volume.meta.get("warnings", []))
         with stage("check"):  # HU scale of a CT (headers and slices were checked while reading)
             c_check = time.thread_time()
@@ -205,18 +215,17 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
         warnings += list(seg.warnings)
         volume_hash = _finish_hash(hashing)
         # no later stage reads the full grid's HU values (the parts are meshed from seg.volume, a
-        # crop): only its geometry is kept. Let go of before the report worker is forked, which would
-        # otherwise keep the pages alive (650 x 512 x 512 slices: 340 MB less at the run's peak)
+        # crop): only its geometry is kept (650 x 512 x 512 slices: 340 MB less at the run's peak)
         volume = _geometry_only(volume)
-        # and segmentation's freed scratch memory given back, before the fork would keep it as well
+        # and segmentation's freed scratch memory given back
         release_free_memory()
-        # the report's pictures are drawn in a worker process beside the stages below
-        pictures = _start_pictures(staging, seg) if config.report else None
+        if pictures is not None:  # the CT slices are drawn beside the stages below
+            pictures.send_slices(seg.volume, seg.labels, seg.names)
 
-        parts, raws, reports, extras = _meshes(seg, config, stage, report_progress)
+        # the 3-D views start from the final meshes while their fidelity is still being measured
+        parts, raws, reports, extras = _meshes(seg, config, stage, report_progress,
+                                               on_final=pictures.send_parts if pictures is not None else None)
         release_free_memory()  # the checks' scratch arrays (650 slices: about 200 MB)
-        if pictures is not None:
-            pictures.send_parts(parts)
         seg_info = dict(seg.info)
 
         mirrored: dict[str, Any] = {}
@@ -325,8 +334,13 @@ def run(source: str | os.PathLike, outdir: str | os.PathLike, config: PipelineCo
 
 # -- stages -------------------------------------------------------------------------------------
 
-def _meshes(seg, config: PipelineConfig, stage, report_progress):
-    """Surface, repair and (optionally) decimate every selected part."""
+def _meshes(seg, config: PipelineConfig, stage, report_progress, on_final=None):
+    """Surface, repair and (optionally) decimate every selected part.
+
+    ``on_final(parts)``, when given, is called once with the meshes as they will be exported (in
+    the patient frame): after the repairs, before their fidelity checks have finished (the report
+    worker draws the 3-D views from them meanwhile), or after the embossed labels when there are.
+    """
     parts, raws, reports, extras = {}, {}, {}, {}
     names = [(label, name) for label, name in sorted(seg.names.items())]
     if not names:
@@ -356,10 +370,14 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
         order = sorted(parts, key=lambda n: -len(parts[n].faces))
         with ThreadPoolExecutor(max(1, min(_threads(), len(order)))) as pool:
             fixing = [pool.submit(fix, name, pool) for name in order]
-            for i, (name, fut) in enumerate(zip(order, fixing)):
-                mesh, rep, extra, checking = fut.result()
-                extra["fidelity"] = checking.result()
+            fixed = [fut.result() for fut in fixing]
+            for name, (mesh, rep, extra, _) in zip(order, fixed):
                 parts[name], reports[name], extras[name] = mesh, rep, extra
+            if on_final is not None and not config.export.label:
+                on_final(dict(parts))  # in the parts' own order, as the views list them
+                on_final = None
+            for i, (name, (_, _, extra, checking)) in enumerate(zip(order, fixed)):
+                extra["fidelity"] = checking.result()
                 report_progress("repair", (i + 1) / len(parts))
     if config.export.label:
         with stage("label"):
@@ -370,6 +388,8 @@ def _meshes(seg, config: PipelineConfig, stage, report_progress):
                 labelled = emboss_label(parts[name], config.export.label, side)
                 parts[name], reports[name] = repair(labelled, config.repair, name=name)
                 extras[name]["label"] = {"text": config.export.label, "side_marker": side}
+    if on_final is not None:
+        on_final(parts)
     return parts, raws, reports, extras
 
 
@@ -398,8 +418,7 @@ def _start_hash(volume: Volume) -> tuple[Any, dict]:
     """Hash the input (:func:`input_hash`) in a daemon thread; :func:`_finish_hash` joins it.
 
     The thread holds no reference to ``volume`` once it has finished, and is gone when
-    ``_finish_hash`` returns: the report worker, started next, is forked only when this process
-    has no other thread (and would otherwise be sent the volume through a forkserver).
+    ``_finish_hash`` returns, so that the full HU grid can be let go of after segmentation.
     """
     import threading
 
@@ -566,8 +585,8 @@ def _slice(staging: Path, parts: dict, printer, material, config: PipelineConfig
     return info, pictures
 
 
-def _start_pictures(staging: Path, seg):
-    """Start drawing the report's pictures in a worker process; None: they are drawn in this one.
+def _start_pictures(staging: Path):
+    """Start the worker process that draws the report's pictures; None: they are drawn in this one.
 
     Not inside a daemonic process (batch and dask workers, which may not have children) nor on a
     single core, where the worker would only compete with this process; ``PRINTPIPE_REPORT_WORKER=0``
@@ -583,7 +602,7 @@ def _start_pictures(staging: Path, seg):
         from printpipe._report_worker import ReportWorker
         from printpipe.i18n import current_lang
 
-        return ReportWorker(staging, seg.volume, seg.labels, seg.names, current_lang())
+        return ReportWorker(staging, current_lang())
     except (OSError, ValueError, RuntimeError, ImportError) as exc:
         log.debug("report worker not started (%s); pictures drawn in this process", exc)
         return None

@@ -9,7 +9,8 @@ the label grid and the meshes: no patient identifiers can reach it.
 3-D views are rendered off-screen with PyVista/VTK. VTK 9.4+ wheels pick EGL when there is no X
 display; on Debian that needs ``libegl1`` and ``libgl1-mesa-dri`` (plus ``libegl-mesa0``, pulled in
 by them), or OSMesa (``libosmesa6``) for pure software rendering. Whether rendering works is probed
-once per process in a child process (a crash there cannot take the pipeline down); when it does not,
+once per process in a child process (a crash there cannot take the pipeline down), or in the report
+worker itself, which is such a child (:func:`probe_rendering_here`); when it does not,
 the views are drawn with matplotlib from a decimated mesh and the report says so.
 """
 
@@ -34,7 +35,7 @@ from printpipe._version import __version__
 from printpipe.errors import PrintpipeError
 from printpipe.i18n import N_, current_lang, get_translator, normalize_lang, part_label, translate_message
 
-__all__ = ["write_report", "draw_pictures", "merge_pictures", "validate_manifest", "load_schema",
+__all__ = ["write_report", "draw_pictures", "merge_pictures", "slice_planes", "validate_manifest", "load_schema",
            "render_backend", "BONE_WINDOW"]
 
 log = logging.getLogger(__name__)
@@ -167,13 +168,14 @@ def write_report(outdir, *, manifest: Mapping[str, Any], volume, labels: np.ndar
 
 def draw_pictures(outdir, *, volume=None, labels: np.ndarray | None = None,
                   names: Mapping[int, str] | None = None, parts: Mapping[str, Any] | None = None,
-                  lang: str | None = None) -> dict[str, Any]:
+                  lang: str | None = None, planes: Mapping[str, tuple] | None = None) -> dict[str, Any]:
     """Draw the report's pictures into ``outdir/pictures``: CT slices and/or 3-D views.
 
-    The CT slices are drawn when ``volume`` (with ``labels`` and ``names``) is given, the 3-D views
-    when ``parts`` is; the pipeline draws the slices as soon as segmentation ends and the views once
-    the meshes are final, in a worker process (:mod:`printpipe._report_worker`). Parameters are
-    those of :func:`write_report`.
+    The CT slices are drawn when ``volume`` (with ``labels`` and ``names``) is given, or the
+    planes :func:`slice_planes` cut from them (``planes``, with ``names``), the 3-D views when
+    ``parts`` is; the pipeline draws the slices as soon as segmentation ends and the views once
+    the meshes are final, in a worker process (:mod:`printpipe._report_worker`). Other parameters
+    are those of :func:`write_report`.
 
     Returns
     -------
@@ -200,8 +202,10 @@ def draw_pictures(outdir, *, volume=None, labels: np.ndarray | None = None,
         if labels.shape != tuple(volume.shape):
             raise PrintpipeError(f"report: labels shape {labels.shape} differs from the volume's "
                                  f"{tuple(volume.shape)}")
+        planes = slice_planes(volume, labels)
+    if planes is not None:
         _start_render_probe()  # runs beside the slice pictures
-        slice_pngs.update(_slice_pictures(volume, labels, names or {}, pics, pic_lang))
+        slice_pngs.update(_slice_pictures(planes, names or {}, pics, pic_lang))
         release_free_memory()
     if pic_lang != lang:
         notes.append(_t("The pictures keep English labels: no Chinese font was found (install "
@@ -271,26 +275,14 @@ def _canonical(volume, labels: np.ndarray):
     return hu, lab, spacing
 
 
-def _slice_pictures(volume, labels, names, pics: Path, lang: str = "en") -> dict[str, Path]:
-    import matplotlib
+def slice_planes(volume, labels: np.ndarray) -> dict[str, tuple]:
+    """The three CT planes the slice pictures show, cut through the centre of the parts' box.
 
-    from printpipe._fonts import mpl_rc
-
-    with matplotlib.rc_context(mpl_rc(lang)):
-        return _draw_slice_pictures(volume, labels, names, pics, lang)
-
-
-def _draw_slice_pictures(volume, labels, names, pics: Path, lang: str) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib import patheffects
-    from matplotlib.figure import Figure
-    from matplotlib.lines import Line2D
-
-    from printpipe.export import part_color
-
-    _t = get_translator(lang)
+    Returns ``{title: (hu plane, label plane, extent (l, r, bottom, top) mm, origin,
+    (left, right, top, bottom) letters, (axis letter, index, count), pixel mm)}`` for ``axial``,
+    ``coronal`` and ``sagittal``: copies of a few MB, which is all :func:`draw_pictures` needs of
+    the volume (the report worker is sent these, never the volume).
+    """
     hu, lab, (dz, dy, dx) = _canonical(volume, labels)
     nz, ny, nx = hu.shape
     from scipy import ndimage
@@ -305,19 +297,43 @@ def _draw_slice_pictures(volume, labels, names, pics: Path, lang: str) -> dict[s
         else:
             idx.append(hu.shape[ax] // 2)
     kc, jc, ic = idx
+    cut = {"axial": (hu[kc], lab[kc]), "coronal": (hu[:, jc, :], lab[:, jc, :]),
+           "sagittal": (hu[:, :, ic], lab[:, :, ic])}
+    cut = {title: (np.array(h), np.array(lp)) for title, (h, lp) in cut.items()}
+    return {
+        "axial": (*cut["axial"], (0, nx * dx, ny * dy, 0), "upper", ("R", "L", "A", "P"), ("z", kc, nz), dx),
+        "coronal": (*cut["coronal"], (0, nx * dx, 0, nz * dz), "lower", ("R", "L", "S", "I"), ("y", jc, ny), dx),
+        "sagittal": (*cut["sagittal"], (0, ny * dy, 0, nz * dz), "lower", ("A", "P", "S", "I"), ("x", ic, nx), dy),
+    }
+
+
+def _slice_pictures(planes: Mapping[str, tuple], names, pics: Path, lang: str = "en") -> dict[str, Path]:
+    import matplotlib
+
+    from printpipe._fonts import mpl_rc
+
+    with matplotlib.rc_context(mpl_rc(lang)):
+        return _draw_slice_pictures(planes, names, pics, lang)
+
+
+def _draw_slice_pictures(planes: Mapping[str, tuple], names, pics: Path, lang: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib import patheffects
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    from printpipe.export import part_color
+
+    _t = get_translator(lang)
     level, width = BONE_WINDOW
     vmin, vmax = level - width / 2, level + width / 2
-    planes = {
-        # title: (hu plane, label plane, extent (l, r, bottom, top), origin, (left, right, top, bottom) letters)
-        "axial": (hu[kc], lab[kc], (0, nx * dx, ny * dy, 0), "upper", ("R", "L", "A", "P"),
-                  _t("z index {index} of {count}").format(index=kc, count=nz)),
-        "coronal": (hu[:, jc, :], lab[:, jc, :], (0, nx * dx, 0, nz * dz), "lower", ("R", "L", "S", "I"),
-                    _t("y index {index} of {count}").format(index=jc, count=ny)),
-        "sagittal": (hu[:, :, ic], lab[:, :, ic], (0, ny * dy, 0, nz * dz), "lower", ("A", "P", "S", "I"),
-                     _t("x index {index} of {count}").format(index=ic, count=nx)),
-    }
+    where_text = {"z": _t("z index {index} of {count}"), "y": _t("y index {index} of {count}"),
+                  "x": _t("x index {index} of {count}")}
     out = {}
-    for title, (img, lplane, extent, origin, letters, where) in planes.items():
+    for title, (img, lplane, extent, origin, letters, (axis, index, count), pixel) in planes.items():
+        where = where_text[axis].format(index=index, count=count)
         w_mm, h_mm = abs(extent[1] - extent[0]), abs(extent[3] - extent[2])
         fig_w = 6.0
         fig_h = max(2.5, min(9.0, fig_w * h_mm / max(w_mm, 1e-6))) + 0.6
@@ -347,7 +363,7 @@ def _draw_slice_pictures(volume, labels, names, pics: Path, lang: str) -> dict[s
                     va="top" if y > 0.9 else ("bottom" if y < 0.1 else "center"))
         fig.suptitle(_t("{plane} ({where}; bone window L {level} W {width} HU; pixel {pixel} mm)").format(
             plane=_t(_PLANE_TITLES[title]), where=where, level=f"{level:g}", width=f"{width:g}",
-            pixel=f"{dx if title != 'sagittal' else dy:.2f}"), fontsize=8)
+            pixel=f"{pixel:.2f}"), fontsize=8)
         png = pics / f"{title}.png"
         _save_fig(fig, png)
         out[title] = png
@@ -439,6 +455,33 @@ def render_backend() -> str:
             proc.communicate()
             log.warning("PyVista rendering probe failed (%s); using matplotlib", exc)
             _RENDER_BACKEND = "matplotlib"
+    return _RENDER_BACKEND
+
+
+def probe_rendering_here() -> str:
+    """:func:`render_backend`, probed in this process instead of a child: the probe's own VTK
+    import and interpreter start (about 0.5 s of CPU) are saved where VTK is imported anyway.
+
+    Only for a process whose crash costs nothing, the report worker: when VTK takes it down, the
+    parent draws the pictures itself and probes in a child as usual. A hang is that worker's to
+    bound (it sets an alarm).
+    """
+    global _RENDER_BACKEND
+    forced = os.environ.get("PRINTPIPE_RENDERER", "").strip().lower()
+    if forced in ("matplotlib", "pyvista"):
+        return forced
+    if _RENDER_BACKEND is None:
+        try:
+            exec(compile(_PROBE_CODE, "<rendering probe>", "exec"), {"__name__": "__rendering_probe__"})
+            code: Any = 0
+        except SystemExit as exc:  # the probe ends with sys.exit(status), as in a child
+            code = exc.code or 0
+        except Exception as exc:  # noqa: BLE001 - any failure means: no VTK rendering here
+            code = f"{type(exc).__name__}: {exc}"
+        _RENDER_BACKEND = "pyvista" if code == 0 else "matplotlib"
+        if code != 0:
+            log.warning("PyVista off-screen rendering is unavailable (%s); 3-D views will be drawn with "
+                        "matplotlib. On Debian install libegl1 and libgl1-mesa-dri (or libosmesa6)", code)
     return _RENDER_BACKEND
 
 

@@ -45,3 +45,40 @@ def test_debug_shows_traceback(tmp_path, capsys):
     rc = main(["run", str(tmp_path / "nope"), "-o", str(tmp_path / "out"), "--quiet", "--debug"])
     assert rc == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_console_exits_at_once_with_the_output_flushed():
+    """The ``printpipe`` command ends through ``os._exit`` (no interpreter teardown); what was
+    printed to a pipe (block-buffered) must still arrive, and the exit code must be main's."""
+    import subprocess
+    import sys
+
+    code = ("import sys, atexit; from printpipe.cli import main as m; "
+            "atexit.register(lambda: print('TEARDOWN', file=sys.stderr)); "
+            "sys.argv = ['printpipe'] + sys.argv[1:]; m.console()")
+    ok = subprocess.run([sys.executable, "-c", code, "--version"], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "printpipe" in ok.stdout
+    assert "TEARDOWN" not in ok.stderr  # atexit handlers did not run: the quick exit was taken
+    bad = subprocess.run([sys.executable, "-c", code, "frobnicate"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+def test_console_waits_for_a_thread_still_running(monkeypatch):
+    """A non-daemon thread still alive gets the normal exit (which waits for it), never os._exit."""
+    import os
+    import threading
+
+    from printpipe.cli import main as cli_main
+
+    monkeypatch.setattr(cli_main, "main", lambda: 0)
+    monkeypatch.setattr(os, "_exit", lambda code: pytest.fail("os._exit with a thread still running"))
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=False)
+    worker.start()
+    try:
+        with pytest.raises(SystemExit) as exc:
+            cli_main.console()
+        assert exc.value.code == 0
+    finally:
+        release.set()
+        worker.join()

@@ -40,7 +40,7 @@ def test_wheel_has_one_top_level_package(wheel):
         # gettext catalogs ship compiled, so an installed wheel speaks Chinese without a build step
         assert {f"printpipe/locale/{lang}/LC_MESSAGES/printpipe.mo" for lang in ("zh", "en")} <= set(names)
         entry = next(n for n in names if n.endswith("entry_points.txt"))
-        assert "printpipe = printpipe.cli.main:main" in zf.read(entry).decode()
+        assert "printpipe = printpipe.cli.main:console" in zf.read(entry).decode()
 
 
 def test_installed_wheel_runs_outside_repo(wheel, tmp_path):

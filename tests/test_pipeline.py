@@ -144,3 +144,91 @@ def test_input_hash_is_the_cts_and_full_grid_let_go_of_after_segmentation(sample
     result = pipeline.run(SAMPLE, out.parent / "light", pipeline.PipelineConfig(report=False))
     assert seen["alive"] is False
     assert result.manifest["input_hash"] == manifest["input_hash"]
+
+
+def test_final_meshes_are_handed_over_before_their_fidelity_is_measured(monkeypatch):
+    """``_meshes`` hands the exported meshes to ``on_final`` (the report worker's 3-D views) as soon
+    as the repairs are done: the fidelity checks, still running, must not hold the views up, and
+    what was handed over is exactly what is returned."""
+    import contextlib
+    import threading
+    from types import SimpleNamespace
+
+    from printpipe import pipeline
+    from printpipe.volume import Volume
+
+    z, y, x = np.mgrid[:24, :24, :40]
+    labels = np.zeros((24, 24, 40), dtype=np.uint8)
+    labels[(z - 11.5) ** 2 + (y - 11.5) ** 2 + (x - 10.5) ** 2 < 49] = 1
+    labels[(z - 11.5) ** 2 + (y - 11.5) ** 2 + (x - 28.5) ** 2 < 36] = 2
+    seg = SimpleNamespace(volume=Volume(np.zeros(labels.shape, np.int16), spacing=(1.0, 1.0, 1.0)),
+                          labels=labels, names={1: "femur_left", 2: "femur_right"})
+    handed, seen = threading.Event(), {}
+    real_fidelity = pipeline.fidelity
+
+    def fidelity(mesh, raw):
+        seen.setdefault("views_first", []).append(handed.wait(20))
+        return real_fidelity(mesh, raw)
+
+    def on_final(parts):
+        seen["handed"] = {n: (np.array(m.vertices), np.array(m.faces)) for n, m in parts.items()}
+        handed.set()
+
+    monkeypatch.setattr(pipeline, "fidelity", fidelity)
+    parts, _, _, extras = pipeline._meshes(seg, pipeline.PipelineConfig(), lambda name: contextlib.nullcontext(),
+                                           lambda stage, fraction: None, on_final=on_final)
+    assert seen["views_first"] == [True, True]
+    assert list(seen["handed"]) == list(parts) == ["femur_left", "femur_right"]
+    for name, mesh in parts.items():
+        assert np.array_equal(seen["handed"][name][0], mesh.vertices)
+        assert np.array_equal(seen["handed"][name][1], mesh.faces)
+        assert extras[name]["fidelity"]["samples"] > 0
+
+
+def test_report_worker_is_started_before_the_ct_is_read(monkeypatch, tmp_path):
+    """The worker that draws the report's pictures starts with the case, so that it gets ready
+    (imports, rendering probe) while the CT is read and segmented."""
+    from printpipe import pipeline
+    from printpipe.errors import InputError
+
+    order = []
+    monkeypatch.setattr(pipeline, "_start_pictures", lambda staging: order.append("worker"))
+
+    def read(*args, **kwargs):
+        order.append("read")
+        raise InputError("stop after the read")
+
+    monkeypatch.setattr(pipeline, "read_series", read)
+    with pytest.raises(InputError):
+        pipeline.run(tmp_path / "in", tmp_path / "out")
+    assert order == ["worker", "read"]
+
+
+@pytest.mark.parametrize("limit, expected", [(1000, ["prepare", "close"]), (999, ["close"])])
+def test_report_worker_gets_ready_during_segmentation_only_on_moderate_cts(monkeypatch, tmp_path, limit, expected):
+    """The worker's imports and rendering probe (about 250 MB) run beside segmentation only when the
+    CT has at most ``_EARLY_PICTURES_VOXELS`` voxels; on a larger one they would add to the run's
+    peak memory, and the worker gets ready when the slices arrive instead."""
+    from printpipe import pipeline
+    from printpipe.errors import InputError
+    from printpipe.volume import Volume
+
+    calls = []
+
+    class Worker:
+        def prepare(self):
+            calls.append("prepare")
+
+        def close(self):
+            calls.append("close")
+
+    def check(*args, **kwargs):
+        raise InputError("stop after the read")
+
+    monkeypatch.setattr(pipeline, "_EARLY_PICTURES_VOXELS", limit)
+    monkeypatch.setattr(pipeline, "_start_pictures", lambda staging: Worker())
+    monkeypatch.setattr(pipeline, "read_series", lambda *a, **k: Volume(np.zeros((10, 10, 10), np.int16), spacing=(1.0, 1.0, 1.0)))
+    monkeypatch.setattr(pipeline, "check_hu", check)
+    with pytest.raises(InputError):
+        pipeline.run(tmp_path / "in", tmp_path / "out")
+    assert calls == expected

@@ -188,7 +188,9 @@ def test_pictures_drawn_in_a_worker_process_match(case, tmp_path):
         v = vol.mm_to_patient(np.asarray(m.vertices)[:, ::-1] + np.asarray(c))
         f = np.asarray(m.faces)[:, ::-1] if vol.handedness < 0 else np.asarray(m.faces)
         parts[NAMES[lab]] = trimesh.Trimesh(v, f, process=False)
-    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    worker = ReportWorker(tmp_path, "en")  # started before the data exist, as in the pipeline
+    worker.prepare()  # imports and probe before the data arrive (the other tests: on arrival)
+    worker.send_slices(vol, labels, NAMES)
     worker.send_parts(parts)
     pictures = worker.result(timeout=120)
     assert pictures is not None
@@ -206,6 +208,80 @@ def test_worker_that_gets_no_meshes_gives_none_and_stops(case, tmp_path):
     from printpipe._report_worker import ReportWorker
 
     _, _, vol, labels = case
-    worker = ReportWorker(tmp_path, vol, labels, NAMES, "en")
+    worker = ReportWorker(tmp_path, "en")
+    worker.send_slices(vol, labels, NAMES)
     assert worker.result(timeout=5) is None  # meshes never sent: the caller draws the pictures
     assert not worker._proc.is_alive()
+
+
+def test_worker_sent_nothing_is_stopped_at_once(tmp_path):
+    """A case that fails before segmentation ends closes a worker that is still getting ready
+    (imports, rendering probe): it is stopped at once and writes nothing."""
+    import signal
+
+    from printpipe._report_worker import ReportWorker
+
+    worker = ReportWorker(tmp_path, "en")
+    worker.close()
+    assert not worker._proc.is_alive()
+    assert worker._proc.exitcode == -signal.SIGTERM  # stopped, not asked to leave and waited for
+    assert not (tmp_path / "pictures").exists()
+
+
+def test_slice_planes_are_all_the_slice_pictures_need(case, tmp_path):
+    """The slice pictures drawn from the planes cut by ``slice_planes`` (what the report worker is
+    sent) are those drawn from the volume and labels themselves."""
+    from PIL import Image
+
+    import printpipe.report as report
+
+    outdir, written, vol, labels = case
+    planes = report.slice_planes(vol, labels)
+    assert set(planes) == {"axial", "coronal", "sagittal"}
+    assert sum(p[0].nbytes + p[1].nbytes for p in planes.values()) < labels.nbytes + vol.hu.nbytes
+    got = report.draw_pictures(tmp_path, planes=planes, names=NAMES, lang="en")
+    assert set(got["slices"]) == {"axial", "coronal", "sagittal"} and not got["views"]
+    for title, png in got["slices"].items():
+        a = np.asarray(Image.open(outdir / "pictures" / f"{title}.png").convert("RGB"))
+        b = np.asarray(Image.open(png).convert("RGB"))
+        assert a.shape == b.shape and np.array_equal(a, b), title
+
+
+def test_rendering_probed_in_this_process_gives_the_probes_answer(monkeypatch):
+    """``probe_rendering_here`` runs the probe's code in the calling process (no child: the report
+    worker saves an interpreter start and a VTK import) and reads its exit status as the child's."""
+    import subprocess
+
+    import printpipe.report as report
+
+    monkeypatch.delenv("PRINTPIPE_RENDERER", raising=False)
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("a probe child was started"))
+    for code, expected in (("import sys; sys.exit(0)", "pyvista"), ("import sys; sys.exit(3)", "matplotlib"),
+                           ("raise RuntimeError('no EGL')", "matplotlib"), ("pass", "pyvista")):
+        monkeypatch.setattr(report, "_RENDER_BACKEND", None)
+        monkeypatch.setattr(report, "_PROBE_CODE", code)
+        assert report.probe_rendering_here() == expected, code
+        assert report.render_backend() == expected  # remembered for the pictures drawn next
+
+
+def _prepare_with_a_stuck_probe():  # runs in a forked child
+    import printpipe._report_worker as worker
+    import printpipe.report as report
+
+    report._RENDER_BACKEND = None
+    report._PROBE_CODE = "import time; time.sleep(60)"
+    worker._PROBE_LIMIT_S = 1
+    worker._prepare()
+
+
+def test_report_worker_with_a_stuck_rendering_probe_ends(monkeypatch):
+    """A probe stuck in the graphics driver ends the worker (SIGALRM's default action) instead of
+    holding the case up; the parent then draws the pictures itself."""
+    import multiprocessing
+    import signal
+
+    monkeypatch.delenv("PRINTPIPE_RENDERER", raising=False)
+    proc = multiprocessing.get_context("fork").Process(target=_prepare_with_a_stuck_probe)
+    proc.start()
+    proc.join(30)
+    assert proc.exitcode == -signal.SIGALRM
