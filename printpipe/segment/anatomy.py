@@ -148,12 +148,14 @@ def core_pieces(bone: np.ndarray) -> tuple[np.ndarray, int]:
     return _Pieces(cc3d.connected_components(core, connectivity=6, return_N=True))
 
 
-def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: float,
-                     pieces: tuple[np.ndarray, int], vol: Volume | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+def contrast_markers(vol: Volume, bone: np.ndarray, mk: np.ndarray, pieces: tuple[np.ndarray, int]
+                     ) -> tuple[np.ndarray, dict[str, Any]]:
     """Mark (in place, label :data:`CONTRAST`) bowel contrast that touches bone: the pieces of the
     mask eroded by two voxels (a contact through blurred bowel wall breaks) that hold no
-    anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`);
-    with ``vol``, also contrast pressed against the sacrum or the spine (:func:`pressed_contrast`)."""
+    anatomical marker and have no cortex (see :func:`printpipe.segment.naming.looks_like_contrast`),
+    and contrast pressed against the sacrum or the spine (:func:`pressed_contrast`)."""
+    hu = vol.hu
+    vox_mm3 = float(np.prod(vol.spacing))
     comp, n = pieces[0], pieces[1]
     if n == 0:
         return mk, {"contrast_pieces": 0}
@@ -171,7 +173,7 @@ def contrast_markers(hu: np.ndarray, bone: np.ndarray, mk: np.ndarray, vox_mm3: 
         if is_c:
             mk[sl][m] = CONTRAST
             found.append(round(float(m.sum() * vox_mm3 / 1000.0), 1))
-    pressed = pressed_contrast(vol, hu, bone, mk, pieces) if vol is not None else []
+    pressed = pressed_contrast(vol, hu, bone, mk, pieces)
     return mk, {"contrast_pieces": len(found), "volume_cm3": found[:20], "pressed_on_sacrum": len(pressed),
                 "pressed_cm3": pressed[:20]}
 

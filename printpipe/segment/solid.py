@@ -176,7 +176,7 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
         planes += np.moveaxis(e_ax, 0, ax)
         del c_ax, a_ax, e_ax
     if kind in ("hip", "pelvis") and other.any():
-        add |= _shared_holes(closed, h, sub, lab, sp, femurs)
+        add |= _shared_holes(closed, h, sub, other, sp, femurs)
     solid = closed | add | (planes >= _ENCLOSED_PLANES)
     del planes
     # 4. femur sections closed in-plane
@@ -210,17 +210,16 @@ def _solidify_part(sub: np.ndarray, h: np.ndarray, lab: int, name: str, sp: np.n
 _OWN_RIM = 2.0 / 3.0
 
 
-def _shared_holes(closed: np.ndarray, h: np.ndarray, sub: np.ndarray, lab: int, sp: np.ndarray,
+def _shared_holes(closed: np.ndarray, h: np.ndarray, sub: np.ndarray, other: np.ndarray, sp: np.ndarray,
                   femurs: tuple[int, ...]) -> np.ndarray:
-    """Axial holes of the part ``lab`` (``closed``: its closed mask on the labels ``sub``) walled
-    by it and by other parts, that the part walls for at least ``_OWN_RIM`` of their rim and no
-    femur touches (the joint space and the acetabular fossa lie between hip bone and femur), of a
-    marrow hole's size."""
+    """Axial holes of a part (``closed``: its closed mask on the labels ``sub``; ``other``: the
+    other parts there) walled by it and by other parts, that the part walls for at least
+    ``_OWN_RIM`` of their rim and no femur touches (the joint space and the acetabular fossa lie
+    between hip bone and femur), of a marrow hole's size."""
     import cc3d
 
     from printpipe.kernels.segment import slice_holes
 
-    other = (sub != 0) & (sub != lab)
     # the other parts grown by the one-voxel gap kept between parts (in-plane, 8-neighbour)
     other = ndi.binary_dilation(other, np.ones((1, 3, 3), bool)) & ~closed
     walls = closed | other

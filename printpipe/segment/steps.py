@@ -153,8 +153,7 @@ def separate_and_name(st: State, clock) -> None:
     if st.heads:
         pieces = anatomy.core_pieces(st.bone)
         mk, cut, minfo = anatomy.markers(st.vol, st.bone, st.heads, st.vol.hu, pieces)
-        mk, minfo["contrast"] = anatomy.contrast_markers(st.vol.hu, st.bone, mk, float(np.prod(st.vol.spacing)), pieces,
-                                                          st.vol)
+        mk, minfo["contrast"] = anatomy.contrast_markers(st.vol, st.bone, mk, pieces)
         del pieces
         regions, st.gap_ok, sep = anatomy.flood(st.vol.hu, st.bone, st.vol.spacing, mk, cut)
         sep["markers"] = minfo
